@@ -1,0 +1,8 @@
+"""``python -m aioh2s``: the command line of :mod:`aioh2s.cli` (``get`` and ``serve``)."""
+
+import sys
+
+from aioh2s.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

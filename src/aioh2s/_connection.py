@@ -1,0 +1,895 @@
+"""The protocol machinery: one HTTP/2 connection driven over asyncio streams.
+
+Theory of operation
+-------------------
+A :class:`Connection` owns exactly one ``h2.connection.H2Connection`` and is the only code that
+touches it. Its *reader task* (:meth:`Connection.run`) reads bytes from the
+``asyncio.StreamReader``, feeds them to h2, dispatches the resulting events to per-stream
+:class:`Stream` objects, and then flushes once. Everything the application does (send headers,
+write, end, reset) changes a ``Stream`` and asks for a flush; flushes are coalesced with
+``loop.call_soon`` so many writes in one loop iteration become one ``transport.write``.
+
+A :class:`Stream` holds all state of one HTTP/2 stream: its inbound buffer and outbound queue,
+what was sent and received, its error, and the futures the application waits on. The public
+``H2StreamReader``/``H2StreamWriter`` (streams.py) are thin views of it. Client and server share
+everything here; they differ in who opens streams and in what the first HEADERS mean.
+
+Flow control rules (DESIGN.md §2):
+- ``write()`` only queues. The flush step moves queued bytes into DATA frames round-robin over
+  the streams that have data, one frame per stream per turn, limited by the stream and
+  connection windows and by how much the transport already holds (``transport_high_water``).
+- Inbound DATA is buffered and acknowledged to h2 (which batches WINDOW_UPDATEs) only when the
+  application consumes it; padding and data for abandoned streams are acknowledged at once.
+- While the transport holds more than ``transport_high_water`` bytes the reader task stops
+  reading, so a peer that does not read cannot make us queue replies without bound.
+
+Failure rules: any exception in the reader task ends the connection. ``_fail`` records one
+``ConnectionClosed`` as the connection's error, fails every stream with it, wakes every waiter
+and closes the transport. Nothing waits forever on a dead connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from . import _h2patch
+from .config import Config
+from .errors import ConnectionClosed, ConnectionTerminated, ProtocolError, StreamReset
+from .headers import Headers, HeadersLike, to_wire
+
+log = logging.getLogger("aioh2s")
+
+_HEADER_EVENTS = (
+    h2.events.RequestReceived,
+    h2.events.ResponseReceived,
+    h2.events.InformationalResponseReceived,
+    h2.events.TrailersReceived,
+)
+
+
+def _decode_headers(raw: Any) -> Headers:
+    # h2 validated and lowercased the names; we only turn bytes into text. surrogateescape keeps
+    # odd bytes round-trippable instead of raising inside the reader task.
+    return Headers._from_h2(
+        [
+            (
+                n.decode("ascii", "surrogateescape") if isinstance(n, bytes) else n,
+                v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v,
+            )
+            for n, v in raw
+        ]
+    )
+
+
+def _wake(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
+def _cancel(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+
+
+class Stream:
+    """Everything about one HTTP/2 stream; owned by its :class:`Connection`."""
+
+    def __init__(self, conn: Connection, stream_id: int) -> None:
+        self.conn = conn
+        self.id = stream_id
+        # Inbound: headers, body buffer, end of stream, trailers.
+        self.headers: Headers | None = None  # request headers (server) / final response (client)
+        self.informational: list[Headers] = []
+        self.trailers: Headers | None = None
+        self.buf = bytearray()
+        self.eof = False  # the peer ended its side (END_STREAM received)
+        self.abandoned = False  # the application will read no more: ack on arrival
+        self._in_waiter: asyncio.Future[None] | None = None
+        # Outbound: queued body, pending end (True: END_STREAM, Headers: trailers).
+        self.headers_sent = False
+        self.out: collections.deque[memoryview] = collections.deque()
+        self.out_size = 0
+        self.out_end: bool | list[tuple[bytes, bytes]] = False
+        self.end_queued = False  # write_eof()/send_trailers() called
+        self.local_closed = False  # END_STREAM sent to h2
+        self.queued = False  # in the connection's round-robin
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        # Shared: the error that ended the stream, and whether it is fully closed.
+        self.error: BaseException | None = None
+        self.closed = False
+        self._closed_waiters: list[asyncio.Future[None]] = []
+        # Server: the handler task serving this stream (cancelled if it outlives a reset).
+        self.task: asyncio.Task[None] | None = None
+
+    # -- inbound -------------------------------------------------------------------------------
+
+    async def wait_inbound(self) -> None:
+        """Wait until headers, data, end of stream or an error arrive."""
+        if self._in_waiter is not None and not self._in_waiter.done():
+            raise RuntimeError(
+                f"another coroutine is already waiting for data on stream {self.id}"
+            )
+        fut = self.conn.loop.create_future()
+        self._in_waiter = fut
+        try:
+            await fut
+        finally:
+            self._in_waiter = None
+
+    async def wait_readable(self) -> None:
+        """Return when body bytes are buffered or the body ended; raise the stream's error."""
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self.buf or self.eof:
+                return
+            await self.wait_inbound()
+
+    def wake_inbound(self) -> None:
+        _wake(self._in_waiter)
+
+    def consume(self, n: int) -> bytes:
+        """Take ``n`` buffered bytes and grant the peer that much window again."""
+        buf = self.buf
+        if n >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:n])
+            del buf[:n]
+        if data:
+            self.conn.acknowledge(self, len(data))
+        return data
+
+    def abandon(self) -> None:
+        """The application reads no more: release buffered bytes' window now and on arrival."""
+        if self.abandoned:
+            return
+        self.abandoned = True
+        if self.buf:
+            n = len(self.buf)
+            self.buf.clear()
+            self.conn.acknowledge(self, n)
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    def check_writable(self, what: str) -> None:
+        if self.end_queued or self.local_closed:
+            raise RuntimeError(f"cannot {what}: stream {self.id} was already ended by this side")
+
+    def send_headers(self, headers: HeadersLike, end_stream: bool = False) -> None:
+        self.check_writable("send headers")
+        if self.error is not None:
+            raise self.error
+        self.conn.send_headers(self, to_wire(headers), end_stream)
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.check_writable("write()")
+        if not self.headers_sent:
+            raise RuntimeError("send_headers() must be called before write()")
+        if self.error is not None:
+            # Like asyncio's StreamWriter: writing to a dead stream is silent; drain() raises.
+            return
+        n = len(data)
+        if not n:
+            return
+        self.out.append(memoryview(bytes(data)))
+        self.out_size += n
+        self.conn.want_send(self)
+
+    def end(self, trailers: HeadersLike | None = None) -> None:
+        """Queue the end of our side: END_STREAM after the queued body, with trailers if given."""
+        self.check_writable("end the stream")
+        if not self.headers_sent:
+            raise RuntimeError("send_headers() must be called before ending the stream")
+        self.end_queued = True
+        if self.error is not None:
+            return
+        self.out_end = to_wire(trailers) if trailers is not None else True
+        self.conn.want_send(self)
+
+    def take(self, n: int) -> bytes:
+        """Dequeue up to ``n`` bytes of the outbound body."""
+        out = self.out
+        first = out[0]
+        if len(first) > n:
+            out[0] = first[n:]
+            data = bytes(first[:n])
+        elif len(first) == n or len(out) == 1:
+            out.popleft()
+            data = bytes(first)
+        else:
+            parts = []
+            need = n
+            while need and out:
+                chunk = out[0]
+                if len(chunk) > need:
+                    parts.append(chunk[:need])
+                    out[0] = chunk[need:]
+                    need = 0
+                else:
+                    parts.append(chunk)
+                    out.popleft()
+                    need -= len(chunk)
+            data = b"".join(parts)
+        self.out_size -= len(data)
+        return data
+
+    async def drain(self) -> None:
+        """Wait until queued bytes are at or below the low-water mark and the transport flows."""
+        conn = self.conn
+        low = conn.config.write_low_water
+        high = conn.config.write_high_water
+        if self.error is None and self.out_size <= high and not conn.write_blocked:
+            # Fast path, like asyncio's drain() on a transport that is not paused: yield once so
+            # a writer in a tight loop cannot starve the event loop.
+            await asyncio.sleep(0)
+            if self.error is not None:
+                raise self.error
+            return
+        while True:
+            if self.error is not None:
+                raise self.error
+            if self.out_size <= low and not conn.write_blocked:
+                return
+            fut = conn.loop.create_future()
+            self._drain_waiters.append(fut)
+            try:
+                await fut
+            finally:
+                if fut in self._drain_waiters:
+                    self._drain_waiters.remove(fut)
+
+    def wake_drain(self) -> None:
+        if self._drain_waiters and (
+            self.error is not None
+            or (self.out_size <= self.conn.config.write_low_water and not self.conn.write_blocked)
+        ):
+            for f in self._drain_waiters:
+                _wake(f)
+
+    async def wait_closed(self) -> None:
+        if self.closed:
+            return
+        fut = self.conn.loop.create_future()
+        self._closed_waiters.append(fut)
+        try:
+            await fut
+        finally:
+            if fut in self._closed_waiters:
+                self._closed_waiters.remove(fut)
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException) -> None:
+        """The stream died: drop queued output, wake everyone with ``exc``."""
+        if self.error is None:
+            self.error = exc
+        self.out.clear()
+        self.out_size = 0
+        self.out_end = False
+        self.buf.clear()
+        self.wake_inbound()
+        for f in self._drain_waiters:
+            _wake(f)
+        task = self.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            # The handler gets a chance to see the error on its next read/drain; if it is
+            # busy elsewhere it is cancelled, so reset streams cannot pile up running work.
+            self.conn.loop.call_later(self.conn.config.reset_handler_timeout, _cancel, task)
+        self.mark_closed()
+
+    def mark_closed(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for f in self._closed_waiters:
+            _wake(f)
+        self.conn.stream_closed(self)
+
+    @property
+    def ended_by_peer(self) -> bool:
+        """The peer finished its side cleanly (END_STREAM), or the stream failed."""
+        return self.eof or self.error is not None
+
+
+class Connection:
+    """One HTTP/2 connection over an asyncio stream pair, client or server side.
+
+    ``on_request`` (server side) is called with each new peer-opened :class:`Stream` whose
+    request headers arrived; ``on_close`` once when the connection ended.
+    """
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        client: bool,
+        config: Config,
+        on_request: Callable[[Stream], None] | None = None,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.client = client
+        self.config = config
+        self._reader = reader
+        self._writer = writer
+        self.transport = writer.transport
+        self._on_request = on_request
+        self.h2 = _new_h2(client, config)
+        self.streams: dict[int, Stream] = {}
+        self.error: ConnectionClosed | None = None
+        self.closed = False
+        self.write_blocked = False
+        self._sendable: collections.deque[Stream] = collections.deque()
+        self._flush_handle: asyncio.Handle | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._remote_settings = self.loop.create_future()
+        self._closed_fut = self.loop.create_future()
+        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self.open_outbound = 0
+        self.last_activity = time.monotonic()
+        self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
+        self.close_callbacks: list[Callable[[Connection], None]] = []
+
+    # -- setup and the reader task ------------------------------------------------------------
+
+    def start(self) -> None:
+        """Send our preface/SETTINGS and start the reader task (client side)."""
+        self.initiate()
+        self._reader_task = self.loop.create_task(self.run())
+
+    def initiate(self) -> None:
+        h2c = self.h2
+        h2c.initiate_connection()
+        extra = self.config.connection_window - 65535
+        if extra > 0:
+            h2c.increment_flow_control_window(extra)
+        self.flush()
+
+    async def wait_ready(self) -> None:
+        """Wait for the peer's first SETTINGS (the end of the handshake)."""
+        timeout = self.config.handshake_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(self._remote_settings), timeout)
+        except asyncio.TimeoutError:
+            exc = ConnectionClosed(
+                f"handshake timed out: no SETTINGS from the peer within {timeout} s"
+            )
+            self.abort(exc, ErrorCodes.SETTINGS_TIMEOUT)
+            raise exc from None
+
+    async def run(self) -> None:
+        """The reader task: read, feed h2, dispatch, flush; until the connection ends."""
+        reader = self._reader
+        size = self.config.read_size
+        try:
+            if not self.client and self.config.handshake_timeout is not None:
+                # The preface must arrive in time; afterwards reads may idle forever.
+                data = await asyncio.wait_for(
+                    self._read_preface(), timeout=self.config.handshake_timeout
+                )
+            else:
+                data = await reader.read(size)
+            while data:
+                self.last_activity = time.monotonic()
+                self.receive(data)
+                if self.closed:
+                    return
+                if self.write_blocked:
+                    # Stop reading while the peer is not reading what we send (DESIGN §7).
+                    await self._wait_writable()
+                    if self.closed:
+                        return
+                data = await reader.read(size)
+            self._fail(ConnectionClosed("the peer closed the connection"))
+        except asyncio.TimeoutError:
+            self.abort(
+                ConnectionClosed("handshake timed out: incomplete preface"), None
+            )
+        except asyncio.CancelledError:
+            self._fail(ConnectionClosed("the connection was closed locally"))
+            raise
+        except (ConnectionError, OSError) as e:
+            self._fail(ConnectionClosed(f"the connection was lost: {e!r}"))
+        except Exception as e:
+            log.exception("aioh2s: internal error in the connection reader task")
+            err = ConnectionClosed(f"internal error in aioh2s: {e!r}", ErrorCodes.INTERNAL_ERROR)
+            err.__cause__ = e
+            self.abort(err, ErrorCodes.INTERNAL_ERROR)
+        finally:
+            self._fail(ConnectionClosed("the connection was closed"))
+
+    async def _read_preface(self) -> bytes:
+        # Accumulate until the 24-byte preface is complete (or clearly wrong) so that a peer
+        # dribbling bytes is held to the handshake timeout.
+        data = b""
+        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+        while len(data) < len(preface) and preface.startswith(data):
+            chunk = await self._reader.read(self.config.read_size)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def receive(self, data: bytes) -> None:
+        """Feed bytes to h2, dispatch events, flush once."""
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as e:
+            code = getattr(e, "error_code", ErrorCodes.PROTOCOL_ERROR)
+            # h2 already queued a GOAWAY with that code; send it, then end.
+            self.abort(ProtocolError(f"peer violated HTTP/2: {e}", code), None)
+            return
+        for ev in events:
+            self.dispatch(ev)
+        self.flush()
+
+    # -- event dispatch ------------------------------------------------------------------------
+
+    def dispatch(self, ev: h2.events.Event) -> None:
+        t = type(ev)
+        if t is h2.events.DataReceived:
+            self._on_data(ev)  # type: ignore[arg-type]
+        elif t in _HEADER_EVENTS:
+            self._on_headers(ev)
+        elif t is h2.events.StreamEnded:
+            s = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
+            if s is not None:
+                s.eof = True
+                s.wake_inbound()
+                self._maybe_closed(s)
+        elif t is h2.events.WindowUpdated:
+            self._on_window_updated(ev.stream_id)  # type: ignore[attr-defined]
+        elif t is h2.events.StreamReset:
+            self._on_reset(ev)  # type: ignore[arg-type]
+        elif t is h2.events.RemoteSettingsChanged:
+            self._on_remote_settings(ev)  # type: ignore[arg-type]
+        elif t is h2.events.ConnectionTerminated:
+            self._on_goaway(ev)  # type: ignore[arg-type]
+        elif t is h2.events.PingAckReceived:
+            fut = self._ping_waiters.pop(ev.ping_data, None)  # type: ignore[attr-defined]
+            if fut is not None and not fut.done():
+                fut.set_result(time.monotonic())
+        # SettingsAcknowledged, PingReceived (h2 answers), PriorityUpdated (ignored per RFC 9113),
+        # UnknownFrameReceived, AlternativeServiceAvailable: nothing to do.
+
+    def _on_headers(self, ev: Any) -> None:
+        sid = ev.stream_id
+        headers = _decode_headers(ev.headers)
+        if isinstance(ev, h2.events.RequestReceived):
+            s = Stream(self, sid)
+            s.headers = headers
+            self.streams[sid] = s
+            if self._on_request is None:
+                # A client does not accept requests; h2 already refuses pushes (ENABLE_PUSH=0).
+                self.reset_stream(s, ErrorCodes.REFUSED_STREAM)
+                return
+            self._on_request(s)
+            return
+        s2 = self.streams.get(sid)
+        if s2 is None:
+            return
+        if isinstance(ev, h2.events.ResponseReceived):
+            s2.headers = headers
+        elif isinstance(ev, h2.events.InformationalResponseReceived):
+            s2.informational.append(headers)
+        else:
+            s2.trailers = headers
+        s2.wake_inbound()
+
+    def _on_data(self, ev: h2.events.DataReceived) -> None:
+        sid = ev.stream_id
+        data = ev.data
+        flow = ev.flow_controlled_length or 0
+        s = self.streams.get(sid)
+        if s is None or s.abandoned or s.error is not None:
+            if flow:
+                self.h2.acknowledge_received_data(flow, sid)
+            return
+        if data:
+            s.buf += data
+        padding = flow - len(data) if data is not None else flow
+        if padding:
+            self.h2.acknowledge_received_data(padding, sid)
+        s.wake_inbound()
+
+    def _on_window_updated(self, stream_id: int) -> None:
+        if stream_id:
+            s = self.streams.get(stream_id)
+            if s is not None and (s.out_size or s.out_end) and not s.queued:
+                s.queued = True
+                self._sendable.append(s)
+        else:
+            self._requeue_all()
+        self.schedule_flush()
+
+    def _requeue_all(self) -> None:
+        for s in self.streams.values():
+            if (s.out_size or s.out_end) and not s.queued and s.error is None:
+                s.queued = True
+                self._sendable.append(s)
+
+    def _on_reset(self, ev: h2.events.StreamReset) -> None:
+        s = self.streams.get(ev.stream_id)
+        if s is None:
+            return
+        s.fail(StreamReset(ev.stream_id, ev.error_code or 0, remote=ev.remote_reset))
+
+    def _on_remote_settings(self, ev: h2.events.RemoteSettingsChanged) -> None:
+        changed = ev.changed_settings
+        h2c = self.h2
+        if h2.settings.SettingCodes.HEADER_TABLE_SIZE in changed:
+            # h2 follows any table size the peer announces (up to 2**32-1): clamp it (DESIGN §7).
+            if h2c.encoder.header_table_size > 4096:
+                h2c.encoder.header_table_size = 4096
+        if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
+            self._requeue_all()
+            self.schedule_flush()
+        if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
+            self._grant_slots()
+        if not self._remote_settings.done():
+            self._remote_settings.set_result(None)
+
+    def _on_goaway(self, ev: h2.events.ConnectionTerminated) -> None:
+        code = ev.error_code or 0
+        last = ev.last_stream_id
+        extra = ""
+        if ev.additional_data:
+            extra = ": " + ev.additional_data[:200].decode("utf-8", "replace")
+        try:
+            name = ErrorCodes(code).name
+        except ValueError:
+            name = hex(code)
+        self.abort(
+            ConnectionTerminated(
+                f"the peer sent GOAWAY with {name} (last stream id {last}){extra}", code, last
+            ),
+            None,
+        )
+
+    # -- outbound ------------------------------------------------------------------------------
+
+    def send_headers(self, s: Stream, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if self.error is not None:
+            raise self.error
+        try:
+            self.h2.send_headers(s.id, headers, end_stream=end)
+        except h2.exceptions.ProtocolError as e:
+            raise ProtocolError(f"cannot send these headers on stream {s.id}: {e}") from e
+        s.headers_sent = True
+        if end:
+            s.end_queued = True
+            self._local_closed(s)
+        self.schedule_flush()
+
+    def want_send(self, s: Stream) -> None:
+        if not s.queued:
+            s.queued = True
+            self._sendable.append(s)
+        self.schedule_flush()
+
+    def schedule_flush(self) -> None:
+        if self._flush_handle is None and not self.closed:
+            self._flush_handle = self.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Move queued stream data into h2 (round-robin), then write h2's bytes once."""
+        self._flush_handle = None
+        if self.closed:
+            return
+        if self._sendable:
+            self._pump()
+        data = self.h2.data_to_send()
+        if data:
+            self.transport.write(data)
+        self._check_write_blocked()
+
+    def _pump(self) -> None:
+        h2c = self.h2
+        rr = self._sendable
+        max_frame = h2c.max_outbound_frame_size
+        budget = self.config.transport_high_water - self.transport.get_write_buffer_size()
+        while rr:
+            s = rr.popleft()
+            if s.error is not None or s.local_closed:
+                s.queued = False
+                continue
+            if s.out_size:
+                if budget <= 0 or h2c.outbound_flow_control_window <= 0:
+                    rr.appendleft(s)
+                    return
+                try:
+                    window = h2c.local_flow_control_window(s.id)
+                except h2.exceptions.StreamClosedError:
+                    s.queued = False
+                    continue
+                if window <= 0:
+                    s.queued = False  # WindowUpdated for this stream re-queues it
+                    continue
+                n = min(window, max_frame, s.out_size)
+                data = s.take(n)
+                end = s.out_size == 0 and s.out_end is True
+                h2c.send_data(s.id, data, end_stream=end)
+                budget -= n + 9
+                if end:
+                    s.out_end = False
+                    self._local_closed(s)
+                s.wake_drain()
+            if not s.out_size and s.out_end is not False:
+                if s.out_end is True:
+                    h2c.end_stream(s.id)
+                else:
+                    h2c.send_headers(s.id, s.out_end, end_stream=True)
+                s.out_end = False
+                self._local_closed(s)
+            if s.out_size or s.out_end is not False:
+                rr.append(s)
+            else:
+                s.queued = False
+
+    def _local_closed(self, s: Stream) -> None:
+        s.local_closed = True
+        if s.abandoned and not s.eof and s.error is None and not self.client:
+            # RFC 9113 §8.1: a complete response may be followed by RST_STREAM(NO_ERROR) when
+            # the request body is no longer wanted; it stops the client from sending more.
+            self.reset_stream(s, ErrorCodes.NO_ERROR)
+            return
+        self._maybe_closed(s)
+
+    def _maybe_closed(self, s: Stream) -> None:
+        if s.local_closed and s.eof and not s.closed:
+            s.mark_closed()
+
+    def reset_stream(self, s: Stream, code: int) -> None:
+        """Send RST_STREAM(code) unless the stream already ended; fail it locally."""
+        if s.closed or self.closed:
+            return
+        try:
+            self.h2.reset_stream(s.id, code)
+        except h2.exceptions.StreamClosedError:
+            pass
+        except h2.exceptions.ProtocolError:
+            pass
+        s.fail(StreamReset(s.id, code, remote=False))
+        self.schedule_flush()
+
+    def acknowledge(self, s: Stream, n: int) -> None:
+        if self.closed:
+            return
+        self.h2.acknowledge_received_data(n, s.id)
+        self.schedule_flush()
+
+    def stream_closed(self, s: Stream) -> None:
+        if self.streams.pop(s.id, None) is not None and self.client:
+            self.open_outbound -= 1
+            self._grant_slots()
+
+    # -- transport backpressure ----------------------------------------------------------------
+
+    def _check_write_blocked(self) -> None:
+        blocked = self.transport.get_write_buffer_size() > self.config.transport_high_water
+        if blocked and not self.write_blocked:
+            self.write_blocked = True
+            if self._drain_task is None:
+                self._drain_task = self.loop.create_task(self._await_transport())
+        elif not blocked and self.write_blocked:
+            self._unblock()
+
+    async def _await_transport(self) -> None:
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError, RuntimeError):
+            pass
+        finally:
+            self._drain_task = None
+            self._unblock()
+
+    def _unblock(self) -> None:
+        self.write_blocked = False
+        self._requeue_all()
+        if not self.closed:
+            self.flush()
+        for s in list(self.streams.values()):
+            s.wake_drain()
+
+    async def _wait_writable(self) -> None:
+        task = self._drain_task
+        if task is not None:
+            await asyncio.shield(task)
+
+    # -- client: stream slots ------------------------------------------------------------------
+
+    def _peer_limit(self) -> int:
+        return int(self.h2.remote_settings.max_concurrent_streams)
+
+    async def open_stream(self, headers: list[tuple[bytes, bytes]], end: bool) -> Stream:
+        """Client: wait (FIFO) for a slot under the peer's limit, then send HEADERS."""
+        if self.error is not None:
+            raise self.error
+        if self._slot_waiters or self.open_outbound >= self._peer_limit():
+            fut = self.loop.create_future()
+            self._slot_waiters.append(fut)
+            try:
+                await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled() and fut.exception() is None:
+                    # We were granted a slot but are leaving: pass it on.
+                    self._grant_slots()
+                else:
+                    try:
+                        self._slot_waiters.remove(fut)
+                    except ValueError:
+                        pass
+                raise
+            if self.error is not None:
+                raise self.error
+        sid = self.h2.get_next_available_stream_id()
+        s = Stream(self, sid)
+        self.streams[sid] = s
+        self.open_outbound += 1
+        try:
+            self.send_headers(s, headers, end)
+        except BaseException:
+            self.streams.pop(sid, None)
+            self.open_outbound -= 1
+            self._grant_slots()
+            raise
+        return s
+
+    def _grant_slots(self) -> None:
+        free = self._peer_limit() - self.open_outbound
+        waiters = self._slot_waiters
+        while waiters and free > 0:
+            fut = waiters.popleft()
+            if not fut.done():
+                # open_outbound is counted when the waiter sends its HEADERS, so reserve here by
+                # granting only as many as are free now, counting those already granted.
+                fut.set_result(None)
+                free -= 1
+
+    # -- ping ----------------------------------------------------------------------------------
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Send PING and return the round-trip time in seconds."""
+        if self.error is not None:
+            raise self.error
+        opaque = time.monotonic_ns().to_bytes(8, "big")
+        while opaque in self._ping_waiters:
+            opaque = (int.from_bytes(opaque, "big") + 1).to_bytes(8, "big")
+        fut: asyncio.Future[float] = self.loop.create_future()
+        self._ping_waiters[opaque] = fut
+        start = time.monotonic()
+        self.h2.ping(opaque)
+        self.flush()
+        try:
+            end = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._ping_waiters.pop(opaque, None)
+        return end - start
+
+    # -- ending the connection -----------------------------------------------------------------
+
+    def abort(self, exc: ConnectionClosed | ProtocolError, code: int | None) -> None:
+        """End the connection now: optional GOAWAY(code), flush, fail everything, close."""
+        if self.closed:
+            return
+        if code is not None:
+            try:
+                self.h2.close_connection(error_code=code)
+            except h2.exceptions.ProtocolError:
+                pass
+        try:
+            data = self.h2.data_to_send()
+            if data:
+                self.transport.write(data)
+        except Exception:  # the transport may already be gone
+            pass
+        if isinstance(exc, ProtocolError):
+            err = ConnectionClosed(str(exc), exc.error_code)
+            err.__cause__ = exc
+            exc = err
+        self._fail(exc)
+
+    def _fail(self, exc: ConnectionClosed) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.error = exc
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        for s in list(self.streams.values()):
+            s.fail(exc.for_stream(s.id))
+        self.streams.clear()
+        self._sendable.clear()
+        for fut in self._slot_waiters:
+            _wake(fut)
+        self._slot_waiters.clear()
+        for pfut in self._ping_waiters.values():
+            if not pfut.done():
+                pfut.set_exception(exc)
+                pfut.exception()  # mark retrieved: nobody may be awaiting it any more
+        if not self._remote_settings.done():
+            self._remote_settings.set_exception(exc)
+            self._remote_settings.exception()
+        self.transport.close()
+        if self._reader_task is not None and self._reader_task is not asyncio.current_task():
+            self._reader_task.cancel()
+        if self._drain_task is not None:
+            self._drain_task.cancel()
+        if not self._closed_fut.done():
+            self._closed_fut.set_result(None)
+        for cb in self.close_callbacks:
+            try:
+                cb(self)
+            except Exception:
+                log.exception("aioh2s: error in a connection close callback")
+
+    def close_now(self, code: int = ErrorCodes.NO_ERROR) -> None:
+        """Send GOAWAY(code) and close at once, failing open streams."""
+        self.abort(ConnectionClosed("the connection was closed locally", code), code)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection ended and the reader task finished."""
+        await asyncio.shield(self._closed_fut)
+        task = self._reader_task
+        if task is not None and task is not asyncio.current_task():
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self._writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.transport.get_extra_info(name, default)
+
+
+def _new_h2(client: bool, config: Config) -> h2.connection.H2Connection:
+    """An H2Connection with our settings, our limits, and without per-frame repr costs."""
+    h2config = h2.config.H2Configuration(
+        client_side=client,
+        header_encoding=None,
+        validate_inbound_headers=True,
+        normalize_inbound_headers=True,
+        validate_outbound_headers=True,
+        normalize_outbound_headers=True,
+    )
+    conn = h2.connection.H2Connection(config=h2config)
+    sc = h2.settings.SettingCodes
+    initial: dict[int, int] = {
+        sc.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
+        sc.INITIAL_WINDOW_SIZE: config.stream_window,
+        sc.MAX_FRAME_SIZE: config.max_frame_size,
+        sc.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
+        # RFC 9113 §5.3.2: we do not use RFC 7540 priorities.
+        0x9: 1,
+    }
+    if client:
+        # h2's client default is ENABLE_PUSH=1; we never accept pushes.
+        initial[sc.ENABLE_PUSH] = 0
+    conn.local_settings = h2.settings.Settings(client=client, initial_values=initial)
+    conn.max_inbound_frame_size = config.max_frame_size
+    conn.incoming_buffer.max_frame_size = config.max_frame_size
+    conn.decoder.max_header_list_size = config.max_header_list_size
+    _h2patch.install(conn)
+    return conn
+
+
+Handler = Callable[..., Awaitable[None]]

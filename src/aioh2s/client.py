@@ -1,0 +1,209 @@
+"""The client face: ``connect()``, ``Client`` and the per-request ``RequestStream``.
+
+Theory of operation: ``connect()`` opens an asyncio stream pair, sends the HTTP/2 preface and
+waits for the server's SETTINGS, so that the very first ``request()`` already knows the
+server's limits. ``Client.request(headers)`` returns an async context manager: entering it
+waits (FIFO) for a free slot under the server's SETTINGS_MAX_CONCURRENT_STREAMS instead of
+failing, then sends HEADERS; the body goes through ``stream.writer``, the response comes
+through ``stream.response_headers()`` and ``stream.reader``. Leaving the block before the
+stream completed resets it with CANCEL, so an abandoned request never holds a slot.
+
+Rules kept here:
+- The client fills ``:method`` (GET), ``:scheme`` (from ``ssl``), ``:authority`` (host:port)
+  and ``:path`` (/) when the caller leaves them out; pseudo-headers are sent first.
+- Once the connection has ended, ``request()`` raises its ``ConnectionClosed``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl as _ssl
+from types import TracebackType
+from typing import Any
+
+from ._connection import Connection, Stream
+from .config import Config
+from .errors import ErrorCode
+from .headers import Headers, HeadersLike, to_wire
+from .streams import H2StreamReader, H2StreamWriter
+from .tls import check_alpn, client_ssl_context
+
+__all__ = ["Client", "RequestStream", "connect"]
+
+
+class RequestStream:
+    """One request/response exchange: ``reader``, ``writer`` and the response headers."""
+
+    __slots__ = ("_s", "reader", "writer")
+
+    def __init__(self, stream: Stream) -> None:
+        self._s = stream
+        #: The response body.
+        self.reader = H2StreamReader(stream)
+        #: The request body.
+        self.writer = H2StreamWriter(stream)
+
+    @property
+    def stream_id(self) -> int:
+        """The HTTP/2 stream id."""
+        return self._s.id
+
+    @property
+    def informational(self) -> list[Headers]:
+        """1xx responses received so far, in order."""
+        return self._s.informational
+
+    async def response_headers(self) -> Headers:
+        """Wait for and return the final (non-1xx) response headers."""
+        s = self._s
+        while s.headers is None:
+            if s.error is not None:
+                raise s.error
+            await s.wait_inbound()
+        return s.headers
+
+
+class _RequestContext:
+    """``async with client.request(...) as stream`` (also awaitable for manual handling)."""
+
+    def __init__(self, client: Client, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        self._client = client
+        self._headers = headers
+        self._end = end
+        self._stream: RequestStream | None = None
+
+    async def __aenter__(self) -> RequestStream:
+        s = await self._client._conn.open_stream(self._headers, self._end)
+        self._stream = RequestStream(s)
+        return self._stream
+
+    def __await__(self) -> Any:
+        return self.__aenter__().__await__()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        s = stream._s
+        if not s.closed:
+            # Leaving before the response completed (or with our side still open): the
+            # exchange is abandoned; tell the server so it stops working on it.
+            s.conn.reset_stream(s, ErrorCode.CANCEL)
+
+
+class Client:
+    """An HTTP/2 client connection. Create it with :func:`connect`."""
+
+    def __init__(self, conn: Connection, authority: str, scheme: str) -> None:
+        self._conn = conn
+        self._authority = authority
+        self._scheme = scheme
+
+    def __repr__(self) -> str:
+        state = "closed" if self._conn.closed else "open"
+        return f"<aioh2s.Client {self._scheme}://{self._authority} {state}>"
+
+    def request(
+        self, headers: HeadersLike | None = None, *, end_stream: bool = False
+    ) -> _RequestContext:
+        """Start a request: ``async with client.request(headers) as stream: ...``.
+
+        ``end_stream=True`` sends a request without a body (the writer is then closed).
+        Missing ``:method``, ``:scheme``, ``:authority`` and ``:path`` are filled in.
+        """
+        return _RequestContext(self, self._complete(headers), end_stream)
+
+    def _complete(self, headers: HeadersLike | None) -> list[tuple[bytes, bytes]]:
+        wire = to_wire(headers) if headers is not None else []
+        pseudo = [(n, v) for n, v in wire if n.startswith(b":")]
+        regular = [(n, v) for n, v in wire if not n.startswith(b":")]
+        have = {n for n, _ in pseudo}
+        defaults = (
+            (b":method", b"GET"),
+            (b":scheme", self._scheme.encode()),
+            (b":authority", self._authority.encode()),
+            (b":path", b"/"),
+        )
+        for name, value in defaults:
+            if name not in have:
+                if name == b":path" and (b":method", b"CONNECT") in pseudo:
+                    continue
+                pseudo.append((name, value))
+        return pseudo + regular
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Send a PING and return the round-trip time in seconds."""
+        return await self._conn.ping(timeout)
+
+    def is_closing(self) -> bool:
+        """True once the connection ended or is ending: make a new one for new requests."""
+        return self._conn.closed
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's extra info (``peername``, ``sockname``, ``ssl_object``, ...)."""
+        return self._conn.get_extra_info(name, default)
+
+    async def close(self) -> None:
+        """Close the connection: GOAWAY(NO_ERROR), then close the transport."""
+        self._conn.close_now(ErrorCode.NO_ERROR)
+        await self._conn.wait_closed()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+async def connect(
+    host: str,
+    port: int,
+    *,
+    ssl: _ssl.SSLContext | bool | None = None,
+    server_hostname: str | None = None,
+    config: Config | None = None,
+    **options: Any,
+) -> Client:
+    """Open an HTTP/2 connection to ``host:port`` and return a :class:`Client`.
+
+    ``ssl=None`` speaks h2c with prior knowledge; ``ssl=True`` uses
+    :func:`aioh2s.client_ssl_context`; an ``SSLContext`` must offer ALPN ``h2``. ``options``
+    are :class:`aioh2s.Config` fields (``stream_window=...``, ``handshake_timeout=...``).
+    """
+    cfg = Config.from_options(config, **options)
+    ctx: _ssl.SSLContext | None
+    if ssl is True:
+        ctx = client_ssl_context()
+    elif ssl is False or ssl is None:
+        ctx = None
+    else:
+        ctx = ssl
+    kwargs: dict[str, Any] = {}
+    if ctx is not None:
+        kwargs["ssl"] = ctx
+        kwargs["server_hostname"] = server_hostname if server_hostname is not None else host
+        if cfg.handshake_timeout is not None:
+            kwargs["ssl_handshake_timeout"] = cfg.handshake_timeout
+    open_conn = asyncio.open_connection(host, port, limit=cfg.read_size * 2, **kwargs)
+    if cfg.handshake_timeout is not None:
+        reader, writer = await asyncio.wait_for(open_conn, cfg.handshake_timeout)
+    else:
+        reader, writer = await open_conn
+    try:
+        if ctx is not None:
+            check_alpn(writer.get_extra_info("ssl_object"))
+        conn = Connection(reader, writer, client=True, config=cfg)
+        conn.start()
+    except BaseException:
+        writer.close()
+        raise
+    await conn.wait_ready()
+    authority = host if port in (80, 443) else f"{host}:{port}"
+    if ":" in host and not host.startswith("["):
+        authority = f"[{host}]" if port in (80, 443) else f"[{host}]:{port}"
+    return Client(conn, authority, "https" if ctx is not None else "http")

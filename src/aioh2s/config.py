@@ -1,0 +1,94 @@
+"""Every tunable of a connection, with a safe default, in one frozen dataclass.
+
+Theory of operation: ``connect()`` and ``start_server()`` take these as keyword arguments and
+build one :class:`Config`; the connection reads it and nothing else. Each field is a limit a
+public server needs (the defaults must be safe to face the internet) or a buffer size that
+trades memory for throughput. :meth:`Config.from_options` rejects unknown keywords with the
+list of known ones, so a typo fails loudly instead of silently using a default.
+
+Memory rules the defaults keep (see README, "Flow control"):
+- a stream buffers at most ``stream_window`` unread inbound bytes, a connection at most
+  ``connection_window`` over all its streams: the peer cannot send more than we granted, and we
+  grant only what the application has consumed;
+- a writer that awaits ``drain()`` has at most ``write_high_water`` bytes queued per stream.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["Config"]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+
+@dataclass(frozen=True)
+class Config:
+    """Limits and buffer sizes of one HTTP/2 connection (client or server side)."""
+
+    #: SETTINGS_MAX_CONCURRENT_STREAMS we advertise: streams the peer may open at once.
+    max_concurrent_streams: int = 100
+    #: SETTINGS_INITIAL_WINDOW_SIZE we advertise: unread bytes one stream may buffer.
+    stream_window: int = 1 * MiB
+    #: Connection-level receive window: unread bytes all streams together may buffer.
+    connection_window: int = 4 * MiB
+    #: SETTINGS_MAX_FRAME_SIZE we advertise (16,384 .. 16,777,215).
+    max_frame_size: int = 16 * KiB
+    #: SETTINGS_MAX_HEADER_LIST_SIZE: cap on a decoded header list (HPACK-bomb bound).
+    max_header_list_size: int = 64 * KiB
+    #: ``drain()`` blocks while a stream has more than this many unsent bytes queued...
+    write_high_water: int = 256 * KiB
+    #: ...until it falls to this many.
+    write_low_water: int = 64 * KiB
+    #: Bytes the transport may hold before we stop moving stream data into it (and stop reading).
+    transport_high_water: int = 512 * KiB
+    #: ``readline()``/``readuntil()`` limit, clamped to half the stream window (see streams.py).
+    read_limit: int = 64 * KiB
+    #: Seconds for the peer's preface and first SETTINGS to arrive (slowloris bound).
+    handshake_timeout: float | None = 10.0
+    #: Server: seconds without open streams before a graceful GOAWAY and close (None: never).
+    idle_timeout: float | None = None
+    #: Seconds of silence before we send a keepalive PING (None: no keepalive).
+    keepalive_interval: float | None = None
+    #: Seconds to wait for a keepalive PING's ACK before closing the connection.
+    keepalive_timeout: float = 20.0
+    #: Seconds open streams get to finish after a graceful close starts, before they are reset.
+    grace: float = 30.0
+    #: Seconds a server handler may keep running after its stream was reset before it is cancelled.
+    reset_handler_timeout: float = 1.0
+    #: Read size of the connection's reader task.
+    read_size: int = 64 * KiB
+
+    def __post_init__(self) -> None:
+        if not 16 * KiB <= self.max_frame_size <= 16 * MiB - 1:
+            raise ValueError("max_frame_size must be between 16384 and 16777215")
+        if not 1 <= self.stream_window <= 2**31 - 1:
+            raise ValueError("stream_window must be between 1 and 2**31-1")
+        if not self.stream_window <= self.connection_window <= 2**31 - 1:
+            raise ValueError("connection_window must be >= stream_window and <= 2**31-1")
+        if self.max_concurrent_streams < 1:
+            raise ValueError("max_concurrent_streams must be at least 1")
+        if not 0 <= self.write_low_water <= self.write_high_water:
+            raise ValueError("write_low_water must be between 0 and write_high_water")
+        if self.max_header_list_size < 1 * KiB:
+            raise ValueError("max_header_list_size must be at least 1024")
+
+    @classmethod
+    def from_options(cls, config: Config | None = None, **options: Any) -> Config:
+        """``config`` (or the defaults) with ``options`` replaced; unknown names raise TypeError."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise TypeError(
+                f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        base = config if config is not None else cls()
+        return dataclasses.replace(base, **options) if options else base
+
+    @property
+    def effective_read_limit(self) -> int:
+        """``read_limit`` clamped so a full stream window always trips it (never a hang)."""
+        return max(1, min(self.read_limit, self.stream_window // 2))

@@ -1,0 +1,112 @@
+"""Every exception aioh2s raises, in one place.
+
+Theory of operation: a failure in HTTP/2 has a *scope*. It ends one stream (``StreamReset``), or
+the whole connection (``ConnectionClosed`` and its subclass ``ConnectionTerminated``, the latter
+when the peer said goodbye with GOAWAY), or it is a peer's protocol violation that we detected
+(``ProtocolError``). All of them derive from ``H2Error`` so ``except aioh2s.H2Error`` catches
+anything the library raises for network reasons. Read methods additionally raise asyncio's own
+``IncompleteReadError`` and ``LimitOverrunError``, exactly as :class:`asyncio.StreamReader` does.
+
+Rules kept here:
+- Messages say what the *peer* (or the caller) did, in words, with the RFC 9113 error code name.
+- ``retry_safe`` is True only when RFC 9113 guarantees the peer did not process the stream
+  (REFUSED_STREAM, or a stream above the last stream id of a received GOAWAY).
+"""
+
+from __future__ import annotations
+
+from h2.errors import ErrorCodes
+
+__all__ = [
+    "ConnectionClosed",
+    "ConnectionTerminated",
+    "ErrorCode",
+    "H2Error",
+    "ProtocolError",
+    "StreamReset",
+]
+
+#: HTTP/2 error codes (RFC 9113 §7), the same ``IntEnum`` as :class:`h2.errors.ErrorCodes`.
+ErrorCode = ErrorCodes
+
+
+def _code_name(code: int) -> str:
+    try:
+        return ErrorCode(code).name
+    except ValueError:
+        return f"UNKNOWN_ERROR_{code:#x}"
+
+
+def _as_code(code: int) -> ErrorCode | int:
+    try:
+        return ErrorCode(code)
+    except ValueError:
+        return code
+
+
+class H2Error(Exception):
+    """Base class of every aioh2s error."""
+
+
+class ProtocolError(H2Error):
+    """The peer broke the HTTP/2 protocol (or sent something we refuse), or the caller misused it.
+
+    ``error_code`` is the RFC 9113 code sent to the peer in the GOAWAY or RST_STREAM that
+    answered the violation.
+    """
+
+    def __init__(self, message: str, error_code: int = ErrorCode.PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.error_code: ErrorCode | int = _as_code(error_code)
+
+
+class StreamReset(H2Error):
+    """The stream was reset with RST_STREAM, by the peer (``remote=True``) or by us."""
+
+    def __init__(self, stream_id: int, error_code: int, remote: bool, message: str = "") -> None:
+        who = "peer" if remote else "local side"
+        text = message or f"stream {stream_id} was reset by the {who} with {_code_name(error_code)}"
+        super().__init__(text)
+        self.stream_id = stream_id
+        self.error_code: ErrorCode | int = _as_code(error_code)
+        self.remote = remote
+
+    @property
+    def retry_safe(self) -> bool:
+        """True when the peer refused the stream before processing it (REFUSED_STREAM)."""
+        return self.remote and self.error_code == ErrorCode.REFUSED_STREAM
+
+
+class ConnectionClosed(H2Error):
+    """The connection ended while this operation needed it.
+
+    ``error_code`` is the HTTP/2 error code of the ending (NO_ERROR for a clean close),
+    ``last_stream_id`` the highest stream id the peer said it processed (when known), and
+    ``retry_safe`` whether the operation's stream was certainly not processed by the peer.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        error_code: int = ErrorCode.NO_ERROR,
+        last_stream_id: int | None = None,
+        retry_safe: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.error_code: ErrorCode | int = _as_code(error_code)
+        self.last_stream_id = last_stream_id
+        self.retry_safe = retry_safe
+
+    def for_stream(self, stream_id: int) -> ConnectionClosed:
+        """A copy of this error as seen by one stream (``retry_safe`` computed for it)."""
+        safe = self.last_stream_id is not None and stream_id > self.last_stream_id
+        text = str(self)
+        if safe:
+            text += f"; stream {stream_id} was not processed by the peer and is safe to retry"
+        err = type(self)(text, self.error_code, self.last_stream_id, safe)
+        err.__cause__ = self.__cause__
+        return err
+
+
+class ConnectionTerminated(ConnectionClosed):
+    """The peer sent GOAWAY: streams above ``last_stream_id`` were not processed (retry them)."""

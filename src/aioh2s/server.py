@@ -1,0 +1,223 @@
+"""The server face: ``start_server()`` and ``Server``.
+
+Theory of operation: ``start_server`` wraps :func:`asyncio.start_server`. Each accepted
+connection's callback task *is* that connection's reader task (``Connection.run``); each
+request stream gets its own handler task running ``handler(reader, writer)``. ``Server``
+mirrors :class:`asyncio.Server` (``sockets``, ``close``, ``wait_closed``, ``serve_forever``,
+``async with``) and tracks its connections so ``close()`` can end them gracefully.
+
+Handler rules (DESIGN.md §3):
+- returns without ending the stream: the stream is ended (a 500 is sent if no headers were);
+- raises: 500 if no headers were sent yet, else RST_STREAM(INTERNAL_ERROR); the error is logged;
+- ``StreamReset``/``ConnectionClosed`` escaping a handler are the peer's doing: not logged as
+  errors;
+- a handler whose stream was reset (or whose connection died) is cancelled if it still runs
+  ``reset_handler_timeout`` seconds later, so abandoned work cannot pile up;
+- request body bytes the handler did not read are acknowledged when it returns, and the stream
+  is reset with NO_ERROR once the response is complete (RFC 9113 §8.1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl as _ssl
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from ._connection import Connection, Stream
+from .config import Config
+from .errors import ConnectionClosed, ErrorCode, StreamReset
+from .streams import H2StreamReader, H2StreamWriter
+from .tls import ALPNError, check_alpn
+
+__all__ = ["Handler", "Server", "start_server"]
+
+log = logging.getLogger("aioh2s")
+
+#: A request handler: ``async def handler(reader, writer) -> None``.
+Handler = Callable[[H2StreamReader, H2StreamWriter], Awaitable[None]]
+
+
+class _ServedConnection:
+    """A server-side connection plus the handler tasks of its streams."""
+
+    def __init__(self, server: Server, conn_factory: Callable[[_ServedConnection], Connection]):
+        self.server = server
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.conn = conn_factory(self)
+
+    def on_request(self, s: Stream) -> None:
+        task = self.conn.loop.create_task(self._run_handler(s))
+        s.task = task
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _run_handler(self, s: Stream) -> None:
+        reader = H2StreamReader(s)
+        writer = H2StreamWriter(s)
+        conn = self.conn
+        try:
+            await self.server._handler(reader, writer)
+        except (StreamReset, ConnectionClosed) as e:
+            log.debug("aioh2s: handler of stream %d ended by %s", s.id, e)
+        except asyncio.CancelledError:
+            if s.error is None and not conn.closed:
+                conn.reset_stream(s, ErrorCode.CANCEL)
+            # A cancelled handler of a dead stream is our doing: do not propagate.
+        except Exception:
+            log.exception("aioh2s: handler failed on stream %d", s.id)
+            if s.error is None and not conn.closed:
+                if not s.headers_sent:
+                    self._answer_500(s)
+                else:
+                    conn.reset_stream(s, ErrorCode.INTERNAL_ERROR)
+        else:
+            if s.error is None and not conn.closed:
+                if not s.headers_sent:
+                    log.error("aioh2s: handler returned without a response on stream %d", s.id)
+                    self._answer_500(s)
+                elif not (s.end_queued or s.local_closed):
+                    s.end()
+        finally:
+            s.task = None
+            s.abandon()
+            if s.local_closed and not s.eof and not s.closed:
+                conn.reset_stream(s, ErrorCode.NO_ERROR)
+
+    def _answer_500(self, s: Stream) -> None:
+        s.send_headers([(b":status", b"500"), (b"content-length", b"0")], end_stream=True)
+
+
+class Server:
+    """An HTTP/2 server, shaped like :class:`asyncio.Server`. Create it with :func:`start_server`."""
+
+    def __init__(self, handler: Handler, config: Config, ssl: _ssl.SSLContext | None) -> None:
+        self._handler = handler
+        self.config = config
+        self._ssl = ssl
+        self._server: asyncio.Server | None = None
+        self._connections: set[_ServedConnection] = set()
+        self._conn_tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"<aioh2s.Server sockets={self.sockets!r}>"
+
+    @property
+    def sockets(self) -> tuple[Any, ...]:
+        """The listening sockets (as ``asyncio.Server.sockets``)."""
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def connections(self) -> int:
+        """How many HTTP/2 connections are open now."""
+        return len(self._connections)
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._conn_tasks.add(task)
+        try:
+            if self._ssl is not None:
+                try:
+                    check_alpn(writer.get_extra_info("ssl_object"))
+                except ALPNError as e:
+                    log.info("aioh2s: closing connection from %s: %s",
+                             writer.get_extra_info("peername"), e)
+                    writer.close()
+                    return
+
+            def make(served: _ServedConnection) -> Connection:
+                return Connection(
+                    reader, writer, client=False, config=self.config,
+                    on_request=served.on_request,
+                )
+
+            served = _ServedConnection(self, make)
+            self._connections.add(served)
+            try:
+                served.conn.initiate()
+                await served.conn.run()
+            finally:
+                self._connections.discard(served)
+                await self._reap(served)
+        finally:
+            if task is not None:
+                self._conn_tasks.discard(task)
+
+    async def _reap(self, served: _ServedConnection) -> None:
+        # Handlers of a dead connection get reset_handler_timeout to notice, then are cancelled.
+        tasks = [t for t in served.tasks if not t.done()]
+        if not tasks:
+            return
+        done, pending = await asyncio.wait(tasks, timeout=self.config.reset_handler_timeout)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
+    def is_serving(self) -> bool:
+        """True while accepting new connections."""
+        return self._server is not None and self._server.is_serving()
+
+    async def start_serving(self) -> None:
+        """Start accepting connections (done already by :func:`start_server`)."""
+        if self._server is not None:
+            await self._server.start_serving()
+
+    async def serve_forever(self) -> None:
+        """Accept connections until cancelled or closed."""
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    def close(self) -> None:
+        """Stop listening and close every connection with GOAWAY(NO_ERROR)."""
+        if self._server is not None:
+            self._server.close()
+        for served in list(self._connections):
+            served.conn.close_now(ErrorCode.NO_ERROR)
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener and every connection (and its handlers) are closed."""
+        if self._server is not None:
+            await self._server.wait_closed()
+        while self._conn_tasks:
+            await asyncio.wait(list(self._conn_tasks))
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def start_server(
+    handler: Handler,
+    host: str | Iterable[str] | None = None,
+    port: int | None = None,
+    *,
+    ssl: _ssl.SSLContext | None = None,
+    config: Config | None = None,
+    backlog: int = 100,
+    reuse_address: bool | None = None,
+    **options: Any,
+) -> Server:
+    """Start an HTTP/2 server calling ``await handler(reader, writer)`` once per request stream.
+
+    ``ssl=None`` serves h2c (prior knowledge); an ``SSLContext`` (see
+    :func:`aioh2s.server_ssl_context`) must offer ALPN ``h2``. ``options`` are
+    :class:`aioh2s.Config` fields (``max_concurrent_streams=...``, ``stream_window=...``).
+    """
+    cfg = Config.from_options(config, **options)
+    server = Server(handler, cfg, ssl)
+    kwargs: dict[str, Any] = {}
+    if ssl is not None and cfg.handshake_timeout is not None:
+        kwargs["ssl_handshake_timeout"] = cfg.handshake_timeout
+    server._server = await asyncio.start_server(
+        server._on_connection, host, port, ssl=ssl, backlog=backlog,
+        reuse_address=reuse_address, limit=cfg.read_size * 2, **kwargs,
+    )
+    return server

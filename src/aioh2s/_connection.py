@@ -104,6 +104,7 @@ class Stream:
         self.out_end: bool | list[tuple[bytes, bytes]] = False
         self.end_queued = False  # write_eof()/send_trailers() called
         self.local_closed = False  # END_STREAM sent to h2
+        self.peer_stopped = False  # the peer asked for no more body (RST_STREAM NO_ERROR)
         self.queued = False  # in the connection's round-robin
         self._drain_waiters: list[asyncio.Future[None]] = []
         # Shared: the error that ended the stream, and whether it is fully closed.
@@ -165,18 +166,24 @@ class Stream:
 
     # -- outbound ------------------------------------------------------------------------------
 
-    def check_writable(self, what: str) -> None:
+    def check_writable(self, what: str) -> bool:
+        """False when writes are to be dropped silently; raise if our side already ended."""
+        if self.peer_stopped:
+            return False
         if self.end_queued or self.local_closed:
             raise RuntimeError(f"cannot {what}: stream {self.id} was already ended by this side")
+        return True
 
     def send_headers(self, headers: HeadersLike, end_stream: bool = False) -> None:
-        self.check_writable("send headers")
+        if not self.check_writable("send headers"):
+            return
         if self.error is not None:
             raise self.error
         self.conn.send_headers(self, to_wire(headers), end_stream)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        self.check_writable("write()")
+        if not self.check_writable("write()"):
+            return
         if not self.headers_sent:
             raise RuntimeError("send_headers() must be called before write()")
         if self.error is not None:
@@ -191,7 +198,8 @@ class Stream:
 
     def end(self, trailers: HeadersLike | None = None) -> None:
         """Queue the end of our side: END_STREAM after the queued body, with trailers if given."""
-        self.check_writable("end the stream")
+        if not self.check_writable("end the stream"):
+            return
         if not self.headers_sent:
             raise RuntimeError("send_headers() must be called before ending the stream")
         self.end_queued = True
@@ -527,6 +535,18 @@ class Connection:
         s = self.streams.get(ev.stream_id)
         if s is None:
             return
+        if ev.remote_reset and not ev.error_code and s.eof:
+            # RFC 9113 §8.1: RST_STREAM(NO_ERROR) after a complete response means "stop sending
+            # the request body"; the response must not be discarded.
+            s.peer_stopped = True
+            s.out.clear()
+            s.out_size = 0
+            s.out_end = False
+            s.local_closed = True
+            for f in s._drain_waiters:
+                _wake(f)
+            s.mark_closed()
+            return
         s.fail(StreamReset(ev.stream_id, ev.error_code or 0, remote=ev.remote_reset))
 
     def _on_remote_settings(self, ev: h2.events.RemoteSettingsChanged) -> None:
@@ -726,8 +746,9 @@ class Connection:
             try:
                 await fut
             except BaseException:
-                if fut.done() and not fut.cancelled() and fut.exception() is None:
-                    # We were granted a slot but are leaving: pass it on.
+                if fut.done() and not fut.cancelled():
+                    # Granted (a slot was reserved for us) but we are leaving: pass it on.
+                    self.open_outbound -= 1
                     self._grant_slots()
                 else:
                     try:
@@ -737,10 +758,12 @@ class Connection:
                 raise
             if self.error is not None:
                 raise self.error
+            # _grant_slots counted our slot already.
+        else:
+            self.open_outbound += 1
         sid = self.h2.get_next_available_stream_id()
         s = Stream(self, sid)
         self.streams[sid] = s
-        self.open_outbound += 1
         try:
             self.send_headers(s, headers, end)
         except BaseException:
@@ -751,15 +774,14 @@ class Connection:
         return s
 
     def _grant_slots(self) -> None:
-        free = self._peer_limit() - self.open_outbound
+        # A granted waiter's slot is counted in open_outbound at once, so two releases before
+        # the waiters run cannot grant more slots than the peer allows.
         waiters = self._slot_waiters
-        while waiters and free > 0:
+        while waiters and self.open_outbound < self._peer_limit():
             fut = waiters.popleft()
             if not fut.done():
-                # open_outbound is counted when the waiter sends its HEADERS, so reserve here by
-                # granting only as many as are free now, counting those already granted.
+                self.open_outbound += 1
                 fut.set_result(None)
-                free -= 1
 
     # -- ping ----------------------------------------------------------------------------------
 

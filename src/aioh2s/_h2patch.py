@@ -106,14 +106,26 @@ _SWAP: dict[type[hf.Frame], type[hf.Frame]] = {
 
 
 class _QuietFrameBuffer(h2.frame_buffer.FrameBuffer):
-    """h2's FrameBuffer, yielding frames whose repr costs O(1)."""
+    """h2's FrameBuffer (or a subclass of it), yielding frames whose repr costs O(1)."""
 
     def __next__(self) -> hf.Frame:
-        frame = h2.frame_buffer.FrameBuffer.__next__(self)
+        frame = super().__next__()
         cls = _SWAP.get(frame.__class__)
         if cls is not None:
             frame.__class__ = cls
         return frame
+
+
+_BUFFER_CLASSES: dict[type[Any], type[Any]] = {h2.frame_buffer.FrameBuffer: _QuietFrameBuffer}
+
+
+def _quiet_buffer_class(base: type[Any]) -> type[Any]:
+    """``_QuietFrameBuffer`` itself, or a mix of it with a FrameBuffer subclass."""
+    cls = _BUFFER_CLASSES.get(base)
+    if cls is None:
+        ns = {"__module__": base.__module__, "__qualname__": base.__qualname__}
+        cls = _BUFFER_CLASSES[base] = type(base.__name__, (_QuietFrameBuffer, base), ns)
+    return cls
 
 
 def _sample_frames() -> list[hf.Frame]:
@@ -170,15 +182,20 @@ def install(conn: h2.connection.H2Connection) -> bool:
         return False
     buf = getattr(conn, "incoming_buffer", None)
     table = getattr(conn, "_frame_dispatch_table", None)
-    if type(buf) is not h2.frame_buffer.FrameBuffer or not isinstance(table, dict):
+    if not isinstance(buf, h2.frame_buffer.FrameBuffer) or not isinstance(table, dict):
         return False
+    if isinstance(buf, _QuietFrameBuffer):
+        return True
     if not all(base in table for base in _SWAP):
+        return False
+    try:
+        # Same instance layout (no new state): re-classing keeps the buffered bytes and
+        # the preface state.  A subclass with __slots__ of its own refuses; fall back.
+        buf.__class__ = _quiet_buffer_class(type(buf))
+    except TypeError:
         return False
     for base, quiet in _SWAP.items():
         table[quiet] = table[base]
-    # Same instance layout (no __slots__, no new state): re-classing keeps the buffered
-    # bytes and preface state.
-    buf.__class__ = _QuietFrameBuffer
     return True
 
 

@@ -553,9 +553,9 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
             raise _Unsatisfiable
         return max(size - suffix, 0), size - 1
     first = int(first_s)
-    last = int(last_s) if last_s else size - 1
-    if last < first:
+    if last_s and int(last_s) < first:
         return None
+    last = int(last_s) if last_s else size - 1
     if first >= size:
         raise _Unsatisfiable
     return first, min(last, size - 1)

@@ -36,7 +36,7 @@ from .errors import (
 )
 from .headers import Headers, HeadersLike
 from .server import Handler, Server, start_server
-from .streams import H2StreamReader, H2StreamWriter
+from .streams import ConnectionHandle, H2StreamReader, H2StreamWriter
 from .tls import ALPNError, client_ssl_context, server_ssl_context
 
 __version__ = "0.1.0"
@@ -46,6 +46,7 @@ __all__ = [
     "Client",
     "Config",
     "ConnectionClosed",
+    "ConnectionHandle",
     "ConnectionTerminated",
     "ErrorCode",
     "H2Error",

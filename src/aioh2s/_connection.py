@@ -42,6 +42,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+import hyperframe.frame
 from h2.errors import ErrorCodes
 
 from . import _h2patch
@@ -96,6 +97,7 @@ class Stream:
         self.buf = bytearray()
         self.eof = False  # the peer ended its side (END_STREAM received)
         self.abandoned = False  # the application will read no more: ack on arrival
+        self.unflowed = False  # body arrived outside flow control (h2c Upgrade): never ack
         self._in_waiter: asyncio.Future[None] | None = None
         # Outbound: queued body, pending end (True: END_STREAM, Headers: trailers).
         self.headers_sent = False
@@ -352,6 +354,16 @@ class Connection:
         self.last_activity = time.monotonic()
         self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
         self.close_callbacks: list[Callable[[Connection], None]] = []
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._timer_task: asyncio.Task[None] | None = None
+        self._grace_timer: asyncio.TimerHandle | None = None
+        #: Server: called with the first bytes read; handles HTTP/1.1 and returns h2 bytes.
+        self.front_door: Callable[[Connection, bytes], Awaitable[bytes]] | None = None
+        #: Graceful close under way (GOAWAY sent or received): no new streams.
+        self.closing = False
+        self.closing_error: ConnectionClosed | None = None
+        self._refuse_above: int | None = None  # server: stream ids we promised not to process
+        self.idle_since: float | None = time.monotonic()
 
     # -- setup and the reader task ------------------------------------------------------------
 
@@ -367,6 +379,30 @@ class Connection:
         if extra > 0:
             h2c.increment_flow_control_window(extra)
         self.flush()
+
+    def initiate_upgrade(
+        self, settings_header: bytes, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> None:
+        """Server, h2c Upgrade (RFC 7540 §3.2): the HTTP/1.1 request becomes stream 1.
+
+        The caller already sent ``101 Switching Protocols``. The body arrived over HTTP/1.1,
+        outside HTTP/2 flow control, so it is buffered without granting window for it.
+        """
+        h2c = self.h2
+        h2c.initiate_upgrade_connection(settings_header)
+        extra = self.config.connection_window - 65535
+        if extra > 0:
+            h2c.increment_flow_control_window(extra)
+        self.flush()
+        s = Stream(self, 1)
+        s.headers = _decode_headers(headers)
+        s.buf += body
+        s.eof = True
+        s.unflowed = True
+        self.streams[1] = s
+        self.idle_since = None
+        if self._on_request is not None:
+            self._on_request(s)
 
     async def wait_ready(self) -> None:
         """Wait for the peer's first SETTINGS (the end of the handshake)."""
@@ -384,14 +420,18 @@ class Connection:
         """The reader task: read, feed h2, dispatch, flush; until the connection ends."""
         reader = self._reader
         size = self.config.read_size
+        timeout = self.config.handshake_timeout
+        if timeout is not None and not self._remote_settings.done():
+            # Preface and first SETTINGS must arrive in time (slowloris bound); after that,
+            # reads may idle as long as the idle/keepalive policy allows.
+            self._handshake_timer = self.loop.call_later(timeout, self._handshake_expired)
+        self._start_timers()
         try:
-            if not self.client and self.config.handshake_timeout is not None:
-                # The preface must arrive in time; afterwards reads may idle forever.
-                data = await asyncio.wait_for(
-                    self._read_preface(), timeout=self.config.handshake_timeout
-                )
-            else:
-                data = await reader.read(size)
+            data = await reader.read(size)
+            if data and self.front_door is not None:
+                data = await self.front_door(self, data)
+                if not data and not self.closed:
+                    data = await reader.read(size)
             while data:
                 self.last_activity = time.monotonic()
                 self.receive(data)
@@ -404,10 +444,6 @@ class Connection:
                         return
                 data = await reader.read(size)
             self._fail(ConnectionClosed("the peer closed the connection"))
-        except asyncio.TimeoutError:
-            self.abort(
-                ConnectionClosed("handshake timed out: incomplete preface"), None
-            )
         except asyncio.CancelledError:
             self._fail(ConnectionClosed("the connection was closed locally"))
             raise
@@ -421,17 +457,23 @@ class Connection:
         finally:
             self._fail(ConnectionClosed("the connection was closed"))
 
-    async def _read_preface(self) -> bytes:
-        # Accumulate until the 24-byte preface is complete (or clearly wrong) so that a peer
-        # dribbling bytes is held to the handshake timeout.
-        data = b""
-        preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-        while len(data) < len(preface) and preface.startswith(data):
-            chunk = await self._reader.read(self.config.read_size)
-            if not chunk:
-                break
-            data += chunk
-        return data
+    def _handshake_expired(self) -> None:
+        self._handshake_timer = None
+        if not self._remote_settings.done() and not self.closed:
+            timeout = self.config.handshake_timeout
+            self.abort(
+                ConnectionClosed(
+                    f"handshake timed out: no preface/SETTINGS from the peer within {timeout} s",
+                    ErrorCodes.SETTINGS_TIMEOUT,
+                ),
+                ErrorCodes.SETTINGS_TIMEOUT if self.preface_received() else None,
+            )
+
+    def preface_received(self) -> bool:
+        """True once the peer's connection preface (client magic) was fully received."""
+        if self.client:
+            return True
+        return getattr(self.h2.incoming_buffer, "_preamble_len", 0) == 0
 
     def receive(self, data: bytes) -> None:
         """Feed bytes to h2, dispatch events, flush once."""
@@ -479,9 +521,17 @@ class Connection:
         sid = ev.stream_id
         headers = _decode_headers(ev.headers)
         if isinstance(ev, h2.events.RequestReceived):
+            if self._refuse_above is not None and sid > self._refuse_above:
+                # Opened after our GOAWAY: refused, so the client may retry it elsewhere.
+                try:
+                    self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+                except h2.exceptions.ProtocolError:
+                    pass
+                return
             s = Stream(self, sid)
             s.headers = headers
             self.streams[sid] = s
+            self.idle_since = None
             if self._on_request is None:
                 # A client does not accept requests; h2 already refuses pushes (ENABLE_PUSH=0).
                 self.reset_stream(s, ErrorCodes.REFUSED_STREAM)
@@ -563,10 +613,13 @@ class Connection:
             self._grant_slots()
         if not self._remote_settings.done():
             self._remote_settings.set_result(None)
+            if self._handshake_timer is not None:
+                self._handshake_timer.cancel()
+                self._handshake_timer = None
 
     def _on_goaway(self, ev: h2.events.ConnectionTerminated) -> None:
         code = ev.error_code or 0
-        last = ev.last_stream_id
+        last = ev.last_stream_id or 0
         extra = ""
         if ev.additional_data:
             extra = ": " + ev.additional_data[:200].decode("utf-8", "replace")
@@ -574,12 +627,98 @@ class Connection:
             name = ErrorCodes(code).name
         except ValueError:
             name = hex(code)
-        self.abort(
-            ConnectionTerminated(
-                f"the peer sent GOAWAY with {name} (last stream id {last}){extra}", code, last
-            ),
-            None,
+        err = ConnectionTerminated(
+            f"the peer sent GOAWAY with {name} (last stream id {last}){extra}", code, last
         )
+        if code != ErrorCodes.NO_ERROR:
+            self.abort(err, None)
+            return
+        # Graceful: streams we opened above `last` were not processed (safe to retry); the
+        # others may finish. No new streams from here on.
+        self.closing = True
+        if self.closing_error is None:
+            self.closing_error = err.for_stream(2**31)
+        mine = 1 if self.client else 0
+        for s in list(self.streams.values()):
+            if s.id > last and s.id % 2 == mine:
+                s.fail(err.for_stream(s.id))
+        self._fail_slot_waiters()
+        self._maybe_finish_close()
+
+    # -- graceful close ------------------------------------------------------------------------
+
+    def start_close(self, grace: float | None = None) -> None:
+        """Graceful close: GOAWAY(NO_ERROR, last processed id), finish open streams, then close.
+
+        Streams still open after ``grace`` seconds (default ``config.grace``) are reset.
+        """
+        if self.closed:
+            return
+        if not self.closing or self._refuse_above is None:
+            self.closing = True
+            if self.closing_error is None:
+                self.closing_error = ConnectionClosed(
+                    "the connection is closing (GOAWAY sent); open a new one", 0, None, True
+                )
+            last = self.h2.highest_inbound_stream_id
+            self._refuse_above = last
+            self.h2.send_graceful_goaway(last)
+            self._fail_slot_waiters()
+            self.flush()
+        if self._grace_timer is None:
+            g = self.config.grace if grace is None else grace
+            self._grace_timer = self.loop.call_later(g, self._grace_expired)
+        self._maybe_finish_close()
+
+    def _grace_expired(self) -> None:
+        self._grace_timer = None
+        if self.closed:
+            return
+        for s in list(self.streams.values()):
+            self.reset_stream(s, ErrorCodes.CANCEL)
+        self.close_now(ErrorCodes.NO_ERROR)
+
+    def _maybe_finish_close(self) -> None:
+        if self.closing and not self.streams and not self.closed:
+            self.close_now(ErrorCodes.NO_ERROR)
+
+    def _fail_slot_waiters(self) -> None:
+        for fut in self._slot_waiters:
+            _wake(fut)
+        self._slot_waiters.clear()
+
+    # -- keepalive and idle timeout ------------------------------------------------------------
+
+    def _start_timers(self) -> None:
+        cfg = self.config
+        if cfg.keepalive_interval is not None or (cfg.idle_timeout is not None):
+            self._timer_task = self.loop.create_task(self._timers())
+
+    async def _timers(self) -> None:
+        cfg = self.config
+        interval = cfg.keepalive_interval
+        idle = cfg.idle_timeout
+        tick = min(x for x in (interval, idle) if x is not None) / 4
+        while not self.closed:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if idle is not None and self.idle_since is not None and now - self.idle_since >= idle:
+                log.debug("aioh2s: idle for %.1f s, closing", now - self.idle_since)
+                self.start_close()
+                return
+            if interval is not None and now - self.last_activity >= interval:
+                try:
+                    await self.ping(timeout=cfg.keepalive_timeout)
+                except asyncio.TimeoutError:
+                    self.abort(
+                        ConnectionClosed(
+                            f"keepalive PING not answered within {cfg.keepalive_timeout} s"
+                        ),
+                        ErrorCodes.NO_ERROR,
+                    )
+                    return
+                except ConnectionClosed:
+                    return
 
     # -- outbound ------------------------------------------------------------------------------
 
@@ -688,7 +827,7 @@ class Connection:
         self.schedule_flush()
 
     def acknowledge(self, s: Stream, n: int) -> None:
-        if self.closed:
+        if self.closed or s.unflowed:
             return
         self.h2.acknowledge_received_data(n, s.id)
         self.schedule_flush()
@@ -697,6 +836,10 @@ class Connection:
         if self.streams.pop(s.id, None) is not None and self.client:
             self.open_outbound -= 1
             self._grant_slots()
+        if not self.streams:
+            self.idle_since = time.monotonic()
+            if self.closing:
+                self._maybe_finish_close()
 
     # -- transport backpressure ----------------------------------------------------------------
 
@@ -740,6 +883,8 @@ class Connection:
         """Client: wait (FIFO) for a slot under the peer's limit, then send HEADERS."""
         if self.error is not None:
             raise self.error
+        if self.closing_error is not None:
+            raise self.closing_error
         if self._slot_waiters or self.open_outbound >= self._peer_limit():
             fut = self.loop.create_future()
             self._slot_waiters.append(fut)
@@ -758,12 +903,15 @@ class Connection:
                 raise
             if self.error is not None:
                 raise self.error
+            if self.closing_error is not None:
+                raise self.closing_error
             # _grant_slots counted our slot already.
         else:
             self.open_outbound += 1
         sid = self.h2.get_next_available_stream_id()
         s = Stream(self, sid)
         self.streams[sid] = s
+        self.idle_since = None
         try:
             self.send_headers(s, headers, end)
         except BaseException:
@@ -834,6 +982,12 @@ class Connection:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        for timer in (self._handshake_timer, self._grace_timer):
+            if timer is not None:
+                timer.cancel()
+        self._handshake_timer = self._grace_timer = None
+        if self._timer_task is not None and self._timer_task is not asyncio.current_task():
+            self._timer_task.cancel()
         for s in list(self.streams.values()):
             s.fail(exc.for_stream(s.id))
         self.streams.clear()
@@ -883,7 +1037,32 @@ class Connection:
         return self.transport.get_extra_info(name, default)
 
 
-def _new_h2(client: bool, config: Config) -> h2.connection.H2Connection:
+class _H2(h2.connection.H2Connection):
+    """h2's connection with the two GOAWAY behaviours RFC 9113 §6.8 needs and h2 lacks.
+
+    Stock h2 moves to CLOSED on a received GOAWAY (dropping queued output and refusing every
+    later frame) and on a sent one. A *graceful* GOAWAY (NO_ERROR) must let streams at or below
+    its last stream id finish, so here a received NO_ERROR GOAWAY only raises the event, and
+    :meth:`send_graceful_goaway` announces one without closing h2's state machine.
+    """
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        if frame.error_code != 0:
+            return super()._receive_goaway_frame(frame)
+        ev = h2.events.ConnectionTerminated()
+        ev.error_code = ErrorCodes.NO_ERROR
+        ev.last_stream_id = frame.last_stream_id
+        ev.additional_data = frame.additional_data or None
+        return [], [ev]
+
+    def send_graceful_goaway(self, last_stream_id: int) -> None:
+        f = hyperframe.frame.GoAwayFrame(0)
+        f.last_stream_id = last_stream_id
+        f.error_code = ErrorCodes.NO_ERROR
+        self._prepare_for_sending([f])
+
+
+def _new_h2(client: bool, config: Config) -> _H2:
     """An H2Connection with our settings, our limits, and without per-frame repr costs."""
     h2config = h2.config.H2Configuration(
         client_side=client,
@@ -893,7 +1072,7 @@ def _new_h2(client: bool, config: Config) -> h2.connection.H2Connection:
         validate_outbound_headers=True,
         normalize_outbound_headers=True,
     )
-    conn = h2.connection.H2Connection(config=h2config)
+    conn = _H2(config=h2config)
     sc = h2.settings.SettingCodes
     initial: dict[int, int] = {
         sc.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,

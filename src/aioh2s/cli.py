@@ -50,7 +50,8 @@ directory, a lone ``--tls-cert``), 3 when it cannot listen, and 4 when the TLS s
 (unreadable certificate or key, or ``--self-signed`` without ``trustme``).
 
 Why a hand-written progress bar: the bar needs bytes done, total (from content-length),
-rate, and a redraw throttled to 10 Hz with ``\\r``: about thirty lines (:class:`_Progress`).
+rate, and a redraw throttled to 10 Hz with a carriage return: about thirty lines
+(:class:`_Progress`).
 ``rich`` or ``tqdm`` would add a dependency (or an optional extra with two code paths to test)
 to a package whose only runtime dependencies are ``h2`` and ``hpack``, for one line of output.
 """
@@ -74,7 +75,7 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from http import HTTPStatus
 from pathlib import Path
 from typing import IO, BinaryIO, NoReturn, TextIO
@@ -110,7 +111,13 @@ CHUNK = 64 * 1024
 
 # Header names RFC 9113 §8.2.2 forbids in HTTP/2; refused up front with a clear message
 # rather than as a ProtocolError from deep inside h2.
-_CONNECTION_SPECIFIC = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade"}
+_CONNECTION_SPECIFIC = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+}
 
 log = logging.getLogger("aioh2s.cli")
 
@@ -261,7 +268,7 @@ class _Body:
             return
         name = spec[1:]
         try:
-            f: BinaryIO = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+            f: BinaryIO = sys.stdin.buffer if name == "-" else open(name, "rb")
         except OSError as e:
             raise CLIError(EXIT_ERROR, f"cannot read {name}: {e.strerror or e}") from e
         self.file = f
@@ -305,16 +312,18 @@ def _parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _build_request(args: argparse.Namespace, body: _Body | None) -> tuple[
-    list[tuple[str, str]], str, int, str, ssl.SSLContext | None
-]:
+def _build_request(
+    args: argparse.Namespace, body: _Body | None
+) -> tuple[list[tuple[str, str]], str, int, str, ssl.SSLContext | None]:
     try:
         url = urlsplit(args.url)
         port = url.port
     except ValueError as e:
         raise CLIError(EXIT_USAGE, f"bad URL {args.url!r}: {e}") from e
     if url.scheme not in ("http", "https") or not url.hostname:
-        raise CLIError(EXIT_USAGE, f"bad URL {args.url!r}: expected http://HOST[:PORT]/PATH or https://...")
+        raise CLIError(
+            EXIT_USAGE, f"bad URL {args.url!r}: expected http://HOST[:PORT]/PATH or https://..."
+        )
     tls = url.scheme == "https"
     host = url.hostname
     port = port or (443 if tls else 80)
@@ -351,8 +360,8 @@ def _build_request(args: argparse.Namespace, body: _Body | None) -> tuple[
     return list(pseudo.items()) + regular, host, port, target, ctx
 
 
-def _print_headers(prefix: str, headers: object) -> None:
-    for name, value in headers:  # type: ignore[attr-defined]
+def _print_headers(prefix: str, headers: Iterable[tuple[str, str]]) -> None:
+    for name, value in headers:
         print(f"{prefix}{name}: {value}", file=sys.stderr)
 
 
@@ -380,7 +389,7 @@ class _Output:
             self.stream = sys.stdout.buffer
             return
         try:
-            self.stream = open(self.path, "wb")  # noqa: SIM115
+            self.stream = open(self.path, "wb")
         except OSError as e:
             raise CLIError(EXIT_ERROR, f"cannot write {self.path}: {e.strerror or e}") from e
 
@@ -397,7 +406,9 @@ class _Output:
             os.dup2(devnull, sys.stdout.fileno())
             raise CLIError(EXIT_ERROR, "output closed (broken pipe)") from None
         except OSError as e:
-            raise CLIError(EXIT_ERROR, f"cannot write {self.path or 'stdout'}: {e.strerror or e}") from e
+            raise CLIError(
+                EXIT_ERROR, f"cannot write {self.path or 'stdout'}: {e.strerror or e}"
+            ) from e
 
     def close(self) -> None:
         if self.stream is not None and self.stream is not sys.stdout.buffer:
@@ -413,7 +424,9 @@ async def _get(args: argparse.Namespace) -> int:
                 _fetch(args, headers, host, port, target, ctx, body), args.max_time
             )
         except asyncio.TimeoutError:
-            raise CLIError(EXIT_TIMEOUT, f"no complete response within --max-time {args.max_time:g} s") from None
+            raise CLIError(
+                EXIT_TIMEOUT, f"no complete response within --max-time {args.max_time:g} s"
+            ) from None
     finally:
         if body is not None:
             body.close()
@@ -436,7 +449,9 @@ async def _fetch(
             connecting = aioh2s.connect(host, port, ssl=ctx, server_hostname=host)
         client = await asyncio.wait_for(connecting, args.connect_timeout)
     except asyncio.TimeoutError:
-        raise CLIError(EXIT_CONNECT, f"timed out connecting to {target} after {args.connect_timeout:g} s") from None
+        raise CLIError(
+            EXIT_CONNECT, f"timed out connecting to {target} after {args.connect_timeout:g} s"
+        ) from None
     except Exception as e:
         raise CLIError(*_describe(e, target)) from e
     out = _Output(args.output)
@@ -473,11 +488,14 @@ async def _fetch(
                         raise up_exc from None
                 raise
             finally:
-                if upload is not None and not upload.done():
-                    # The response is complete (or failed) before the request body was sent,
-                    # e.g. a 405 for a POST: stop uploading (RFC 9113 §8.1).
-                    upload.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, H2Error):
+                if upload is not None:
+                    if not upload.done():
+                        # The response ended (or failed) before the request body was sent,
+                        # e.g. a 405 for a POST: stop uploading (RFC 9113 §8.1).
+                        upload.cancel()
+                    # Also collects an error the upload met after a complete response (the
+                    # server's RST_STREAM(NO_ERROR)), which changes nothing for the user.
+                    with contextlib.suppress(asyncio.CancelledError, H2Error, CLIError):
                         await upload
     except CLIError:
         raise
@@ -500,12 +518,17 @@ async def _fetch(
 async def _receive(args: argparse.Namespace, stream: RequestStream, out: _Output) -> int:
     response = await stream.response_headers()
     if args.verbose:
+        for informational in stream.informational:
+            _print_headers("< ", informational)
+            print("<", file=sys.stderr)
         _print_headers("< ", response)
         print("<", file=sys.stderr, flush=True)
     status = int(response[":status"])
     out.open()
     progress = None
-    if args.output not in (None, "-") and (args.progress or (args.progress is None and sys.stderr.isatty())):
+    if args.output not in (None, "-") and (
+        args.progress or (args.progress is None and sys.stderr.isatty())
+    ):
         length = response.get("content-length")
         progress = _Progress(sys.stderr, int(length) if length and length.isdigit() else None)
     async for chunk in stream.reader:
@@ -616,23 +639,35 @@ class _FileServer:
         """Send the response; return ``(status, body bytes sent)`` for the access log."""
         head = method == "HEAD"
         if method not in ("GET", "HEAD"):
-            return await _simple(writer, 405, "method not allowed\n", head, [("allow", "GET, HEAD")])
+            return await _simple(
+                writer, 405, "method not allowed\n", head, [("allow", "GET, HEAD")]
+            )
         target = self.resolve(raw_path)
         if target is None:
             return await _simple(writer, 404, "not found\n", head)
         if target.is_dir():
             path_only = raw_path.split("?", 1)[0]
             if not path_only.endswith("/"):
-                # Relative links in the listing need the trailing slash.
-                return await _simple(writer, 301, "moved\n", head, [("location", path_only + "/")])
+                # Relative links in the listing need the trailing slash. One leading slash
+                # only: "//host/dir" would be a protocol-relative redirect to another site.
+                location = "/" + path_only.lstrip("/\\") + "/"
+                return await _simple(writer, 301, "moved\n", head, [("location", location)])
             index = target / "index.html"
             if index.is_file():
                 target = index
             else:
-                return await _simple(writer, 200, self.listing(target, path_only), head,
-                                     content_type="text/html; charset=utf-8")
+                return await _simple(
+                    writer,
+                    200,
+                    self.listing(target, path_only),
+                    head,
+                    content_type="text/html; charset=utf-8",
+                )
+        if not target.is_file():
+            # Sockets, FIFOs, devices: opening a FIFO would block the event loop.
+            return await _simple(writer, 404, "not found\n", head)
         try:
-            f = open(target, "rb")  # noqa: SIM115
+            f = open(target, "rb")
         except PermissionError:
             return await _simple(writer, 403, "forbidden\n", head)
         except OSError:
@@ -664,8 +699,13 @@ class _FileServer:
             try:
                 rng = _parse_range(range_value, size)
             except _Unsatisfiable:
-                return await _simple(writer, 416, "range not satisfiable\n", head,
-                                     [("content-range", f"bytes */{size}")])
+                return await _simple(
+                    writer,
+                    416,
+                    "range not satisfiable\n",
+                    head,
+                    [("content-range", f"bytes */{size}")],
+                )
             if rng is not None:
                 first, last = rng
                 status = 206
@@ -725,8 +765,12 @@ async def _simple(
 ) -> tuple[int, int]:
     data = text.encode()
     writer.send_headers(
-        [(":status", str(status)), ("content-type", content_type),
-         ("content-length", str(len(data))), *extra]
+        [
+            (":status", str(status)),
+            ("content-type", content_type),
+            ("content-length", str(len(data))),
+            *extra,
+        ]
     )
     if not head:
         writer.write(data)
@@ -746,7 +790,10 @@ class _EchoServer:
         req = reader.headers
         head = req.get(":method") == "HEAD"
         writer.send_headers(
-            [(":status", "200"), ("content-type", req.get("content-type", "application/octet-stream"))]
+            [
+                (":status", "200"),
+                ("content-type", req.get("content-type", "application/octet-stream")),
+            ]
         )
         digest = hashlib.sha256()
         n = 0
@@ -762,7 +809,11 @@ class _EchoServer:
             return
         finally:
             if self.access_log:
-                print(f'"{req.get(":method")} {req.get(":path")}" echo {n}', file=sys.stderr, flush=True)
+                print(
+                    f'"{req.get(":method")} {req.get(":path")}" echo {n}',
+                    file=sys.stderr,
+                    flush=True,
+                )
 
 
 def _self_signed(host: str, tmpdir: str) -> tuple[str, str]:
@@ -770,8 +821,9 @@ def _self_signed(host: str, tmpdir: str) -> tuple[str, str]:
         import trustme
     except ImportError:
         raise CLIError(
-            EXIT_TLS, "--self-signed needs the 'trustme' package: pip install trustme "
-            "(or pass --tls-cert and --tls-key)"
+            EXIT_TLS,
+            "--self-signed needs the 'trustme' package: pip install trustme "
+            "(or pass --tls-cert and --tls-key)",
         ) from None
     ca = trustme.CA(organization_name="aioh2s self-signed")
     names = ["localhost", "127.0.0.1", "::1"]
@@ -818,7 +870,9 @@ async def _serve(args: argparse.Namespace) -> int:
         try:
             server = await aioh2s.start_server(handler, args.host, args.port, ssl=ctx)
         except OSError as e:
-            raise CLIError(EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from e
+            raise CLIError(
+                EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
+            ) from e
         sockname = server.sockets[0].getsockname()
         shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
         print(f"{'https' if ctx else 'http'}://{shown}:{sockname[1]}/", flush=True)
@@ -854,47 +908,95 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aioh2s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    g = sub.add_parser("get", help="make one HTTP/2 request and print the response body",
-                       description="Make one HTTP/2 request (TLS+ALPN for https, h2c prior "
-                                   "knowledge for http) and write the body to stdout.")
+    g = sub.add_parser(
+        "get",
+        help="make one HTTP/2 request and print the response body",
+        description="Make one HTTP/2 request (TLS+ALPN for https, h2c prior "
+        "knowledge for http) and write the body to stdout.",
+    )
     g.add_argument("url")
-    g.add_argument("-X", "--request", dest="method", metavar="METHOD",
-                   help="request method (default GET, or POST with -d)")
-    g.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
-                   help="add a request header (repeatable); 'NAME:' removes a default one")
-    g.add_argument("-d", "--data", metavar="DATA|@FILE",
-                   help="request body: literal text, @FILE, or @- for stdin (sent as-is)")
-    g.add_argument("-o", "--output", metavar="FILE", help="write the body to FILE instead of stdout")
-    g.add_argument("-k", "--insecure", action="store_true",
-                   help="do not verify the server's TLS certificate")
+    g.add_argument(
+        "-X",
+        "--request",
+        dest="method",
+        metavar="METHOD",
+        help="request method (default GET, or POST with -d)",
+    )
+    g.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="add a request header (repeatable); 'NAME:' removes a default one",
+    )
+    g.add_argument(
+        "-d",
+        "--data",
+        metavar="DATA|@FILE",
+        help="request body: literal text, @FILE, or @- for stdin (sent as-is)",
+    )
+    g.add_argument(
+        "-o", "--output", metavar="FILE", help="write the body to FILE instead of stdout"
+    )
+    g.add_argument(
+        "-k", "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
     g.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE (PEM)")
-    g.add_argument("-v", "--verbose", action="store_true",
-                   help="print request/response headers and trailers to stderr")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress bar on stderr with -o (default: when stderr is a terminal)")
-    g.add_argument("--connect-timeout", type=float, default=10.0, metavar="SECONDS",
-                   help="give up connecting after this long (default 10)")
-    g.add_argument("--max-time", type=float, default=None, metavar="SECONDS",
-                   help="give up on the whole request after this long (default: no limit)")
+    g.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="print request/response headers and trailers to stderr",
+    )
+    g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr with -o (default: when stderr is a terminal)",
+    )
+    g.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up connecting after this long (default 10)",
+    )
+    g.add_argument(
+        "--max-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up on the whole request after this long (default: no limit)",
+    )
 
-    s = sub.add_parser("serve", help="serve a directory (or echo bodies) over HTTP/2",
-                       description="Serve DIR over HTTP/2 (h2c, or TLS with a certificate). "
-                                   "The first line on stdout is the listening URL.")
+    s = sub.add_parser(
+        "serve",
+        help="serve a directory (or echo bodies) over HTTP/2",
+        description="Serve DIR over HTTP/2 (h2c, or TLS with a certificate). "
+        "The first line on stdout is the listening URL.",
+    )
     s.add_argument("dir", nargs="?", default=".", metavar="DIR")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     s.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain (with --tls-key)")
     s.add_argument("--tls-key", metavar="FILE", help="PEM private key (with --tls-cert)")
-    s.add_argument("--self-signed", action="store_true",
-                   help="TLS with a throwaway certificate from a throwaway CA (needs trustme)")
-    s.add_argument("--echo", action="store_true",
-                   help="echo request bodies back, with trailers x-request-bytes and x-sha256")
+    s.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="TLS with a throwaway certificate from a throwaway CA (needs trustme)",
+    )
+    s.add_argument(
+        "--echo",
+        action="store_true",
+        help="echo request bodies back, with trailers x-request-bytes and x-sha256",
+    )
     s.add_argument("-q", "--quiet", action="store_true", help="no access log on stderr")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``aioh2s`` command line with *argv* (default ``sys.argv[1:]``); return the exit code."""
+    """Run the command line on *argv* (default ``sys.argv[1:]``); return the exit code."""
     parser = _build_parser()
     try:
         args = parser.parse_args(argv)

@@ -141,17 +141,25 @@ class Client:
         return await self._conn.ping(timeout)
 
     def is_closing(self) -> bool:
-        """True once the connection ended or is ending: make a new one for new requests."""
-        return self._conn.closed
+        """True once the connection ended or is ending (GOAWAY either way): reconnect."""
+        return self._conn.closed or self._conn.closing
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """The transport's extra info (``peername``, ``sockname``, ``ssl_object``, ...)."""
         return self._conn.get_extra_info(name, default)
 
-    async def close(self) -> None:
-        """Close the connection: GOAWAY(NO_ERROR), then close the transport."""
-        self._conn.close_now(ErrorCode.NO_ERROR)
+    async def close(self, grace: float | None = None) -> None:
+        """Close gracefully: GOAWAY(NO_ERROR), let open requests finish, then close.
+
+        New requests fail at once with ``ConnectionClosed``. Requests still open after
+        ``grace`` seconds (default: the ``grace`` option) are reset.
+        """
+        self._conn.start_close(grace)
         await self._conn.wait_closed()
+
+    def abort(self) -> None:
+        """Close at once: GOAWAY(NO_ERROR), open requests fail with ``ConnectionClosed``."""
+        self._conn.close_now(ErrorCode.NO_ERROR)
 
     async def __aenter__(self) -> Client:
         return self

@@ -25,6 +25,7 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+from . import _http1
 from ._connection import Connection, Stream
 from .config import Config
 from .errors import ConnectionClosed, ErrorCode, StreamReset
@@ -89,6 +90,57 @@ class _ServedConnection:
         s.send_headers([(b":status", b"500"), (b"content-length", b"0")], end_stream=True)
 
 
+async def _front_door(conn: Connection, data: bytes) -> bytes:
+    """First bytes of a cleartext connection: h2 preface, h2c Upgrade, or HTTP/1.1 (505)."""
+    reader = conn._reader
+    while len(data) < 24 and b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".startswith(data):
+        more = await reader.read(conn.config.read_size)
+        if not more:
+            return data
+        data += more
+    if not _http1.looks_like_http1(data):
+        conn.initiate()
+        return data  # h2 prior knowledge (or garbage, which h2 answers with GOAWAY)
+    writer = conn._writer
+    try:
+        head, rest = await _http1.read_request(reader, data)
+        req = _http1.parse_request(head)
+    except ValueError as e:
+        writer.write(_http1.response(400, "Bad Request", f"{e}\n"))
+        conn.abort(ConnectionClosed(f"bad HTTP/1.1 request: {e}"), None)
+        return b""
+    settings = req.upgrade_settings()
+    if settings is None:
+        writer.write(_http1.response(
+            505, "HTTP Version Not Supported",
+            "This server speaks HTTP/2 only: use prior knowledge (curl --http2-prior-knowledge),"
+            " h2c Upgrade, or TLS with ALPN h2.\n",
+        ))
+        conn.abort(ConnectionClosed("HTTP/1.1 request without h2c Upgrade: answered 505"), None)
+        return b""
+    try:
+        length = int(b"".join(req.get(b"content-length")) or b"0")
+    except ValueError:
+        length = -1
+    if req.get(b"transfer-encoding") or not 0 <= length <= conn.config.stream_window:
+        writer.write(_http1.response(
+            413, "Content Too Large",
+            "h2c Upgrade requests may carry at most a stream window of body, with Content-Length.\n",
+        ))
+        conn.abort(ConnectionClosed("h2c Upgrade request body refused"), None)
+        return b""
+    while len(rest) < length:
+        more = await reader.read(conn.config.read_size)
+        if not more:
+            conn.abort(ConnectionClosed("connection closed in the h2c Upgrade request body"), None)
+            return b""
+        rest += more
+    body, rest = rest[:length], rest[length:]
+    writer.write(_http1.response(101, "Switching Protocols", extra="Connection: Upgrade\r\nUpgrade: h2c\r\n"))
+    conn.initiate_upgrade(settings, req.h2_headers(b"http"), body)
+    return rest
+
+
 class Server:
     """An HTTP/2 server, shaped like :class:`asyncio.Server`. Create it with :func:`start_server`."""
 
@@ -99,6 +151,8 @@ class Server:
         self._server: asyncio.Server | None = None
         self._connections: set[_ServedConnection] = set()
         self._conn_tasks: set[asyncio.Task[Any]] = set()
+        self._closing = False
+        self._grace: float | None = None
 
     def __repr__(self) -> str:
         return f"<aioh2s.Server sockets={self.sockets!r}>"
@@ -137,8 +191,15 @@ class Server:
 
             served = _ServedConnection(self, make)
             self._connections.add(served)
+            if self._closing:
+                served.conn.start_close(self._grace)
             try:
-                served.conn.initiate()
+                if self._ssl is None:
+                    # Cleartext: the first bytes decide between prior knowledge, an h2c
+                    # Upgrade (our preface must follow the 101) and a plain HTTP/1.1 request.
+                    served.conn.front_door = _front_door
+                else:
+                    served.conn.initiate()
                 await served.conn.run()
             finally:
                 self._connections.discard(served)
@@ -172,12 +233,24 @@ class Server:
         assert self._server is not None
         await self._server.serve_forever()
 
-    def close(self) -> None:
-        """Stop listening and close every connection with GOAWAY(NO_ERROR)."""
+    def close(self, grace: float | None = None) -> None:
+        """Stop listening and shut every connection down gracefully.
+
+        Each connection gets GOAWAY(NO_ERROR) naming the last stream it will process; those
+        streams may finish for ``grace`` seconds (default: the ``grace`` option, 30 s), then
+        what is left is reset and the connection closed. ``await wait_closed()`` returns when
+        all of that is done. Handlers can check ``writer.connection.is_closing()``.
+        """
+        self._closing = True
+        self._grace = grace
         if self._server is not None:
             self._server.close()
         for served in list(self._connections):
-            served.conn.close_now(ErrorCode.NO_ERROR)
+            served.conn.start_close(grace)
+
+    def is_closing(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._closing
 
     async def wait_closed(self) -> None:
         """Wait until the listener and every connection (and its handlers) are closed."""

@@ -27,11 +27,43 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ._connection import Stream
+from ._connection import Connection, Stream
 from .errors import ErrorCode
 from .headers import Headers, HeadersLike
 
-__all__ = ["H2StreamReader", "H2StreamWriter"]
+__all__ = ["ConnectionHandle", "H2StreamReader", "H2StreamWriter"]
+
+
+class ConnectionHandle:
+    """The connection a stream belongs to, as a handler sees it (``writer.connection``)."""
+
+    __slots__ = ("_c",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._c = conn
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Send PING to the peer and return the round-trip time in seconds."""
+        return await self._c.ping(timeout)
+
+    def is_closing(self) -> bool:
+        """True once the connection is shutting down (GOAWAY sent or received) or closed.
+
+        A long-running handler (a stream of events, a long poll) should check this and wrap up.
+        """
+        return self._c.closing or self._c.closed
+
+    def close(self, grace: float | None = None) -> None:
+        """Start a graceful close of the connection (GOAWAY; open streams get ``grace`` s)."""
+        self._c.start_close(grace)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection is closed."""
+        await self._c.wait_closed()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's extra info (``peername``, ``sockname``, ``ssl_object``, ...)."""
+        return self._c.get_extra_info(name, default)
 
 
 class H2StreamReader:
@@ -264,10 +296,13 @@ class H2StreamWriter:
         """Wait until the stream is fully closed (both sides ended, or reset)."""
         await self._s.wait_closed()
 
+    @property
+    def connection(self) -> ConnectionHandle:
+        """The connection this stream belongs to (ping it, see whether it is closing)."""
+        return ConnectionHandle(self._s.conn)
+
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """``"stream_id"``, or the connection's transport info (peername, sockname, ssl_object…)."""
         if name == "stream_id":
             return self._s.id
-        if name == "ssl_object":
-            return self._s.conn.get_extra_info("ssl_object", default)
         return self._s.conn.get_extra_info(name, default)

@@ -53,11 +53,12 @@ class ALPNError(ProtocolError):
 
     def __init__(self, negotiated: str | None) -> None:
         if negotiated is None:
-            text = "TLS peer did not negotiate HTTP/2: no ALPN protocol was selected (expected 'h2')"
+            text = (
+                "TLS peer did not negotiate HTTP/2: no ALPN protocol was selected (expected 'h2')"
+            )
         else:
             text = (
-                f"TLS peer did not negotiate HTTP/2: ALPN selected {negotiated!r} "
-                "(expected 'h2')"
+                f"TLS peer did not negotiate HTTP/2: ALPN selected {negotiated!r} (expected 'h2')"
             )
         super().__init__(text)
         self.negotiated = negotiated

@@ -41,8 +41,10 @@ import h2.config
 import h2.connection
 import h2.events
 import h2.exceptions
+import h2.frame_buffer
 import h2.settings
 import hyperframe.frame
+from h2.connection import _decode_headers as _h2_decode_headers
 from h2.errors import ErrorCodes
 
 from . import _h2patch
@@ -363,6 +365,13 @@ class Connection:
         self.closing = False
         self.closing_error: ConnectionClosed | None = None
         self._refuse_above: int | None = None  # server: stream ids we promised not to process
+        # Abuse budgets (DESIGN.md §4, §7): resets of any origin, frames without progress, and
+        # control replies queued while the peer does not read.
+        self._resets = _Budget(config.max_reset_burst, config.max_reset_rate)
+        self._glitches = _Budget(config.max_glitch_burst, config.max_glitch_rate)
+        self._auto_resets_seen = 0
+        self._queued_control = 0
+        self._header_priority: object = None
         self.idle_since: float | None = time.monotonic()
 
     # -- setup and the reader task ------------------------------------------------------------
@@ -476,9 +485,10 @@ class Connection:
         return getattr(self.h2.incoming_buffer, "_preamble_len", 0) == 0
 
     def receive(self, data: bytes) -> None:
-        """Feed bytes to h2, dispatch events, flush once."""
+        """Feed bytes to h2, dispatch events, check the abuse budgets, flush once."""
+        h2c = self.h2
         try:
-            events = self.h2.receive_data(data)
+            events = h2c.receive_data(data)
         except h2.exceptions.ProtocolError as e:
             code = getattr(e, "error_code", ErrorCodes.PROTOCOL_ERROR)
             # h2 already queued a GOAWAY with that code; send it, then end.
@@ -486,13 +496,46 @@ class Connection:
             return
         for ev in events:
             self.dispatch(ev)
+            if self.closed:
+                return
+        auto = h2c.auto_resets - self._auto_resets_seen
+        if auto:
+            self._auto_resets_seen = h2c.auto_resets
+            if not self._resets.spend(auto):
+                self.calm_down("too many streams reset because of the peer's errors or refused")
+                return
         self.flush()
+
+    def calm_down(self, why: str) -> None:
+        """The peer is abusive: GOAWAY(ENHANCE_YOUR_CALM) and close."""
+        log.warning("aioh2s: closing connection from %s: %s",
+                    self.get_extra_info("peername"), why)
+        self.abort(
+            ConnectionClosed(f"peer misbehaved: {why}", ErrorCodes.ENHANCE_YOUR_CALM),
+            ErrorCodes.ENHANCE_YOUR_CALM,
+        )
+
+    def _glitch(self, what: str) -> None:
+        if not self._glitches.spend():
+            self.calm_down(f"too many frames without progress ({what})")
+
+    def _control_reply(self) -> None:
+        # A PING or SETTINGS forces a reply. While the peer leaves our replies unread (the
+        # transport holds bytes), count them; a flood past the bound ends the connection.
+        if self.transport.get_write_buffer_size():
+            self._queued_control += 1
+            if self._queued_control > self.config.max_queued_control:
+                self.calm_down("control frames flooded while our replies go unread")
+        else:
+            self._queued_control = 0
 
     # -- event dispatch ------------------------------------------------------------------------
 
     def dispatch(self, ev: h2.events.Event) -> None:
         t = type(ev)
         if t is h2.events.DataReceived:
+            if not ev.flow_controlled_length and not ev.stream_ended:  # type: ignore[attr-defined]
+                self._glitch("empty DATA")
             self._on_data(ev)  # type: ignore[arg-type]
         elif t in _HEADER_EVENTS:
             self._on_headers(ev)
@@ -503,11 +546,24 @@ class Connection:
                 s.wake_inbound()
                 self._maybe_closed(s)
         elif t is h2.events.WindowUpdated:
+            if ev.delta < 128:  # type: ignore[attr-defined]
+                self._glitch("tiny WINDOW_UPDATE")  # data dribble / resource loop
             self._on_window_updated(ev.stream_id)  # type: ignore[attr-defined]
         elif t is h2.events.StreamReset:
+            if not self._resets.spend():
+                self.calm_down("too many stream resets (Rapid Reset)")
+                return
             self._on_reset(ev)  # type: ignore[arg-type]
         elif t is h2.events.RemoteSettingsChanged:
+            self._control_reply()
             self._on_remote_settings(ev)  # type: ignore[arg-type]
+        elif t is h2.events.PingReceived:
+            self._control_reply()
+        elif t is h2.events.PriorityUpdated:
+            if ev is not self._header_priority:  # a PRIORITY flag on HEADERS is no glitch
+                self._glitch("PRIORITY frame")
+        elif t is h2.events.UnknownFrameReceived:
+            self._glitch("unknown frame type")
         elif t is h2.events.ConnectionTerminated:
             self._on_goaway(ev)  # type: ignore[arg-type]
         elif t is h2.events.PingAckReceived:
@@ -519,6 +575,7 @@ class Connection:
 
     def _on_headers(self, ev: Any) -> None:
         sid = ev.stream_id
+        self._header_priority = ev.priority_updated
         headers = _decode_headers(ev.headers)
         if isinstance(ev, h2.events.RequestReceived):
             if self._refuse_above is not None and sid > self._refuse_above:
@@ -691,13 +748,13 @@ class Connection:
 
     def _start_timers(self) -> None:
         cfg = self.config
-        if cfg.keepalive_interval is not None or (cfg.idle_timeout is not None):
+        if cfg.keepalive_interval is not None or (cfg.idle_timeout is not None and not self.client):
             self._timer_task = self.loop.create_task(self._timers())
 
     async def _timers(self) -> None:
         cfg = self.config
         interval = cfg.keepalive_interval
-        idle = cfg.idle_timeout
+        idle = cfg.idle_timeout if not self.client else None  # a client decides for itself
         tick = min(x for x in (interval, idle) if x is not None) / 4
         while not self.closed:
             await asyncio.sleep(tick)
@@ -818,7 +875,7 @@ class Connection:
         if s.closed or self.closed:
             return
         try:
-            self.h2.reset_stream(s.id, code)
+            self.h2.app_reset_stream(s.id, code)
         except h2.exceptions.StreamClosedError:
             pass
         except h2.exceptions.ProtocolError:
@@ -1003,6 +1060,10 @@ class Connection:
             self._remote_settings.set_exception(exc)
             self._remote_settings.exception()
         self.transport.close()
+        if self.transport.get_write_buffer_size():
+            # close() waits for the buffer to drain; a peer that never reads must not keep
+            # the socket open forever.
+            self.loop.call_later(1.0, self.transport.abort)
         if self._reader_task is not None and self._reader_task is not asyncio.current_task():
             self._reader_task.cancel()
         if self._drain_task is not None:
@@ -1037,14 +1098,74 @@ class Connection:
         return self.transport.get_extra_info(name, default)
 
 
-class _H2(h2.connection.H2Connection):
-    """h2's connection with the two GOAWAY behaviours RFC 9113 §6.8 needs and h2 lacks.
+class _Budget:
+    """A token bucket: ``burst`` events at once, then ``rate`` per second."""
 
-    Stock h2 moves to CLOSED on a received GOAWAY (dropping queued output and refusing every
-    later frame) and on a sent one. A *graceful* GOAWAY (NO_ERROR) must let streams at or below
-    its last stream id finish, so here a received NO_ERROR GOAWAY only raises the event, and
-    :meth:`send_graceful_goaway` announces one without closing h2's state machine.
+    __slots__ = ("burst", "rate", "tokens", "last")
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        self.tokens = float(burst)
+        self.last = time.monotonic()
+
+    def spend(self, n: int = 1) -> bool:
+        """Take ``n`` tokens; False once the budget is overdrawn."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate) - n
+        self.last = now
+        return self.tokens >= 0
+
+
+class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer with two checks it lacks (DESIGN.md §7).
+
+    - A frame longer than our SETTINGS_MAX_FRAME_SIZE is rejected as soon as its 9-byte
+      header arrives, instead of being buffered whole first.
+    - A header block (HEADERS + CONTINUATION) is capped in bytes while it is assembled
+      (CONTINUATION flood), not only after.
     """
+
+    max_header_block = 2 * 65536
+
+    def __next__(self) -> Any:
+        data = self._data
+        if len(data) >= 9:
+            length = (data[0] << 16) | (data[1] << 8) | data[2]
+            if length > self.max_frame_size:
+                raise h2.exceptions.FrameTooLargeError(
+                    f"Received overlong frame: length {length}, max {self.max_frame_size}"
+                )
+        return super().__next__()
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        result = super()._update_header_buffer(f)
+        pending = self._headers_buffer
+        if pending and sum(len(x.data) for x in pending) > self.max_header_block:
+            raise h2.exceptions.DenialOfServiceError(
+                f"header block exceeds {self.max_header_block} bytes while being assembled"
+            )
+        return result
+
+
+class _H2(h2.connection.H2Connection):
+    """h2's connection with what RFC 9113 and DESIGN.md §7 need and h2 4.4 lacks.
+
+    - GOAWAY (§6.8): stock h2 moves to CLOSED on a received GOAWAY (dropping queued output and
+      refusing every later frame). A *graceful* one (NO_ERROR) must let streams at or below its
+      last stream id finish, so here it only raises the event; :meth:`send_graceful_goaway`
+      announces one without closing h2's state machine.
+    - Excess streams (§5.1.2): h2 answers a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS with
+      a connection error; RFC 9113 says REFUSED_STREAM. The header block is still decoded so
+      the HPACK state stays in sync.
+    - Every RST_STREAM h2 emits by itself (frames on closed streams, flow-control errors,
+      refused streams) is counted in ``auto_resets``, so the connection can hold the peer to
+      a reset budget; resets the application asks for are not counted.
+    """
+
+    auto_resets = 0
+    refused_streams = 0
+    _app_reset = False
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         if frame.error_code != 0:
@@ -1054,6 +1175,39 @@ class _H2(h2.connection.H2Connection):
         ev.last_stream_id = frame.last_stream_id
         ev.additional_data = frame.additional_data or None
         return [], [ev]
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        sid = frame.stream_id
+        if (
+            not self.config.client_side
+            and sid % 2 == 1
+            and sid > self.highest_inbound_stream_id
+            and sid not in self.streams
+            and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams
+        ):
+            _h2_decode_headers(self.decoder, frame.data)
+            self.highest_inbound_stream_id = sid
+            self._closed_streams[sid] = h2.connection.StreamClosedBy.SEND_RST_STREAM
+            self.refused_streams += 1
+            rst = hyperframe.frame.RstStreamFrame(sid)
+            rst.error_code = ErrorCodes.REFUSED_STREAM
+            return [rst], []
+        return super()._receive_headers_frame(frame)
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        if not self._app_reset:
+            for f in frames:
+                if f.__class__ is hyperframe.frame.RstStreamFrame:
+                    self.auto_resets += 1
+        super()._prepare_for_sending(frames)
+
+    def app_reset_stream(self, stream_id: int, error_code: int) -> None:
+        """``reset_stream`` on the application's behalf (not counted as peer abuse)."""
+        self._app_reset = True
+        try:
+            self.reset_stream(stream_id, error_code)
+        finally:
+            self._app_reset = False
 
     def send_graceful_goaway(self, last_stream_id: int) -> None:
         f = hyperframe.frame.GoAwayFrame(0)
@@ -1087,7 +1241,10 @@ def _new_h2(client: bool, config: Config) -> _H2:
         initial[sc.ENABLE_PUSH] = 0
     conn.local_settings = h2.settings.Settings(client=client, initial_values=initial)
     conn.max_inbound_frame_size = config.max_frame_size
-    conn.incoming_buffer.max_frame_size = config.max_frame_size
+    buf = _GuardedFrameBuffer(server=not client)
+    buf.max_frame_size = config.max_frame_size
+    buf.max_header_block = config.header_block_limit
+    conn.incoming_buffer = buf
     conn.decoder.max_header_list_size = config.max_header_list_size
     _h2patch.install(conn)
     return conn

@@ -50,7 +50,7 @@ class Config:
     #: Seconds for the peer's preface and first SETTINGS to arrive (slowloris bound).
     handshake_timeout: float | None = 10.0
     #: Server: seconds without open streams before a graceful GOAWAY and close (None: never).
-    idle_timeout: float | None = None
+    idle_timeout: float | None = 300.0
     #: Seconds of silence before we send a keepalive PING (None: no keepalive).
     keepalive_interval: float | None = None
     #: Seconds to wait for a keepalive PING's ACK before closing the connection.
@@ -61,6 +61,23 @@ class Config:
     reset_handler_timeout: float = 1.0
     #: Read size of the connection's reader task.
     read_size: int = 64 * KiB
+    #: Server: most connections served at once; more are closed on accept (None: no cap).
+    max_connections: int | None = None
+    #: Stream resets (received, or forced by the peer's errors) allowed in a burst...
+    max_reset_burst: int = 1000
+    #: ...and per second after it (Rapid Reset / MadeYouReset / reset floods): then
+    #: GOAWAY(ENHANCE_YOUR_CALM). nghttp2's budget.
+    max_reset_rate: float = 33.0
+    #: Frames that make no progress (empty DATA, PRIORITY, unknown types, tiny WINDOW_UPDATEs)
+    #: allowed in a burst...
+    max_glitch_burst: int = 10000
+    #: ...and per second after it: then GOAWAY(ENHANCE_YOUR_CALM). nghttp2's budget.
+    max_glitch_rate: float = 330.0
+    #: PING/SETTINGS replies that may pile up unsent while the peer does not read (floods).
+    max_queued_control: int = 1000
+    #: Bytes a header block may reach while HEADERS+CONTINUATION frames are assembled
+    #: (CONTINUATION flood); None means twice ``max_header_list_size``.
+    max_header_block_size: int | None = None
 
     def __post_init__(self) -> None:
         if not 16 * KiB <= self.max_frame_size <= 16 * MiB - 1:
@@ -87,6 +104,13 @@ class Config:
             )
         base = config if config is not None else cls()
         return dataclasses.replace(base, **options) if options else base
+
+    @property
+    def header_block_limit(self) -> int:
+        """The header block cap in force (see ``max_header_block_size``)."""
+        if self.max_header_block_size is not None:
+            return self.max_header_block_size
+        return 2 * self.max_header_list_size
 
     @property
     def effective_read_limit(self) -> int:

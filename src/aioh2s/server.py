@@ -49,7 +49,15 @@ class _ServedConnection:
         self.conn = conn_factory(self)
 
     def on_request(self, s: Stream) -> None:
-        task = self.conn.loop.create_task(self._run_handler(s))
+        conn = self.conn
+        if len(self.tasks) >= 2 * conn.config.max_concurrent_streams:
+            # Handlers of reset streams may still be running (they get reset_handler_timeout
+            # to notice); do not let a reset-and-reopen loop multiply them (Rapid Reset).
+            conn.reset_stream(s, ErrorCode.REFUSED_STREAM)
+            if not conn._resets.spend():
+                conn.calm_down("too many streams opened while earlier handlers still run")
+            return
+        task = conn.loop.create_task(self._run_handler(s))
         s.task = task
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -174,6 +182,12 @@ class Server:
         if task is not None:
             self._conn_tasks.add(task)
         try:
+            limit = self.config.max_connections
+            if limit is not None and len(self._connections) >= limit:
+                log.warning("aioh2s: max_connections (%d) reached, closing connection from %s",
+                            limit, writer.get_extra_info("peername"))
+                writer.transport.abort()
+                return
             if self._ssl is not None:
                 try:
                     check_alpn(writer.get_extra_info("ssl_object"))

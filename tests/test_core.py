@@ -10,10 +10,10 @@ import random
 import time
 
 import pytest
-from conftest import client_for, echo_handler, pattern, serving, sha
 
 import aioh2s
 from aioh2s import ErrorCode, Headers, StreamReset
+from conftest import client_for, echo_handler, pattern, serving, sha
 
 MiB = 1024 * 1024
 
@@ -378,7 +378,8 @@ async def test_bulk_100mib_each_way_one_stream() -> None:
 
 async def test_200_concurrent_streams_random_sizes() -> None:
     rng = random.Random(42)
-    sizes = [rng.choice([0, 1, 100, 16_383, 16_385, 70_000, 300_000, 1_100_000]) for _ in range(200)]
+    choices = [0, 1, 100, 16_383, 16_385, 70_000, 300_000, 1_100_000]
+    sizes = [rng.choice(choices) for _ in range(200)]
 
     async def one(client: aioh2s.Client, i: int, size: int) -> None:
         body = pattern(size, seed=i)

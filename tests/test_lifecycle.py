@@ -11,11 +11,11 @@ import time
 import h2.events
 import h2.settings
 import pytest
-from conftest import client_for, echo_handler, require, serving
-from rawh2 import RawH2Server
 
 import aioh2s
 from aioh2s import ConnectionClosed, ConnectionTerminated, StreamReset
+from conftest import client_for, echo_handler, require, serving
+from rawh2 import RawH2Server
 
 # -- graceful shutdown ------------------------------------------------------------------------
 

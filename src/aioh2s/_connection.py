@@ -46,6 +46,7 @@ import h2.settings
 import hyperframe.frame
 from h2.connection import _decode_headers as _h2_decode_headers
 from h2.errors import ErrorCodes
+from h2.stream import StreamClosedBy
 
 from . import _h2patch
 from .config import Config
@@ -1187,7 +1188,7 @@ class _H2(h2.connection.H2Connection):
         ):
             _h2_decode_headers(self.decoder, frame.data)
             self.highest_inbound_stream_id = sid
-            self._closed_streams[sid] = h2.connection.StreamClosedBy.SEND_RST_STREAM
+            self._closed_streams[sid] = StreamClosedBy.SEND_RST_STREAM
             self.refused_streams += 1
             rst = hyperframe.frame.RstStreamFrame(sid)
             rst.error_code = ErrorCodes.REFUSED_STREAM
@@ -1228,7 +1229,7 @@ def _new_h2(client: bool, config: Config) -> _H2:
     )
     conn = _H2(config=h2config)
     sc = h2.settings.SettingCodes
-    initial: dict[int, int] = {
+    initial: dict[Any, int] = {
         sc.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
         sc.INITIAL_WINDOW_SIZE: config.stream_window,
         sc.MAX_FRAME_SIZE: config.max_frame_size,

@@ -873,14 +873,15 @@ async def _serve(args: argparse.Namespace) -> int:
             raise CLIError(
                 EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
             ) from e
-        sockname = server.sockets[0].getsockname()
-        shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
-        print(f"{'https' if ctx else 'http'}://{shown}:{sockname[1]}/", flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+        # Handlers before the URL is printed: whoever reads the URL may signal at once.
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
                 loop.add_signal_handler(sig, stop.set)
+        sockname = server.sockets[0].getsockname()
+        shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+        print(f"{'https' if ctx else 'http'}://{shown}:{sockname[1]}/", flush=True)
         try:
             await stop.wait()
         finally:

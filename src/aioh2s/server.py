@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from . import _http1
@@ -133,24 +133,27 @@ async def _front_door(conn: Connection, data: bytes) -> bytes:
     if req.get(b"transfer-encoding") or not 0 <= length <= conn.config.stream_window:
         writer.write(_http1.response(
             413, "Content Too Large",
-            "h2c Upgrade requests may carry at most a stream window of body, with Content-Length.\n",
+            "h2c Upgrade requests may carry at most one stream window of body,"
+            " with Content-Length.\n",
         ))
         conn.abort(ConnectionClosed("h2c Upgrade request body refused"), None)
         return b""
     while len(rest) < length:
         more = await reader.read(conn.config.read_size)
         if not more:
-            conn.abort(ConnectionClosed("connection closed in the h2c Upgrade request body"), None)
+            conn.abort(ConnectionClosed("connection closed in the h2c Upgrade body"), None)
             return b""
         rest += more
     body, rest = rest[:length], rest[length:]
-    writer.write(_http1.response(101, "Switching Protocols", extra="Connection: Upgrade\r\nUpgrade: h2c\r\n"))
+    writer.write(_http1.response(
+        101, "Switching Protocols", extra="Connection: Upgrade\r\nUpgrade: h2c\r\n"
+    ))
     conn.initiate_upgrade(settings, req.h2_headers(b"http"), body)
     return rest
 
 
 class Server:
-    """An HTTP/2 server, shaped like :class:`asyncio.Server`. Create it with :func:`start_server`."""
+    """An HTTP/2 server shaped like :class:`asyncio.Server`; create it with :func:`start_server`."""
 
     def __init__(self, handler: Handler, config: Config, ssl: _ssl.SSLContext | None) -> None:
         self._handler = handler
@@ -283,7 +286,7 @@ class Server:
 
 async def start_server(
     handler: Handler,
-    host: str | Iterable[str] | None = None,
+    host: str | Sequence[str] | None = None,
     port: int | None = None,
     *,
     ssl: _ssl.SSLContext | None = None,

@@ -146,7 +146,7 @@ class H2StreamReader:
         return b"".join(parts)
 
     async def readline(self) -> bytes:
-        """Read one line ending in ``b"\\n"``, as ``asyncio.StreamReader.readline``.
+        r"""Read one line ending in ``b"\n"``, as ``asyncio.StreamReader.readline``.
 
         At the end of the body a partial line is returned; ``b""`` means EOF. A line longer
         than the limit raises ``ValueError`` after discarding it, as asyncio does.

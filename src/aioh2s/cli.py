@@ -453,7 +453,11 @@ async def _fetch(
             EXIT_CONNECT, f"timed out connecting to {target} after {args.connect_timeout:g} s"
         ) from None
     except Exception as e:
-        raise CLIError(*_describe(e, target)) from e
+        code, message = _describe(e, target)
+        if code == EXIT_CONNECTION_LOST and ctx is None:
+            # Typically a TLS-only or HTTP/1.1-only server hanging up on our preface.
+            message += " during the HTTP/2 handshake (is it an h2c server? for TLS use https://)"
+        raise CLIError(code, message) from e
     out = _Output(args.output)
     try:
         async with client.request(headers) as stream:

@@ -431,12 +431,12 @@ class Connection:
         reader = self._reader
         size = self.config.read_size
         timeout = self.config.handshake_timeout
-        if timeout is not None and not self._remote_settings.done():
-            # Preface and first SETTINGS must arrive in time (slowloris bound); after that,
-            # reads may idle as long as the idle/keepalive policy allows.
-            self._handshake_timer = self.loop.call_later(timeout, self._handshake_expired)
-        self._start_timers()
         try:
+            if timeout is not None and not self._remote_settings.done():
+                # Preface and first SETTINGS must arrive in time (slowloris bound); after that,
+                # reads may idle as long as the idle/keepalive policy allows.
+                self._handshake_timer = self.loop.call_later(timeout, self._handshake_expired)
+            self._start_timers()
             data = await reader.read(size)
             if data and self.front_door is not None:
                 data = await self.front_door(self, data)

@@ -699,3 +699,17 @@ def test_get_against_nghttpd(tree: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_demo_subcommand_round_trip() -> None:
+    import hashlib
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "aioh2s", "demo", "ping from the demo"],
+        capture_output=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == b"ping from the demo"
+    digest = hashlib.sha256(b"ping from the demo").hexdigest()
+    assert f"x-sha256: {digest}".encode() in proc.stderr
+    assert b"< :status: 200" in proc.stderr

@@ -898,6 +898,20 @@ async def _serve(args: argparse.Namespace) -> int:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+async def _demo(args: argparse.Namespace) -> int:
+    """An echo server on a free port and a ``get -v -d`` against it, in one process."""
+    server = await aioh2s.start_server(_EchoServer(False), "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/echo"
+        print(f"* echo server listening on {url}", file=sys.stderr, flush=True)
+        get_args = _build_parser().parse_args(["get", "-v", "-d", args.message, url])
+        return await _get(get_args)
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -997,6 +1011,14 @@ def _build_parser() -> argparse.ArgumentParser:
         help="echo request bodies back, with trailers x-request-bytes and x-sha256",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no access log on stderr")
+
+    d = sub.add_parser(
+        "demo",
+        help="start an echo server and send it one request, in one process",
+        description="Start an HTTP/2 echo server on a free 127.0.0.1 port and POST MESSAGE to "
+        "it with 'get -v': a self-contained check that aioh2s works here.",
+    )
+    d.add_argument("message", nargs="?", default="hello, HTTP/2", metavar="MESSAGE")
     return parser
 
 
@@ -1011,7 +1033,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _error("--self-signed and --tls-cert/--tls-key are exclusive")
         return EXIT_USAGE
     logging.basicConfig(level=logging.WARNING, format="aioh2s: %(levelname)s: %(message)s")
-    coro = _get(args) if args.command == "get" else _serve(args)
+    commands = {"get": _get, "serve": _serve, "demo": _demo}
+    coro = commands[args.command](args)
     try:
         return asyncio.run(coro)
     except CLIError as e:

@@ -157,6 +157,10 @@ class Client:
         self._conn.start_close(grace)
         await self._conn.wait_closed()
 
+    async def wait_closed(self) -> None:
+        """Wait until the connection has ended, whoever ended it."""
+        await self._conn.wait_closed()
+
     def abort(self) -> None:
         """Close at once: GOAWAY(NO_ERROR), open requests fail with ``ConnectionClosed``."""
         self._conn.close_now(ErrorCode.NO_ERROR)

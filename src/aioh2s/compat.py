@@ -68,7 +68,7 @@ import socket
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-from .client import Client, connect
+from .client import Client, RequestStream, connect
 from .config import Config
 from .errors import ConnectionClosed, ErrorCode, H2Error, StreamReset
 from .headers import Headers, HeadersLike
@@ -361,7 +361,7 @@ class H2Protocol:
         except Exception as e:
             st.fail(e)
 
-    async def _client_stream(self, st: _Stream, ctx: Any, stream: Any) -> None:
+    async def _client_stream(self, st: _Stream, ctx: Any, stream: RequestStream) -> None:
         try:
             try:
                 headers = await stream.response_headers()
@@ -532,6 +532,10 @@ class H2Protocol:
             raise SendException(data) from e
         async with st.wlock:
             w = st.writer
+            if w.is_closing():
+                # Ended by us, reset, or stopped by the peer (RST_STREAM NO_ERROR after its
+                # complete response): aioh2s would drop the bytes silently; aioh2 raised.
+                raise SendException(data)
             try:
                 w.write(data)
                 if end_stream:
@@ -540,6 +544,8 @@ class H2Protocol:
                 await _drain(w)
             except (H2Error, RuntimeError) as e:
                 raise SendException(data) from e
+            if not end_stream and w.is_closing():
+                raise SendException(data)  # the peer stopped the stream while we waited
 
     async def send_trailers(self, stream_id: int, headers: HeadersLike) -> None:
         """Send trailers on ``stream_id``, ending our side of it."""

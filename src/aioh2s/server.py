@@ -221,6 +221,11 @@ class Server:
             finally:
                 self._connections.discard(served)
                 await self._reap(served)
+        except asyncio.CancelledError:
+            # The loop is shutting down (e.g. asyncio.run() returned with the server open); the
+            # connection was failed and closed by the reader task's own cleanup. Returning
+            # normally keeps asyncio's stream callback from logging the cancellation.
+            pass
         finally:
             if task is not None:
                 self._conn_tasks.discard(task)

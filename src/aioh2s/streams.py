@@ -42,6 +42,12 @@ class ConnectionHandle:
     def __init__(self, conn: Connection) -> None:
         self._c = conn
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ConnectionHandle) and other._c is self._c
+
+    def __hash__(self) -> int:
+        return id(self._c)
+
     async def ping(self, timeout: float | None = None) -> float:
         """Send PING to the peer and return the round-trip time in seconds."""
         return await self._c.ping(timeout)

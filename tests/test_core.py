@@ -13,7 +13,7 @@ import pytest
 
 import aioh2s
 from aioh2s import ErrorCode, Headers, StreamReset
-from conftest import client_for, echo_handler, pattern, serving, sha
+from helpers import client_for, echo_handler, pattern, serving, sha
 
 MiB = 1024 * 1024
 

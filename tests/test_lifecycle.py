@@ -14,7 +14,7 @@ import pytest
 
 import aioh2s
 from aioh2s import ConnectionClosed, ConnectionTerminated, StreamReset
-from conftest import client_for, echo_handler, require, serving
+from helpers import client_for, echo_handler, require, serving
 from rawh2 import RawH2Server
 
 # -- graceful shutdown ------------------------------------------------------------------------

@@ -43,6 +43,7 @@ import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
+import hpack
 import hyperframe.frame
 from h2.connection import _decode_headers as _h2_decode_headers
 from h2.errors import ErrorCodes
@@ -1118,6 +1119,22 @@ class _Budget:
         return self.tokens >= 0
 
 
+# Length rules of fixed-size frames (RFC 9113 §6), by frame type: (length, flags) -> valid.
+# RST_STREAM and PRIORITY are left to h2: a bad length there is a stream-level matter.
+_FIXED_LENGTHS: dict[int, Callable[[int, int], bool]] = {
+    0x4: lambda n, flags: n == 0 if flags & 0x1 else n % 6 == 0,  # SETTINGS (ACK: empty)
+    0x6: lambda n, flags: n == 8,  # PING
+    0x7: lambda n, flags: n >= 8,  # GOAWAY
+    0x8: lambda n, flags: n == 4,  # WINDOW_UPDATE
+}
+
+
+class _CompressionError(h2.exceptions.ProtocolError):
+    """A header block HPACK could not decode: a connection error of type COMPRESSION_ERROR."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
 class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     """h2's frame buffer with two checks it lacks (DESIGN.md §7).
 
@@ -1128,14 +1145,31 @@ class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     """
 
     max_header_block = 2 * 65536
+    _first = True
 
     def __next__(self) -> Any:
         data = self._data
         if len(data) >= 9:
             length = (data[0] << 16) | (data[1] << 8) | data[2]
+            ftype = data[3]
+            if self._first:
+                # RFC 9113 §3.4: the preface's first frame must be SETTINGS (this also turns
+                # an HTTP/1.1 answer or random bytes into a plain PROTOCOL_ERROR).
+                if ftype != 0x4:
+                    raise h2.exceptions.ProtocolError(
+                        "the connection preface did not start with a SETTINGS frame"
+                    )
+                self._first = False
             if length > self.max_frame_size:
                 raise h2.exceptions.FrameTooLargeError(
                     f"Received overlong frame: length {length}, max {self.max_frame_size}"
+                )
+            fixed = _FIXED_LENGTHS.get(ftype)
+            if fixed is not None and not fixed(length, data[4]):
+                # hyperframe reports these as "non-compliant data" (PROTOCOL_ERROR); RFC 9113
+                # §6 calls each a FRAME_SIZE_ERROR.
+                raise h2.exceptions.FrameDataMissingError(
+                    f"frame of type {ftype:#x} has an invalid length {length}"
                 )
         return super().__next__()
 
@@ -1193,7 +1227,16 @@ class _H2(h2.connection.H2Connection):
             rst = hyperframe.frame.RstStreamFrame(sid)
             rst.error_code = ErrorCodes.REFUSED_STREAM
             return [rst], []
-        return super()._receive_headers_frame(frame)
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.DenialOfServiceError:
+            raise
+        except h2.exceptions.ProtocolError as e:
+            # h2 reports undecodable header blocks as PROTOCOL_ERROR; RFC 9113 §4.3 says
+            # COMPRESSION_ERROR (the HPACK context can no longer be trusted).
+            if isinstance(e.__cause__, (hpack.HPACKError, IndexError)):
+                raise _CompressionError(str(e)) from e
+            raise
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         if not self._app_reset:

@@ -13,6 +13,9 @@ Handler rules (DESIGN.md §3):
   errors;
 - a handler whose stream was reset (or whose connection died) is cancelled if it still runs
   ``reset_handler_timeout`` seconds later, so abandoned work cannot pile up;
+- at most ``max_concurrent_streams`` handlers run per connection; requests beyond that (only
+  possible while handlers of reset streams linger) wait in FIFO order, and more than four
+  times that many waiting ends the connection with GOAWAY(ENHANCE_YOUR_CALM);
 - request body bytes the handler did not read are acknowledged when it returns, and the stream
   is reset with NO_ERROR once the response is complete (RFC 9113 §8.1).
 """
@@ -20,6 +23,7 @@ Handler rules (DESIGN.md §3):
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import ssl as _ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -46,21 +50,36 @@ class _ServedConnection:
     def __init__(self, server: Server, conn_factory: Callable[[_ServedConnection], Connection]):
         self.server = server
         self.tasks: set[asyncio.Task[None]] = set()
+        self.waiting: collections.deque[Stream] = collections.deque()
         self.conn = conn_factory(self)
 
     def on_request(self, s: Stream) -> None:
         conn = self.conn
-        if len(self.tasks) >= 2 * conn.config.max_concurrent_streams:
+        limit = conn.config.max_concurrent_streams
+        if len(self.tasks) >= limit:
             # Handlers of reset streams may still be running (they get reset_handler_timeout
-            # to notice); do not let a reset-and-reopen loop multiply them (Rapid Reset).
-            conn.reset_stream(s, ErrorCode.REFUSED_STREAM)
-            if not conn._resets.spend():
-                conn.calm_down("too many streams opened while earlier handlers still run")
+            # to notice), so h2's open-stream count alone does not bound running handlers.
+            # Like Go's server: start at most max_concurrent_streams at once, queue the rest,
+            # and treat a queue of more than 4x that as abuse (Rapid Reset).
+            self.waiting.append(s)
+            if len(self.waiting) > 4 * limit:
+                conn.calm_down("too many requests waiting for earlier handlers to finish")
             return
-        task = conn.loop.create_task(self._run_handler(s))
+        self._start(s)
+
+    def _start(self, s: Stream) -> None:
+        task = self.conn.loop.create_task(self._run_handler(s))
         s.task = task
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        waiting = self.waiting
+        while waiting and len(self.tasks) < self.conn.config.max_concurrent_streams:
+            s = waiting.popleft()
+            if s.error is None:  # skip streams reset while they waited
+                self._start(s)
 
     async def _run_handler(self, s: Stream) -> None:
         reader = H2StreamReader(s)

@@ -1,4 +1,4 @@
-"""Shared fixtures: a server on 127.0.0.1 with a given handler, and a connected client."""
+"""Shared test helpers: a server on 127.0.0.1 with a given handler, a connected client, peers."""
 
 from __future__ import annotations
 

@@ -712,3 +712,35 @@ async def test_reader_task_never_dies_silently() -> None:
         with pytest.raises(aioh2s.ConnectionClosed):
             async with client.request():
                 pass
+
+
+async def test_large_response_within_window_does_not_stall() -> None:
+    """Regression: with a window larger than the body, no WINDOW_UPDATE ever arrives, so the
+    sender must keep pumping as the transport drains (it once stopped at 512 KiB)."""
+    body = pattern(8 * MiB, seed=9)
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(body)
+        writer.write_eof()
+
+    async with client_for(handler, stream_window=16 * MiB, connection_window=64 * MiB) as (
+        client,
+        _,
+    ):
+        async with client.request(end_stream=True) as stream:
+            await stream.response_headers()
+            got = await asyncio.wait_for(stream.reader.read(), 20)
+    assert len(got) == len(body) and sha(got) == sha(body)
+
+
+async def test_idle_stream_memory_is_small() -> None:
+    """An idle stream carries no outbound queue until it writes."""
+    async with client_for(echo_handler) as (client, _):
+        async with client.request({":method": "POST"}) as stream:
+            assert stream._s.out is None
+            stream.writer.write(b"x")
+            assert stream._s.out is not None
+            stream.writer.write_eof()
+            await stream.response_headers()
+            assert await stream.reader.read() == b"x"

@@ -105,7 +105,7 @@ class Stream:
         self._in_waiter: asyncio.Future[None] | None = None
         # Outbound: queued body, pending end (True: END_STREAM, Headers: trailers).
         self.headers_sent = False
-        self.out: collections.deque[memoryview] = collections.deque()
+        self.out: collections.deque[memoryview] | None = None  # created on first write
         self.out_size = 0
         self.out_end: bool | list[tuple[bytes, bytes]] = False
         self.end_queued = False  # write_eof()/send_trailers() called
@@ -198,7 +198,10 @@ class Stream:
         n = len(data)
         if not n:
             return
-        self.out.append(memoryview(bytes(data)))
+        out = self.out
+        if out is None:
+            out = self.out = collections.deque()
+        out.append(memoryview(bytes(data)))
         self.out_size += n
         self.conn.want_send(self)
 
@@ -215,8 +218,9 @@ class Stream:
         self.conn.want_send(self)
 
     def take(self, n: int) -> bytes:
-        """Dequeue up to ``n`` bytes of the outbound body."""
+        """Dequeue up to ``n`` bytes of the outbound body (only called when out_size > 0)."""
         out = self.out
+        assert out is not None
         first = out[0]
         if len(first) > n:
             out[0] = first[n:]
@@ -291,7 +295,7 @@ class Stream:
         """The stream died: drop queued output, wake everyone with ``exc``."""
         if self.error is None:
             self.error = exc
-        self.out.clear()
+        self.out = None
         self.out_size = 0
         self.out_end = False
         self.buf.clear()
@@ -347,6 +351,9 @@ class Connection:
         self.error: ConnectionClosed | None = None
         self.closed = False
         self.write_blocked = False
+        self._budget_hit = False
+        # asyncio pauses the transport (and our drain task waits) at our own high-water mark.
+        self.transport.set_write_buffer_limits(high=config.transport_high_water)
         self._sendable: collections.deque[Stream] = collections.deque()
         self._flush_handle: asyncio.Handle | None = None
         self._drain_task: asyncio.Task[None] | None = None
@@ -648,7 +655,7 @@ class Connection:
             # RFC 9113 §8.1: RST_STREAM(NO_ERROR) after a complete response means "stop sending
             # the request body"; the response must not be discarded.
             s.peer_stopped = True
-            s.out.clear()
+            s.out = None
             s.out_size = 0
             s.out_end = False
             s.local_closed = True
@@ -810,11 +817,18 @@ class Connection:
         if self.closed:
             return
         if self._sendable:
+            self._budget_hit = False
             self._pump()
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)
         self._check_write_blocked()
+        if self._budget_hit and self._drain_task is None and not self.closed:
+            # Part of what we wrote went straight to the socket, so the transport may not be
+            # paused; still, more is queued. Wait for drain() (immediate when not paused) and
+            # pump again, yielding to the loop in between.
+            self._budget_hit = False
+            self._drain_task = self.loop.create_task(self._await_transport())
 
     def _pump(self) -> None:
         h2c = self.h2
@@ -829,6 +843,8 @@ class Connection:
             if s.out_size:
                 if budget <= 0 or h2c.outbound_flow_control_window <= 0:
                     rr.appendleft(s)
+                    # Out of transport budget: continue once the transport drains (flush()).
+                    self._budget_hit = budget <= 0
                     return
                 try:
                     window = h2c.local_flow_control_window(s.id)

@@ -1228,14 +1228,14 @@ class _H2(h2.connection.H2Connection):
         return [], [ev]
 
     def _receive_headers_frame(self, frame: Any) -> Any:
-        sid = frame.stream_id
-        if (
-            not self.config.client_side
-            and sid % 2 == 1
-            and sid > self.highest_inbound_stream_id
-            and sid not in self.streams
-            and self.open_inbound_streams + 1 > self.local_settings.max_concurrent_streams
-        ):
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.TooManyStreamsError:
+            # Raised before h2 decoded the block or touched any state: refuse the stream but
+            # decode the block, so the HPACK state stays in sync with the peer's encoder.
+            sid = frame.stream_id
+            if sid <= self.highest_inbound_stream_id or sid % 2 == 0 or self.config.client_side:
+                raise  # not a new peer stream: let h2's connection error stand
             _h2_decode_headers(self.decoder, frame.data)
             self.highest_inbound_stream_id = sid
             self._closed_streams[sid] = StreamClosedBy.SEND_RST_STREAM
@@ -1243,8 +1243,6 @@ class _H2(h2.connection.H2Connection):
             rst = hyperframe.frame.RstStreamFrame(sid)
             rst.error_code = ErrorCodes.REFUSED_STREAM
             return [rst], []
-        try:
-            return super()._receive_headers_frame(frame)
         except h2.exceptions.DenialOfServiceError:
             raise
         except h2.exceptions.ProtocolError as e:

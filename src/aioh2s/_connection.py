@@ -91,6 +91,14 @@ def _cancel(task: asyncio.Task[None]) -> None:
 class Stream:
     """Everything about one HTTP/2 stream; owned by its :class:`Connection`."""
 
+    # Slots: a server may hold thousands of idle streams; this keeps each one small.
+    __slots__ = (
+        "conn", "id", "headers", "informational", "trailers", "buf", "eof", "abandoned",
+        "unflowed", "_in_waiter", "headers_sent", "out", "out_size", "out_end", "end_queued",
+        "local_closed", "peer_stopped", "queued", "_drain_waiters", "error", "closed",
+        "_closed_waiters", "task",
+    )
+
     def __init__(self, conn: Connection, stream_id: int) -> None:
         self.conn = conn
         self.id = stream_id
@@ -201,7 +209,9 @@ class Stream:
         out = self.out
         if out is None:
             out = self.out = collections.deque()
-        out.append(memoryview(bytes(data)))
+        # bytes are immutable and can be queued as they are; anything else may be changed by
+        # the caller after write() returns, so it is copied (as asyncio's transports do).
+        out.append(memoryview(data if type(data) is bytes else bytes(data)))
         self.out_size += n
         self.conn.want_send(self)
 

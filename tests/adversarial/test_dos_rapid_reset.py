@@ -1,0 +1,71 @@
+"""Rapid Reset (CVE-2023-44487): open a stream and reset it at once, as fast as possible.
+
+Each HEADERS costs the server a stream, a handler task and a decode, and each RST_STREAM
+throws the work away before the attacker could ever be refused for concurrency.  The server
+must count resets per unit of time and answer GOAWAY(ENHANCE_YOUR_CALM) past a budget
+(nghttp2: a burst of 1000 then 33/s), cancel the handlers of reset streams so that no more
+than SETTINGS_MAX_CONCURRENT_STREAMS of them ever run at once (Go's defence), and keep
+serving other connections while it does.
+"""
+
+from __future__ import annotations
+
+import pytest
+import rawpeer as rp
+from dosharness import Checks, HealthProbe, MemoryMeter, MiB, attack_checks
+from h2.errors import ErrorCodes as E
+from rawpeer import RawPeer
+
+pytestmark = pytest.mark.timeout(45)
+
+PAIRS = 20_000  # well past nghttp2's burst of 1000 resets
+BATCH = 100
+BOUND = 4 * MiB  # ~1000 streams of h2 + aioh2s state; an unbounded server passes 50 MiB
+
+
+async def test_rapid_reset(serve):
+    srv = await serve()
+    checks = Checks("rapid reset")
+    peer = await RawPeer.connect(srv.port, track_streams=False)
+    server_settings = await peer.handshake()
+    mcs = server_settings.get(rp.MAX_CONCURRENT_STREAMS)
+    checks.expect(mcs is not None, "server does not advertise SETTINGS_MAX_CONCURRENT_STREAMS")
+
+    hdrs = rp.request_headers("/hang")
+    first = peer.encoder.encode(hdrs, huffman=False)
+    # The second encoding is all indexed references; it is stateless from then on, so one
+    # block serves every later stream without touching the HPACK tables again.
+    block = peer.encoder.encode(hdrs, huffman=False)
+
+    def batch(i: int) -> bytes:
+        out = []
+        for k in range(BATCH):
+            sid = 1 + 2 * (i * BATCH + k)
+            blk = first if sid == 1 else block
+            out.append(rp.headers_frame(sid, blk, end_stream=True) + rp.rst(sid, E.CANCEL))
+        return b"".join(out)
+
+    async with HealthProbe(srv.port) as probe:
+        with MemoryMeter("rapid reset", f"{PAIRS} HEADERS+RST_STREAM") as mem:
+            sent = await peer.flood(
+                batch,
+                repeat=PAIRS // BATCH,
+                seconds=5.0,
+                stop=lambda p: p.goaway is not None or p.eof,
+            )
+            await peer.wait_for(lambda p: p.goaway is not None or p.eof, 3.0)
+
+    await checks.run("answer", peer.expect_goaway(E.ENHANCE_YOUR_CALM, timeout=0.5))
+    checks.expect(
+        await peer.closed(3.0), f"server did not close the abusive connection: {peer.describe()}"
+    )
+    if mcs is not None:
+        checks.expect(
+            srv.app.max_hanging <= mcs,
+            f"{srv.app.max_hanging} handlers of reset streams ran at once (limit {mcs}): "
+            f"{srv.app.describe()}",
+        )
+    await attack_checks(checks, srv, probe, mem, BOUND)
+    await peer.close()
+    print(f"rapid reset: sent {sent * BATCH} pairs; {peer.describe()}; {srv.app.describe()}")
+    checks.done()

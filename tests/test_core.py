@@ -744,3 +744,43 @@ async def test_idle_stream_memory_is_small() -> None:
             stream.writer.write_eof()
             await stream.response_headers()
             assert await stream.reader.read() == b"x"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {":status": "200", "connection": "keep-alive"},
+        {":status": "200", "te": "gzip"},
+        {":status": "200", "x-bad": "a\r\nb"},
+        {":status": "200", "bad name": "x"},
+        {"x-first": "1", ":status": "200"},
+        {":status": "200", ":path": "/"},
+        {"content-type": "text/plain"},
+    ],
+)
+async def test_invalid_outbound_headers_raise_and_connection_survives(bad: dict[str, str]) -> None:
+    errors: list[BaseException] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        try:
+            writer.send_headers(bad)
+        except aioh2s.ProtocolError as e:
+            errors.append(e)
+        writer.send_headers({":status": "204"}, end_stream=True)
+
+    async with client_for(handler) as (client, _):
+        for _ in range(2):
+            async with client.request(end_stream=True) as stream:
+                assert (await stream.response_headers())[":status"] == "204"
+    assert len(errors) == 2
+
+
+async def test_client_rejects_invalid_request_headers_before_sending() -> None:
+    async with client_for(echo_handler) as (client, _):
+        with pytest.raises(aioh2s.ProtocolError):
+            client.request({"transfer-encoding": "chunked"})
+        with pytest.raises(aioh2s.ProtocolError):
+            client.request({":status": "200"})
+        async with client.request({":method": "POST"}, end_stream=True) as stream:
+            assert (await stream.response_headers())[":status"] == "200"
+        assert client._conn.open_outbound == 0

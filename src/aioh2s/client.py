@@ -24,7 +24,7 @@ from typing import Any
 from ._connection import Connection, Stream
 from .config import Config
 from .errors import ErrorCode
-from .headers import Headers, HeadersLike, to_wire
+from .headers import REQUEST, Headers, HeadersLike, pairs, to_wire
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn, client_ssl_context
 
@@ -119,7 +119,7 @@ class Client:
         return _RequestContext(self, self._complete(headers), end_stream)
 
     def _complete(self, headers: HeadersLike | None) -> list[tuple[bytes, bytes]]:
-        wire = to_wire(headers) if headers is not None else []
+        wire = pairs(headers) if headers is not None else []
         pseudo = [(n, v) for n, v in wire if n.startswith(b":")]
         regular = [(n, v) for n, v in wire if not n.startswith(b":")]
         have = {n for n, _ in pseudo}
@@ -134,7 +134,7 @@ class Client:
                 if name == b":path" and (b":method", b"CONNECT") in pseudo:
                     continue
                 pseudo.append((name, value))
-        return pseudo + regular
+        return to_wire(pseudo + regular, REQUEST)
 
     async def ping(self, timeout: float | None = None) -> float:
         """Send a PING and return the round-trip time in seconds."""

@@ -65,16 +65,12 @@ _HEADER_EVENTS = (
 
 
 def _decode_headers(raw: Any) -> Headers:
-    # h2 validated and lowercased the names; we only turn bytes into text. surrogateescape keeps
-    # odd bytes round-trippable instead of raising inside the reader task.
+    # h2 (header_encoding=None) hands over bytes it validated and lowercased already; we only
+    # turn them into text. surrogateescape keeps odd bytes round-trippable instead of raising
+    # inside the reader task.
     return Headers._from_h2(
-        [
-            (
-                n.decode("ascii", "surrogateescape") if isinstance(n, bytes) else n,
-                v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else v,
-            )
-            for n, v in raw
-        ]
+        [(n.decode("ascii", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
+         for n, v in raw]
     )
 
 
@@ -1228,6 +1224,44 @@ class _H2(h2.connection.H2Connection):
     auto_resets = 0
     refused_streams = 0
     _app_reset = False
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        # Upper bounds of open streams by id parity, and when to prune closed streams next.
+        self._upper = [0, 0]
+        self._prune_at = 128
+
+    # h2 counts open streams by walking every stream it holds (and prunes closed ones) each
+    # time a stream is opened: O(n) per stream, O(n²) for a busy connection, and the biggest
+    # cost of a server answering 100 concurrent small requests. h2 only ever asks "would one
+    # more exceed the limit?", so an upper bound below the limit answers without a walk; the
+    # exact walk (which also prunes) runs near the limit or when the stream table has doubled.
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        self._upper[stream_id % 2] += 1
+        return stream
+
+    def _count_open(self, parity: int, limit: int) -> int:
+        upper = self._upper[parity]
+        if upper < limit and len(self.streams) < self._prune_at:
+            return upper
+        exact = self._open_streams(parity)
+        self._upper[parity] = exact
+        self._prune_at = max(128, 2 * len(self.streams))
+        return exact
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """An upper bound of open peer-initiated streams, exact near the limit (see above)."""
+        parity = 0 if self.config.client_side else 1
+        return self._count_open(parity, self.local_settings.max_concurrent_streams)
+
+    @property
+    def open_outbound_streams(self) -> int:
+        """An upper bound of open streams we initiated, exact near the limit (see above)."""
+        parity = 1 if self.config.client_side else 0
+        return self._count_open(parity, self.remote_settings.max_concurrent_streams)
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         if frame.error_code != 0:

@@ -145,6 +145,28 @@ _SECRET = frozenset([b"authorization", b"proxy-authorization"])
 REQUEST, RESPONSE, TRAILERS = 0, 1, 2
 
 
+# Names seen before, mapped to their checked wire form (a hot path: most responses repeat the
+# same few names). Bounded: cleared when full.
+_NAMES: dict[str | bytes, bytes] = {}
+_NAMES_MAX = 512
+
+
+def _wire_name(n: str | bytes) -> bytes:
+    bn = _NAMES.get(n)
+    if bn is not None:
+        return bn
+    bn = (n.encode("ascii", "surrogateescape") if isinstance(n, str) else bytes(n)).lower()
+    if bn[:1] != b":":
+        if not bn or _BAD_NAME.search(bn):
+            raise ProtocolError(f"invalid header name {bn!r}")
+        if bn in _CONNECTION_SPECIFIC:
+            raise ProtocolError(f"connection-specific header {bn!r} is not allowed in HTTP/2")
+    if len(_NAMES) >= _NAMES_MAX:
+        _NAMES.clear()
+    _NAMES[n if isinstance(n, str) else bn] = bn
+    return bn
+
+
 def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, bytes]]:
     """User-supplied headers as the lowercase bytes pairs h2 sends, checked for RFC 9113 §8.2.
 
@@ -155,17 +177,17 @@ def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, byt
     characters raise :class:`ProtocolError`, and credentials are marked never-indexed.
     """
     if isinstance(headers, Headers):
-        pairs: Iterable[Any] = headers._items
+        items: Iterable[Any] = headers._items
     else:
-        pairs = headers.items() if isinstance(headers, Mapping) else headers
+        items = headers.items() if isinstance(headers, Mapping) else headers
     out: list[tuple[bytes, bytes]] = []
     allowed = _REQUEST_PSEUDO if kind == REQUEST else _RESPONSE_PSEUDO
     regular = False
-    pseudo: set[bytes] = set()
-    for n, v in pairs:
-        bn = n.encode("ascii", "surrogateescape") if isinstance(n, str) else bytes(n)
+    pseudo: list[bytes] = []
+    bad_value = _BAD_VALUE.search
+    for n, v in items:
+        bn = _wire_name(n)
         bv = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(v)
-        bn = bn.lower()
         if bn[:1] == b":":
             if kind == TRAILERS:
                 raise ProtocolError(f"pseudo-header {bn!r} is not allowed in trailers")
@@ -175,23 +197,22 @@ def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, byt
                 raise ProtocolError(f"pseudo-header {bn!r} is unknown, misplaced or repeated")
             if bn == b":path" and not bv:
                 raise ProtocolError(":path must not be empty")
-            pseudo.add(bn)
+            pseudo.append(bn)
         else:
             regular = True
-            if not bn or _BAD_NAME.search(bn):
-                raise ProtocolError(f"invalid header name {bn!r}")
-            if bn in _CONNECTION_SPECIFIC:
-                raise ProtocolError(f"connection-specific header {bn!r} is not allowed in HTTP/2")
             if bn == b"te" and bv.strip().lower() != b"trailers":
                 raise ProtocolError("the only TE value allowed in HTTP/2 is 'trailers'")
-        if _BAD_VALUE.search(bv):
+            if bn in _SECRET or (bn == b"cookie" and len(bv) < 20):
+                bv = bv.strip(b" \t")
+                if bad_value(bv):
+                    raise ProtocolError(f"header {bn!r} has a NUL, CR or LF in its value")
+                out.append(NeverIndexedHeaderTuple(bn, bv))
+                continue
+        if bad_value(bv):
             raise ProtocolError(f"header {bn!r} has a NUL, CR or LF in its value")
         if bv[:1] in b" \t" or bv[-1:] in b" \t":
             bv = bv.strip(b" \t")
-        if bn in _SECRET or (bn == b"cookie" and len(bv) < 20):
-            out.append(NeverIndexedHeaderTuple(bn, bv))
-        else:
-            out.append((bn, bv))
+        out.append((bn, bv))
     if kind == RESPONSE and b":status" not in pseudo:
         raise ProtocolError("response headers need a :status")
     if kind == REQUEST:

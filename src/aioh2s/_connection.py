@@ -37,6 +37,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import h2
 import h2.config
 import h2.connection
 import h2.events
@@ -806,6 +807,11 @@ class Connection:
         if end:
             s.end_queued = True
             self._local_closed(s)
+            if self.client and self.open_outbound == 1 and self._flush_handle is None:
+                # A lone complete request: nothing else can join this write, so send it now
+                # rather than a loop iteration later (request latency, 1-at-a-time clients).
+                self.flush()
+                return
         self.schedule_flush()
 
     def want_send(self, s: Stream) -> None:
@@ -911,8 +917,12 @@ class Connection:
     def acknowledge(self, s: Stream, n: int) -> None:
         if self.closed or s.unflowed:
             return
-        self.h2.acknowledge_received_data(n, s.id)
-        self.schedule_flush()
+        h2c = self.h2
+        h2c.acknowledge_received_data(n, s.id)
+        # h2 batches WINDOW_UPDATEs: most acknowledgements produce no frame, and a needless
+        # flush would cost a loop iteration on every read.
+        if getattr(h2c, "_data_to_send", True):
+            self.schedule_flush()
 
     def stream_closed(self, s: Stream) -> None:
         if self.streams.pop(s.id, None) is not None and self.client:
@@ -1206,6 +1216,23 @@ class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
         return result
 
 
+def _check_quiet_receive() -> bool:
+    """True if h2's ``_receive_frame`` is the 4.4 method _H2._receive_frame mirrors."""
+    import inspect
+
+    try:
+        src = inspect.getsource(h2.connection.H2Connection._receive_frame)
+    except (OSError, TypeError):
+        return False
+    needed = ("_frame_dispatch_table[frame.__class__]", "_stream_is_closed_by_reset",
+              "_stream_is_closed_by_end", "StreamIDTooLowError", 'trace("Received frame')
+    return h2.__version__.startswith("4.") and all(n in src for n in needed) and src.count(
+        "except") == 2
+
+
+_QUIET_RECEIVE = _check_quiet_receive()
+
+
 class _H2(h2.connection.H2Connection):
     """h2's connection with what RFC 9113 and DESIGN.md §7 need and h2 4.4 lacks.
 
@@ -1262,6 +1289,38 @@ class _H2(h2.connection.H2Connection):
         """An upper bound of open streams we initiated, exact near the limit (see above)."""
         parity = 1 if self.config.client_side else 0
         return self._count_open(parity, self.remote_settings.max_concurrent_streams)
+
+    def _receive_frame(self, frame: Any) -> Any:
+        # h2 4.x starts this method with logger.trace("Received frame: %s", repr(frame)): the
+        # repr is built for every frame even when the logger is h2's no-op DummyLogger, and it
+        # costs more than the rest of the method for small frames. With the DummyLogger (the
+        # only logger aioh2s configures) this is h2 4.4's method without that line; with any
+        # other logger, or an h2 this was not checked against, it is h2's own method.
+        if not _QUIET_RECEIVE or self.config.logger.__class__ is not h2.config.DummyLogger:
+            return super()._receive_frame(frame)
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = hyperframe.frame.RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2.exceptions.StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = hyperframe.frame.RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         if frame.error_code != 0:

@@ -7,7 +7,6 @@ import hashlib
 import os
 import queue
 import re
-import shutil
 import signal
 import socket
 import ssl
@@ -21,6 +20,7 @@ from typing import IO
 import pytest
 
 import aioh2s
+from helpers import require
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 ENV = {
@@ -28,19 +28,9 @@ ENV = {
     "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
 }
 CLI = [sys.executable, "-m", "aioh2s"]
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 HELLO = b"hello, world\n"
 SECRET = b"TOP SECRET outside the served directory\n"
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool)
-    if path is None:
-        if IN_CI:
-            pytest.fail(f"{tool} is required in CI")
-        pytest.skip(f"{tool} not installed")
-    return path
 
 
 def run(
@@ -53,7 +43,7 @@ def run(
 
 def curl(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [need("curl"), "-sS", "--max-time", "20", *args],
+        [require("curl"), "-sS", "--max-time", "20", *args],
         capture_output=True,
         timeout=timeout,
         check=False,
@@ -679,7 +669,7 @@ async def test_peer_closing_is_connection_lost() -> None:
 
 
 def test_get_against_nghttpd(tree: Path) -> None:
-    nghttpd = need("nghttpd")
+    nghttpd = require("nghttpd")
     port = closed_port()
     proc = subprocess.Popen(
         [nghttpd, "--no-tls", "-d", str(tree), "-a", "127.0.0.1", str(port)],

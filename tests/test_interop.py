@@ -33,7 +33,6 @@ import os
 import re
 import select
 import shlex
-import shutil
 import socket
 import ssl
 import subprocess
@@ -49,6 +48,7 @@ import pytest
 import pytest_asyncio
 
 import aioh2s
+from helpers import require
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,29 +63,6 @@ TOOL_TIMEOUT = 30.0
 # curl flags for h2c with prior knowledge; every run also has its own deadline.
 H2C_FLAGS = ("-sS", "--http2-prior-knowledge", "--max-time", "25")
 
-# Some distributions install nghttpd under sbin, which a non-root PATH may lack.
-_EXTRA_BIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/sbin")
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def require(tool: str) -> str:
-    """Return the path of *tool*; skip if it is missing, but fail when ``CI=true``.
-
-    Interop tests must not silently vanish in CI (issue 2, item 10): there a missing peer is an
-    installation bug in ``.ci/run``, not a reason to skip.
-    """
-    path = shutil.which(tool)
-    if path is None:
-        extra = os.pathsep.join(_EXTRA_BIN_DIRS)
-        path = shutil.which(tool, path=extra)
-    if path is None:
-        msg = f"interop peer {tool!r} is not installed (not on PATH)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{msg}; CI=true, so .ci/run must install it", pytrace=False)
-        pytest.skip(msg)
-    return path
 
 
 def require_curl(feature: str = "HTTP2") -> str:

@@ -360,6 +360,7 @@ class Connection:
         self.closed = False
         self.write_blocked = False
         self._budget_hit = False
+        self._spawned = False  # this batch started handlers (see receive())
         # asyncio pauses the transport (and our drain task waits) at our own high-water mark.
         self.transport.set_write_buffer_limits(high=config.transport_high_water)
         self._sendable: collections.deque[Stream] = collections.deque()
@@ -522,6 +523,12 @@ class Connection:
                 self.calm_down("too many streams reset because of the peer's errors or refused")
                 return
         self.flush()
+        if self._spawned:
+            # Handlers started by this batch run in the next loop iteration; a flush queued
+            # now runs right after them in that same iteration, so their responses go out
+            # together without waiting for one more iteration.
+            self._spawned = False
+            self.schedule_flush()
 
     def calm_down(self, why: str) -> None:
         """The peer is abusive: GOAWAY(ENHANCE_YOUR_CALM) and close."""
@@ -606,6 +613,7 @@ class Connection:
             s.headers = headers
             self.streams[sid] = s
             self.idle_since = None
+            self._spawned = True
             if self._on_request is None:
                 # A client does not accept requests; h2 already refuses pushes (ENABLE_PUSH=0).
                 self.reset_stream(s, ErrorCodes.REFUSED_STREAM)

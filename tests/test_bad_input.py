@@ -943,3 +943,56 @@ async def test_client_push_promise_when_disabled() -> None:
         await expect_client_failure(raw.port)
         await raw.wait_finished()
         assert raw.client_goaway_code() == E.PROTOCOL_ERROR, raw.received[-5:]
+
+
+async def test_trailers_of_a_refused_stream_do_not_end_the_connection() -> None:
+    """Review regression: the trailers of a stream refused at max_concurrent_streams arrive
+    before the peer sees our RST; they are a stream error, not a connection error."""
+    import collections
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    import aioh2s
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        await asyncio.sleep(0.5)
+        writer.send_headers({":status": "200"}, end_stream=True)
+
+    srv = await aioh2s.start_server(handler, "127.0.0.1", 0, max_concurrent_streams=1)
+    port = srv.sockets[0].getsockname()[1]
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        w.write(c.data_to_send())
+        while True:
+            evs = c.receive_data(await asyncio.wait_for(r.read(65536), 5))
+            if any(isinstance(e, h2.events.RemoteSettingsChanged) for e in evs):
+                break
+        # Pretend we did not see the limit of 1, as a client racing the SETTINGS would.
+        c.remote_settings._settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = (
+            collections.deque([100])
+        )
+        hdr = [(":method", "POST"), (":scheme", "http"), (":authority", "x"), (":path", "/")]
+        c.send_headers(1, hdr, end_stream=True)
+        c.send_headers(3, hdr)
+        c.send_data(3, b"abc")
+        c.send_headers(3, [("x-trailer", "1")], end_stream=True)
+        w.write(c.data_to_send())
+        seen: list[object] = []
+        while not any(isinstance(e, h2.events.StreamEnded) and e.stream_id == 1 for e in seen):
+            data = await asyncio.wait_for(r.read(65536), 5)
+            assert data, f"server closed the connection: {seen}"
+            seen += c.receive_data(data)
+            w.write(c.data_to_send())
+        assert not any(isinstance(e, h2.events.ConnectionTerminated) for e in seen), seen
+        resets = [e for e in seen if isinstance(e, h2.events.StreamReset)]
+        assert resets and resets[0].stream_id == 3
+        assert resets[0].error_code == E.REFUSED_STREAM
+    finally:
+        w.close()
+        srv.close(0.1)
+        await srv.wait_closed()

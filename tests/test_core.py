@@ -784,3 +784,57 @@ async def test_client_rejects_invalid_request_headers_before_sending() -> None:
         async with client.request({":method": "POST"}, end_stream=True) as stream:
             assert (await stream.response_headers())[":status"] == "200"
         assert client._conn.open_outbound == 0
+
+
+# -- regressions found in review -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [30_000, 200_000], ids=["complete-unread", "reset-buffered"])
+async def test_abandoned_responses_give_back_connection_window(size: int) -> None:
+    """Leaving a request with unread body bytes (complete, or reset with bytes buffered) must
+    return them to the connection window, or a few such requests stall the connection."""
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        n = int(reader.headers[":path"][1:])
+        writer.send_headers({":status": "200"})
+        writer.write(b"x" * n)
+        writer.write_eof()
+
+    async with client_for(handler, stream_window=65535, connection_window=300_000) as (
+        client,
+        _,
+    ):
+        for _ in range(12):  # 12 x >=30 KB unread, well past the 300 KB connection window
+            async with client.request({":path": f"/{size}"}, end_stream=True) as stream:
+                await stream.response_headers()
+                await asyncio.sleep(0.02)
+        async with client.request({":path": "/250000"}, end_stream=True) as stream:
+            await stream.response_headers()
+            body = await asyncio.wait_for(stream.reader.read(), 5)
+        assert len(body) == 250_000
+
+
+async def test_drain_on_a_finished_stream_returns_even_when_write_blocked() -> None:
+    done = asyncio.Event()
+    results: list[str] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(b"bye")
+        writer.write_eof()
+        await writer.wait_closed()
+        conn = writer._s.conn
+        conn.write_blocked = True  # as if the transport were paused by another stream's data
+        try:
+            await asyncio.wait_for(writer.drain(), 2)
+            results.append("returned")
+        finally:
+            conn.write_blocked = False
+            done.set()
+
+    async with client_for(handler) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            await stream.response_headers()
+            assert await stream.reader.read() == b"bye"
+        await asyncio.wait_for(done.wait(), 5)
+    assert results == ["returned"]

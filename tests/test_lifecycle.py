@@ -474,3 +474,68 @@ async def test_tls_roundtrip_ours_both_sides(tmp_path) -> None:  # type: ignore[
         server.close()
         await server.wait_closed()
 
+
+
+async def test_graceful_close_delivers_responses_still_in_the_transport() -> None:
+    """Review regression: a response already handed to the transport must reach a slow reader
+    after server.close(grace=30); the 1 s hard abort is for abusive peers only."""
+    import h2.config
+    import h2.connection
+
+    size = 3_000_000
+    handler_done = asyncio.Event()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        # A slow path: a small kernel send buffer keeps the response in our transport buffer.
+        writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+        writer.send_headers({":status": "200"})
+        for _ in range(size // 100_000):
+            writer.write(b"z" * 100_000)
+            await writer.drain()
+        writer.write_eof()
+        await writer.drain()
+        handler_done.set()
+
+    server = await aioh2s.start_server(handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.setblocking(False)
+    got = 0
+    ended = False
+    goaway = None
+    try:
+        await loop.sock_connect(sock, ("127.0.0.1", port))
+        c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        c.initiate_connection()
+        c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        c.increment_flow_control_window(2**31 - 1 - 65535)
+        hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")]
+        c.send_headers(1, hdrs, end_stream=True)
+        await loop.sock_sendall(sock, c.data_to_send())
+        closed = False
+        start = loop.time()
+        while loop.time() - start < 20 and not (ended and goaway is not None):
+            if handler_done.is_set() and not closed:
+                closed = True
+                server.close(grace=30)
+            try:
+                data = await asyncio.wait_for(loop.sock_recv(sock, 16384), 1)
+            except asyncio.TimeoutError:
+                continue
+            if not data:
+                break
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    got += len(ev.data)
+                elif isinstance(ev, h2.events.StreamEnded):
+                    ended = True
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    goaway = ev
+            await asyncio.sleep(0.02)  # a slow reader
+    finally:
+        sock.close()
+    assert got == size and ended
+    assert goaway is not None and goaway.error_code == 0
+    await asyncio.wait_for(server.wait_closed(), 10)

@@ -258,6 +258,8 @@ class Stream:
         conn = self.conn
         low = conn.config.write_low_water
         high = conn.config.write_high_water
+        if self.error is None and self.local_closed and not self.out_size:
+            return  # everything was handed to h2 already: nothing left to wait for
         if self.error is None and self.out_size <= high and not conn.write_blocked:
             # Fast path, like asyncio's drain() on a transport that is not paused: yield once so
             # a writer in a tight loop cannot starve the event loop.
@@ -268,7 +270,7 @@ class Stream:
         while True:
             if self.error is not None:
                 raise self.error
-            if self.out_size <= low and not conn.write_blocked:
+            if (self.out_size <= low and not conn.write_blocked) or self.closed:
                 return
             fut = conn.loop.create_future()
             self._drain_waiters.append(fut)
@@ -306,7 +308,12 @@ class Stream:
         self.out = None
         self.out_size = 0
         self.out_end = False
-        self.buf.clear()
+        if self.buf:
+            # Unread bytes still count against the connection window: give it back, or a few
+            # abandoned streams would stall every other stream on the connection.
+            n = len(self.buf)
+            self.buf.clear()
+            self.conn.acknowledge(self, n)
         self.wake_inbound()
         for f in self._drain_waiters:
             _wake(f)
@@ -323,6 +330,8 @@ class Stream:
         self.closed = True
         for f in self._closed_waiters:
             _wake(f)
+        for f in self._drain_waiters:
+            _wake(f)  # a closed stream has nothing left to drain
         self.conn.stream_closed(self)
 
     @property
@@ -369,7 +378,7 @@ class Connection:
         self._reader_task: asyncio.Task[None] | None = None
         self._remote_settings = self.loop.create_future()
         self._closed_fut = self.loop.create_future()
-        self._slot_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._slot_waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
         self.open_outbound = 0
         self.last_activity = time.monotonic()
         self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
@@ -377,6 +386,8 @@ class Connection:
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._timer_task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
+        self._grace_deadline: float | None = None
+        self._hard_close_delay = 1.0  # seconds a closed transport may flush before abort()
         #: Server: called with the first bytes read; handles HTTP/1.1 and returns h2 bytes.
         self.front_door: Callable[[Connection, bytes], Awaitable[bytes]] | None = None
         #: Graceful close under way (GOAWAY sent or received): no new streams.
@@ -750,6 +761,7 @@ class Connection:
         if self._grace_timer is None:
             g = self.config.grace if grace is None else grace
             self._grace_timer = self.loop.call_later(g, self._grace_expired)
+            self._grace_deadline = time.monotonic() + g
         self._maybe_finish_close()
 
     def _grace_expired(self) -> None:
@@ -762,11 +774,17 @@ class Connection:
 
     def _maybe_finish_close(self) -> None:
         if self.closing and not self.streams and not self.closed:
+            # Responses may still sit in the transport's buffer: a graceful close lets it
+            # drain for the rest of the grace period before the hard abort.
+            deadline = self._grace_deadline
+            if deadline is not None:
+                self._hard_close_delay = max(1.0, deadline - time.monotonic())
             self.close_now(ErrorCodes.NO_ERROR)
 
     def _fail_slot_waiters(self) -> None:
         for fut in self._slot_waiters:
-            _wake(fut)
+            if not fut.done():
+                fut.set_result(False)
         self._slot_waiters.clear()
 
     # -- keepalive and idle timeout ------------------------------------------------------------
@@ -855,7 +873,10 @@ class Connection:
         h2c = self.h2
         rr = self._sendable
         max_frame = h2c.max_outbound_frame_size
-        budget = self.config.transport_high_water - self.transport.get_write_buffer_size()
+        # asyncio pauses the transport when it holds *more* than the high-water mark; stop at
+        # the same point so that waiting for drain() then really waits.
+        budget = self.config.transport_high_water + 1 - self.transport.get_write_buffer_size()
+        stuck: list[Stream] = []  # have data, but no connection window or transport budget
         while rr:
             s = rr.popleft()
             if s.error is not None or s.local_closed:
@@ -863,10 +884,12 @@ class Connection:
                 continue
             if s.out_size:
                 if budget <= 0 or h2c.outbound_flow_control_window <= 0:
-                    rr.appendleft(s)
-                    # Out of transport budget: continue once the transport drains (flush()).
-                    self._budget_hit = budget <= 0
-                    return
+                    # Keep its turn; streams behind it that only need END_STREAM or trailers
+                    # (no window needed) still go out.
+                    stuck.append(s)
+                    if budget <= 0:
+                        self._budget_hit = True  # flush() resumes once the transport drains
+                    continue
                 try:
                     window = h2c.local_flow_control_window(s.id)
                 except h2.exceptions.StreamClosedError:
@@ -895,6 +918,7 @@ class Connection:
                 rr.append(s)
             else:
                 s.queued = False
+        rr.extend(stuck)
 
     def _local_closed(self, s: Stream) -> None:
         s.local_closed = True
@@ -986,14 +1010,15 @@ class Connection:
         if self.closing_error is not None:
             raise self.closing_error
         if self._slot_waiters or self.open_outbound >= self._peer_limit():
-            fut = self.loop.create_future()
+            # The future's result says whether a slot was granted (and counted for us: True)
+            # or the connection is ending (False).
+            fut: asyncio.Future[bool] = self.loop.create_future()
             self._slot_waiters.append(fut)
             try:
-                await fut
+                granted = await fut
             except BaseException:
-                if fut.done() and not fut.cancelled():
-                    # Granted (a slot was reserved for us) but we are leaving: pass it on.
-                    self.open_outbound -= 1
+                if fut.done() and not fut.cancelled() and fut.result():
+                    self.open_outbound -= 1  # granted, but we are leaving: pass it on
                     self._grant_slots()
                 else:
                     try:
@@ -1001,11 +1026,10 @@ class Connection:
                     except ValueError:
                         pass
                 raise
-            if self.error is not None:
-                raise self.error
-            if self.closing_error is not None:
-                raise self.closing_error
-            # _grant_slots counted our slot already.
+            if not granted or self.error is not None or self.closing_error is not None:
+                if granted:
+                    self.open_outbound -= 1
+                raise self.error or self.closing_error or ConnectionClosed("connection ended")
         else:
             self.open_outbound += 1
         sid = self.h2.get_next_available_stream_id()
@@ -1029,7 +1053,7 @@ class Connection:
             fut = waiters.popleft()
             if not fut.done():
                 self.open_outbound += 1
-                fut.set_result(None)
+                fut.set_result(True)
 
     # -- ping ----------------------------------------------------------------------------------
 
@@ -1092,9 +1116,7 @@ class Connection:
             s.fail(exc.for_stream(s.id))
         self.streams.clear()
         self._sendable.clear()
-        for fut in self._slot_waiters:
-            _wake(fut)
-        self._slot_waiters.clear()
+        self._fail_slot_waiters()
         for pfut in self._ping_waiters.values():
             if not pfut.done():
                 pfut.set_exception(exc)
@@ -1106,7 +1128,7 @@ class Connection:
         if self.transport.get_write_buffer_size():
             # close() waits for the buffer to drain; a peer that never reads must not keep
             # the socket open forever.
-            self.loop.call_later(1.0, self.transport.abort)
+            self.loop.call_later(self._hard_close_delay, self.transport.abort)
         if self._reader_task is not None and self._reader_task is not asyncio.current_task():
             self._reader_task.cancel()
         if self._drain_task is not None:
@@ -1346,6 +1368,12 @@ class _H2(h2.connection.H2Connection):
             # Raised before h2 decoded the block or touched any state: refuse the stream but
             # decode the block, so the HPACK state stays in sync with the peer's encoder.
             sid = frame.stream_id
+            if sid in self._closed_streams:
+                # More HEADERS (trailers) for a stream we refused or reset, sent before the peer
+                # saw our RST: a stream error, as h2 answers it below the limit. Decode first to
+                # keep HPACK in sync.
+                _h2_decode_headers(self.decoder, frame.data)
+                raise h2.exceptions.StreamClosedError(sid) from None
             if sid <= self.highest_inbound_stream_id or sid % 2 == 0 or self.config.client_side:
                 raise  # not a new peer stream: let h2's connection error stand
             _h2_decode_headers(self.decoder, frame.data)

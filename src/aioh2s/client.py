@@ -90,6 +90,8 @@ class _RequestContext:
         if stream is None:
             return
         s = stream._s
+        # Body bytes nobody read still hold connection window: release them.
+        s.abandon()
         if not s.closed:
             # Leaving before the response completed (or with our side still open): the
             # exchange is abandoned; tell the server so it stops working on it.

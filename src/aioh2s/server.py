@@ -225,10 +225,12 @@ class Server:
                     on_request=served.on_request,
                 )
 
+            if self._closing:
+                # Accepted just as the listener closed: there is nothing to serve it.
+                writer.transport.abort()
+                return
             served = _ServedConnection(self, make)
             self._connections.add(served)
-            if self._closing:
-                served.conn.start_close(self._grace)
             try:
                 if self._ssl is None:
                     # Cleartext: the first bytes decide between prior knowledge, an h2c

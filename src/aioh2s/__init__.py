@@ -27,6 +27,7 @@ Server::
 from .client import Client, RequestStream, connect
 from .config import Config
 from .errors import (
+    ALPNError,
     ConnectionClosed,
     ConnectionTerminated,
     ErrorCode,
@@ -37,7 +38,7 @@ from .errors import (
 from .headers import Headers, HeadersLike
 from .server import Handler, Server, start_server
 from .streams import ConnectionHandle, H2StreamReader, H2StreamWriter
-from .tls import ALPNError, client_ssl_context, server_ssl_context
+from .tls import client_ssl_context, server_ssl_context
 
 __version__ = "0.1.0"
 

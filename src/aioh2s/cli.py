@@ -84,13 +84,14 @@ from urllib.parse import quote, unquote, urlsplit
 import aioh2s
 from aioh2s.client import RequestStream
 from aioh2s.errors import (
+    ALPNError,
     ConnectionClosed,
     ConnectionTerminated,
     ErrorCode,
     H2Error,
     StreamReset,
 )
-from aioh2s.tls import ALPNError, check_alpn, client_ssl_context, server_ssl_context
+from aioh2s.tls import check_alpn, client_ssl_context, server_ssl_context
 
 __all__ = ["main"]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from h2.errors import ErrorCodes
 
 __all__ = [
+    "ALPNError",
     "ConnectionClosed",
     "ConnectionTerminated",
     "ErrorCode",
@@ -110,3 +111,23 @@ class ConnectionClosed(H2Error):
 
 class ConnectionTerminated(ConnectionClosed):
     """The peer sent GOAWAY: streams above ``last_stream_id`` were not processed (retry them)."""
+
+
+class ALPNError(ProtocolError):
+    """The TLS handshake completed but ALPN did not select ``h2``.
+
+    ``negotiated`` is the protocol the peer selected (``None`` when it selected none, e.g. a
+    server without ALPN support, or a client that did not offer ``h2``).
+    """
+
+    def __init__(self, negotiated: str | None) -> None:
+        if negotiated is None:
+            text = (
+                "TLS peer did not negotiate HTTP/2: no ALPN protocol was selected (expected 'h2')"
+            )
+        else:
+            text = (
+                f"TLS peer did not negotiate HTTP/2: ALPN selected {negotiated!r} (expected 'h2')"
+            )
+        super().__init__(text)
+        self.negotiated = negotiated

@@ -32,9 +32,9 @@ from typing import Any
 from . import _http1
 from ._connection import Connection, Stream
 from .config import Config
-from .errors import ConnectionClosed, ErrorCode, StreamReset
+from .errors import ALPNError, ConnectionClosed, ErrorCode, StreamReset
 from .streams import H2StreamReader, H2StreamWriter
-from .tls import ALPNError, check_alpn
+from .tls import check_alpn
 
 __all__ = ["Handler", "Server", "start_server"]
 

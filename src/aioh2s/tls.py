@@ -26,7 +26,7 @@ import os
 import ssl
 from typing import Union
 
-from aioh2s.errors import ProtocolError
+from aioh2s.errors import ALPNError
 
 __all__ = ["ALPN_PROTOCOL", "ALPNError", "check_alpn", "client_ssl_context", "server_ssl_context"]
 
@@ -44,24 +44,6 @@ _OP_NO_RENEGOTIATION: int = getattr(ssl, "OP_NO_RENEGOTIATION", 0)
 _PathLike = Union[str, "os.PathLike[str]"]
 
 
-class ALPNError(ProtocolError):
-    """The TLS handshake completed but ALPN did not select ``h2``.
-
-    ``negotiated`` is the protocol the peer selected (``None`` when it selected none, e.g. a
-    server without ALPN support, or a client that did not offer ``h2``).
-    """
-
-    def __init__(self, negotiated: str | None) -> None:
-        if negotiated is None:
-            text = (
-                "TLS peer did not negotiate HTTP/2: no ALPN protocol was selected (expected 'h2')"
-            )
-        else:
-            text = (
-                f"TLS peer did not negotiate HTTP/2: ALPN selected {negotiated!r} (expected 'h2')"
-            )
-        super().__init__(text)
-        self.negotiated = negotiated
 
 
 def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:

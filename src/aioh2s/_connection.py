@@ -334,11 +334,6 @@ class Stream:
             _wake(f)  # a closed stream has nothing left to drain
         self.conn.stream_closed(self)
 
-    @property
-    def ended_by_peer(self) -> bool:
-        """The peer finished its side cleanly (END_STREAM), or the stream failed."""
-        return self.eof or self.error is not None
-
 
 class Connection:
     """One HTTP/2 connection over an asyncio stream pair, client or server side.
@@ -382,7 +377,6 @@ class Connection:
         self.open_outbound = 0
         self.last_activity = time.monotonic()
         self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
-        self.close_callbacks: list[Callable[[Connection], None]] = []
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._timer_task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
@@ -1135,11 +1129,6 @@ class Connection:
             self._drain_task.cancel()
         if not self._closed_fut.done():
             self._closed_fut.set_result(None)
-        for cb in self.close_callbacks:
-            try:
-                cb(self)
-            except Exception:
-                log.exception("aioh2s: error in a connection close callback")
 
     def close_now(self, code: int = ErrorCodes.NO_ERROR) -> None:
         """Send GOAWAY(code) and close at once, failing open streams."""
@@ -1279,7 +1268,6 @@ class _H2(h2.connection.H2Connection):
     """
 
     auto_resets = 0
-    refused_streams = 0
     _app_reset = False
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
@@ -1379,7 +1367,6 @@ class _H2(h2.connection.H2Connection):
             _h2_decode_headers(self.decoder, frame.data)
             self.highest_inbound_stream_id = sid
             self._closed_streams[sid] = StreamClosedBy.SEND_RST_STREAM
-            self.refused_streams += 1
             rst = hyperframe.frame.RstStreamFrame(sid)
             rst.error_code = ErrorCodes.REFUSED_STREAM
             return [rst], []
@@ -1448,5 +1435,3 @@ def _new_h2(client: bool, config: Config) -> _H2:
     _h2patch.install(conn)
     return conn
 
-
-Handler = Callable[..., Awaitable[None]]

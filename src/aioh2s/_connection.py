@@ -170,6 +170,14 @@ class Stream:
         if self.abandoned:
             return
         self.abandoned = True
+        self.release_buffered()
+
+    def release_buffered(self) -> None:
+        """Drop unread bytes and give their window back to the peer.
+
+        Unread bytes count against the connection window too: kept unacknowledged, a few
+        abandoned streams would stall every other stream on the connection.
+        """
         if self.buf:
             n = len(self.buf)
             self.buf.clear()
@@ -305,24 +313,21 @@ class Stream:
         """The stream died: drop queued output, wake everyone with ``exc``."""
         if self.error is None:
             self.error = exc
-        self.out = None
-        self.out_size = 0
-        self.out_end = False
-        if self.buf:
-            # Unread bytes still count against the connection window: give it back, or a few
-            # abandoned streams would stall every other stream on the connection.
-            n = len(self.buf)
-            self.buf.clear()
-            self.conn.acknowledge(self, n)
+        self.drop_output()
+        self.release_buffered()
         self.wake_inbound()
-        for f in self._drain_waiters:
-            _wake(f)
         task = self.task
         if task is not None and not task.done() and task is not asyncio.current_task():
             # The handler gets a chance to see the error on its next read/drain; if it is
             # busy elsewhere it is cancelled, so reset streams cannot pile up running work.
             self.conn.loop.call_later(self.conn.config.reset_handler_timeout, _cancel, task)
         self.mark_closed()
+
+    def drop_output(self) -> None:
+        """Forget everything queued to send (the peer will not get it)."""
+        self.out = None
+        self.out_size = 0
+        self.out_end = False
 
     def mark_closed(self) -> None:
         if self.closed:
@@ -676,13 +681,9 @@ class Connection:
             # RFC 9113 §8.1: RST_STREAM(NO_ERROR) after a complete response means "stop sending
             # the request body"; the response must not be discarded.
             s.peer_stopped = True
-            s.out = None
-            s.out_size = 0
-            s.out_end = False
+            s.drop_output()
             s.local_closed = True
-            for f in s._drain_waiters:
-                _wake(f)
-            s.mark_closed()
+            s.mark_closed()  # wakes drain() waiters: nothing is left to drain
             return
         s.fail(StreamReset(ev.stream_id, ev.error_code or 0, remote=ev.remote_reset))
 
@@ -856,12 +857,12 @@ class Connection:
         if data:
             self.transport.write(data)
         self._check_write_blocked()
-        if self._budget_hit and self._drain_task is None and not self.closed:
+        if self._budget_hit and not self.closed:
             # Part of what we wrote went straight to the socket, so the transport may not be
             # paused; still, more is queued. Wait for drain() (immediate when not paused) and
             # pump again, yielding to the loop in between.
             self._budget_hit = False
-            self._drain_task = self.loop.create_task(self._await_transport())
+            self._resume_when_drained()
 
     def _pump(self) -> None:
         h2c = self.h2
@@ -965,10 +966,14 @@ class Connection:
         blocked = self.transport.get_write_buffer_size() > self.config.transport_high_water
         if blocked and not self.write_blocked:
             self.write_blocked = True
-            if self._drain_task is None:
-                self._drain_task = self.loop.create_task(self._await_transport())
+            self._resume_when_drained()
         elif not blocked and self.write_blocked:
             self._unblock()
+
+    def _resume_when_drained(self) -> None:
+        """Flush again (and wake drain() waiters) once the transport has drained."""
+        if self._drain_task is None:
+            self._drain_task = self.loop.create_task(self._await_transport())
 
     async def _await_transport(self) -> None:
         try:

@@ -50,7 +50,7 @@ from h2.connection import _decode_headers as _h2_decode_headers
 from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy
 
-from . import _h2patch
+from . import _h2headers, _h2patch
 from .config import Config
 from .errors import ConnectionClosed, ConnectionTerminated, ProtocolError, StreamReset
 from .headers import REQUEST, RESPONSE, TRAILERS, Headers, HeadersLike, to_wire
@@ -1290,6 +1290,7 @@ class _H2(h2.connection.H2Connection):
     def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
         self._upper[stream_id % 2] += 1
+        _h2headers.install(stream)
         return stream
 
     def _count_open(self, parity: int, limit: int) -> int:
@@ -1437,6 +1438,9 @@ def _new_h2(client: bool, config: Config) -> _H2:
     buf.max_header_block = config.header_block_limit
     conn.incoming_buffer = buf
     conn.decoder.max_header_list_size = config.max_header_list_size
-    _h2patch.install(conn)
+    if not _QUIET_RECEIVE:
+        # With the quiet _receive_frame above no frame repr is ever built; the patch would
+        # only add a call per frame.
+        _h2patch.install(conn)
     return conn
 

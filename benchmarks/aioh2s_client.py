@@ -30,6 +30,7 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
     nbytes = 0
     finished = 0
     t0 = time.perf_counter()
+    c0 = time.process_time()
     client = await aioh2s.connect(
         args.host,
         args.port,
@@ -55,7 +56,14 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
             asyncio.gather(*(worker() for _ in range(min(args.c, args.n)))), args.timeout
         )
     seconds = time.perf_counter() - t0
-    result = {"seconds": seconds, "requests": finished, "bytes": nbytes, "statuses": statuses}
+    cpu_seconds = time.process_time() - c0
+    result = {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "requests": finished,
+        "bytes": nbytes,
+        "statuses": statuses,
+    }
     print(json.dumps(result), flush=True)
     return result
 

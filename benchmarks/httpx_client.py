@@ -29,6 +29,7 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
     finished = 0
     remaining = args.n
     t0 = time.perf_counter()
+    c0 = time.process_time()
     # One connection: a pool of one, and streams multiplexed on it.
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(
@@ -50,7 +51,14 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
             asyncio.gather(*(worker() for _ in range(min(args.c, args.n)))), args.timeout
         )
     seconds = time.perf_counter() - t0
-    result = {"seconds": seconds, "requests": finished, "bytes": nbytes, "statuses": statuses}
+    cpu_seconds = time.process_time() - c0
+    result = {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "requests": finished,
+        "bytes": nbytes,
+        "statuses": statuses,
+    }
     print(json.dumps(result), flush=True)
     return result
 

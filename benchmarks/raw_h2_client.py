@@ -6,8 +6,9 @@ Two modes on one connection:
 * ``download``: one GET of a large body, counted and acknowledged as it arrives.
 
 Received DATA is acknowledged at once; ``data_to_send()`` is written once per
-``data_received`` batch.  Prints one JSON line: ``{"seconds": ..., "requests": ...,
-"bytes": ...}``.
+``data_received`` batch.  Prints one JSON line: ``{"seconds": ..., "cpu_seconds": ...,
+"requests": ..., "bytes": ...}`` (``cpu_seconds``: this process's CPU time over the same
+section as ``seconds``).
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
     t0 = time.perf_counter()
+    c0 = time.process_time()
     transport, proto = await loop.create_connection(
         lambda: RawH2Client(args, done), args.host, args.port
     )
@@ -127,8 +129,10 @@ async def main(argv: list[str] | None = None) -> dict[str, object]:
     finally:
         transport.close()
     seconds = time.perf_counter() - t0
+    cpu_seconds = time.process_time() - c0
     result = {
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "requests": proto.finished,
         "bytes": proto.bytes,
         "statuses": {k.decode(): v for k, v in proto.statuses.items()},

@@ -21,7 +21,9 @@ What runs (all on 127.0.0.1, h2c prior knowledge):
 Every child process has a timeout and is killed at the end; a suite deadline skips what
 is left after ``--budget`` seconds.  Results: ``benchmarks/results/<stamp>.{md,json}`` and
 ``latest.{md,json}`` (the folder is git-ignored).  The headline is each number's ratio to
-the stock raw-h2 ceiling measured in the same run.
+the stock raw-h2 ceiling measured in the same run.  Next to it: work per CPU-second of the
+process under test (the server, or the client), also as a ratio to the ceiling; CPU time
+leaves out waiting for a CPU held by other processes or for a slow peer.
 """
 
 from __future__ import annotations
@@ -137,9 +139,67 @@ def kill(proc: subprocess.Popen[Any]) -> None:
         proc.wait(5)
 
 
+# schedstat counts on-CPU ns per thread; stat's utime+stime come in clock ticks (10 ms),
+# coarse next to a 1-3 s run.  One source for the whole suite, so deltas never mix them.
+_SCHEDSTAT = os.path.exists("/proc/self/schedstat")
+
+
+def _process_tree(pid: int) -> list[int]:
+    """pid and its descendants: hypercorn serves from a worker process it spawns."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(entry.path, "stat").read_text()
+                # The command name (field 2) may hold spaces or ')': split after the last ')'.
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        tree.append(p)
+        todo.extend(children.get(p, ()))
+    return tree
+
+
+def _process_cpu(pid: int) -> float:
+    if _SCHEDSTAT:
+        ns = 0
+        for task in os.scandir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):  # a thread that just ended
+                ns += int(Path(task.path, "schedstat").read_text().split()[0])
+        return ns / 1e9
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds used so far by pid and its descendants (all threads); None without /proc."""
+    try:
+        tree = _process_tree(pid)
+    except OSError:
+        return None
+    total = 0.0
+    for p in tree:
+        with contextlib.suppress(OSError):  # exited since the scan
+            total += _process_cpu(p)
+    return total
+
+
+@dataclass
+class Running:
+    """A started server: where to connect, and which process tree to charge CPU to."""
+
+    port: int
+    pid: int
+
+
 @contextlib.contextmanager
-def server(spec: ServerSpec, ctx: Context) -> Iterator[int]:
-    """Start a server pinned to the server CPU; yield its port; always kill it."""
+def server(spec: ServerSpec, ctx: Context) -> Iterator[Running]:
+    """Start a server pinned to the server CPU; yield its port and pid; always kill it.
+
+    taskset execs the command, so proc.pid is the server itself.
+    """
     port = 0 if spec.prints_port else free_port()
     cmd = pinned(SERVER_CPU, spec.command(ctx, port))
     # stderr to a file, not a pipe: a chatty server must not block on a full pipe.
@@ -161,7 +221,7 @@ def server(spec: ServerSpec, ctx: Context) -> Iterator[int]:
             port = int(line.split()[1])
         if not wait_port(port, 20):
             raise RuntimeError(f"{spec.name}: port {port} not open")
-        yield port
+        yield Running(port, proc.pid)
         if proc.poll() is not None:
             raise RuntimeError(f"{spec.name} exited with {proc.returncode}")
     finally:
@@ -276,11 +336,27 @@ def run_client(cmd: list[str], port: int, args: list[str], timeout: float) -> di
 @dataclass
 class Cell:
     values: list[float] = field(default_factory=list)
+    # Work per CPU-second of the process under test, in the unit of `values` (req, MB).
+    cpu_values: list[float] = field(default_factory=list)
     error: str | None = None
 
     @property
     def median(self) -> float | None:
         return statistics.median(self.values) if self.values else None
+
+    @property
+    def cpu_median(self) -> float | None:
+        return statistics.median(self.cpu_values) if self.cpu_values else None
+
+    def add(self, work: float, seconds: float, cpu_seconds: float | None, unit: str) -> str:
+        """Record one run; return it as a progress line."""
+        self.values.append(work / seconds)
+        line = f"{fmt(self.values[-1])} {unit}"
+        # Under the 10 ms tick fallback a short run can read as 0 s: no CPU value then.
+        if cpu_seconds:
+            self.cpu_values.append(work / cpu_seconds)
+            line += f", CPU {cpu_cost(self.cpu_values[-1], unit)}"
+        return line
 
 
 class Budget:
@@ -300,7 +376,7 @@ def bench_servers(
     stay fair on a shared machine.
     """
     table: dict[str, dict[str, Cell]] = {}
-    ports: dict[str, int] = {}
+    running: dict[str, Running] = {}
     with contextlib.ExitStack() as stack:
         for spec in SERVERS:
             if only and spec.name not in only:
@@ -312,9 +388,9 @@ def bench_servers(
             try:
                 if missing:
                     raise RuntimeError(f"{spec.needs} not installed")
-                ports[spec.name] = stack.enter_context(server(spec, ctx))
+                srv = running[spec.name] = stack.enter_context(server(spec, ctx))
                 # Warm-up: imports, first connections, allocator.
-                run_h2load(["-n", "500", "-c", "4", "-m", "10"], url(ports[spec.name], "/5"), 30)
+                run_h2load(["-n", "500", "-c", "4", "-m", "10"], url(srv.port, "/5"), 30)
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 for cell in row.values():
                     cell.error = str(e)[:200]
@@ -323,7 +399,7 @@ def bench_servers(
             for name, raw_args, path, unit in SERVER_SCENARIOS:
                 args = [a.format(upload=ctx.upload) for a in raw_args]
                 n = int(args[args.index("-n") + 1])
-                for sname, port in ports.items():
+                for sname, srv in running.items():
                     cell = table[sname][name]
                     if cell.error:
                         continue
@@ -331,18 +407,18 @@ def bench_servers(
                         cell.error = "skipped: suite budget"
                         continue
                     try:
-                        secs, ok, failed = run_h2load(args, url(port, path), 60)
+                        cpu0 = tree_cpu_seconds(srv.pid)
+                        secs, ok, failed = run_h2load(args, url(srv.port, path), 60)
+                        cpu1 = tree_cpu_seconds(srv.pid)
                     except (RuntimeError, subprocess.TimeoutExpired) as e:
                         cell.error = str(e)[:200]
                         continue
                     if failed or ok != n:
                         cell.error = f"{failed} of {n} failed"
                         continue
-                    cell.values.append(n / secs if unit == "req/s" else n * MiB / secs / 1e6)
-                    print(
-                        f"  [{rep + 1}/{reps}] {sname} / {name}: {fmt(cell.values[-1])} {unit}",
-                        flush=True,
-                    )
+                    cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+                    line = cell.add(n if unit == "req/s" else n * MiB / 1e6, secs, cpu, unit)
+                    print(f"  [{rep + 1}/{reps}] {sname} / {name}: {line}", flush=True)
     return table
 
 
@@ -369,7 +445,7 @@ def bench_clients(
     ng = next(s for s in SERVERS if s.name.startswith("nghttpd"))
     if not shutil.which("nghttpd"):
         return table
-    with server(ng, ctx) as port:
+    with server(ng, ctx) as ngd:
         for rep in range(reps):
             for name, args, unit in CLIENT_SCENARIOS:
                 for spec in clients:
@@ -380,21 +456,16 @@ def bench_clients(
                         cell.error = "skipped: suite budget"
                         continue
                     try:
-                        res = run_client(spec.command, port, args, min(120, budget.left()))
+                        res = run_client(spec.command, ngd.port, args, min(120, budget.left()))
                     except (RuntimeError, subprocess.TimeoutExpired) as e:
                         cell.error = str(e)[:200]
                         continue
                     if res["requests"] != int(args[1]) or set(res["statuses"]) != {"200"}:
                         cell.error = f"bad result {res}"[:200]
                         continue
-                    secs = res["seconds"]
-                    cell.values.append(
-                        res["requests"] / secs if unit == "req/s" else res["bytes"] / secs / 1e6
-                    )
-                    print(
-                        f"  [{rep + 1}/{reps}] {spec.name} / {name}: {fmt(cell.values[-1])} {unit}",
-                        flush=True,
-                    )
+                    work = res["requests"] if unit == "req/s" else res["bytes"] / 1e6
+                    line = cell.add(work, res["seconds"], res.get("cpu_seconds"), unit)
+                    print(f"  [{rep + 1}/{reps}] {spec.name} / {name}: {line}", flush=True)
     return table
 
 
@@ -457,6 +528,13 @@ def fmt(v: float | None) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:,.1f}"
 
 
+def cpu_cost(per_cpu_second: float, unit: str) -> str:
+    """Work per CPU-second, shown as CPU time per request or per MB (easier to picture)."""
+    if unit == "req/s":
+        return f"{fmt(1e6 / per_cpu_second)} us/req"
+    return f"{fmt(1e3 / per_cpu_second)} ms/MB"
+
+
 def render_table(
     title: str, table: dict[str, dict[str, Cell]], cols: list[tuple[str, str]]
 ) -> list[str]:
@@ -465,15 +543,22 @@ def render_table(
     ceiling = table.get(CEILING, {})
     for name, row in table.items():
         cells = []
-        for c, _u in cols:
+        for c, u in cols:
             cell = row.get(c, Cell())
-            base = ceiling.get(c, Cell()).median
+            base = ceiling.get(c, Cell())
             if cell.median is None:
                 cells.append(f"n/a ({cell.error})" if cell.error else "-")
                 continue
-            s = fmt(cell.median)
-            if base and name != CEILING:
-                s += f" (**{cell.median / base:.2f}x**)"
+            notes = []
+            if name == CEILING:
+                if cell.cpu_median:
+                    notes.append(f"CPU {cpu_cost(cell.cpu_median, u)}")
+            else:
+                if base.median:
+                    notes.append(f"**{cell.median / base.median:.2f}x**")
+                if cell.cpu_median and base.cpu_median:
+                    notes.append(f"CPU {cell.cpu_median / base.cpu_median:.2f}x")
+            s = fmt(cell.median) + (f" ({'; '.join(notes)})" if notes else "")
             if cell.error:
                 s += f" [{cell.error}]"
             cells.append(s)
@@ -498,6 +583,16 @@ def render_memory(mem: dict[str, Any]) -> list[str]:
             f"| {name} | " + " | ".join("-" if v is None else f"{v:,.0f} B" for v in vals) + " |"
         )
     return lines
+
+
+def table_json(table: dict[str, dict[str, Cell]]) -> dict[str, Any]:
+    return {
+        name: {
+            c: vars(cell) | {"median": cell.median, "cpu_median": cell.cpu_median}
+            for c, cell in row.items()
+        }
+        for name, row in table.items()
+    }
 
 
 def versions() -> dict[str, str]:
@@ -585,7 +680,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{env['cpu']}, {env['cores']} cores; Python {env['python']}, h2 {env.get('h2')}; "
         f"{'median of ' + str(reps) if reps > 1 else '1 repetition'}; suite took {elapsed:.0f} s. "
-        f"Bold: ratio to the stock raw-h2 ceiling in this run.",
+        f"Bold: ratio to the stock raw-h2 ceiling in this run. "
+        "CPU: work per CPU-second of the process under test, as a ratio to the ceiling "
+        "(it ignores waits for the peer or for a busy CPU, not a VM host's steal time).",
         "",
     ]
     if servers:
@@ -607,14 +704,8 @@ def main(argv: list[str] | None = None) -> int:
         "reps": reps,
         "elapsed_s": elapsed,
         "env": env,
-        "servers": {
-            k: {c: vars(cell) | {"median": cell.median} for c, cell in row.items()}
-            for k, row in servers.items()
-        },
-        "clients": {
-            k: {c: vars(cell) | {"median": cell.median} for c, cell in row.items()}
-            for k, row in clients.items()
-        },
+        "servers": table_json(servers),
+        "clients": table_json(clients),
         "memory": memory,
     }
     RESULTS.mkdir(exist_ok=True)

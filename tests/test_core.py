@@ -75,6 +75,32 @@ async def test_client_fills_pseudo_headers_and_headers_shape() -> None:
     assert [n for n, _ in req][:4] == [":method", ":scheme", ":authority", ":path"]
 
 
+async def test_client_completes_partial_pseudo_headers_and_plain_connect() -> None:
+    seen: list[Headers] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        seen.append(reader.headers)
+        writer.send_headers({":status": "200"}, end_stream=True)
+
+    async with client_for(handler) as (client, _server):
+        for headers in (
+            {":path": "/p", "x-a": "1"},
+            [(":method", "POST"), ("x-b", "2")],
+            {":method": "CONNECT", ":authority": "example.com:443"},
+        ):
+            async with client.request(headers, end_stream=True) as stream:
+                assert (await stream.response_headers())[":status"] == "200"
+        with pytest.raises(aioh2s.ProtocolError):
+            client.request([("x-a", "1"), (":path", "/late")])
+    names = [[n for n, _ in h] for h in seen]
+    assert names[0] == [":path", ":method", ":scheme", ":authority", "x-a"]
+    assert seen[0][":path"] == "/p" and seen[0][":method"] == "GET"
+    assert names[1] == [":method", ":scheme", ":authority", ":path", "x-b"]
+    # RFC 9113 §8.5: a plain CONNECT carries :method and :authority only.
+    assert names[2] == [":method", ":authority"]
+    assert seen[2][":authority"] == "example.com:443"
+
+
 async def test_read_methods_mirror_asyncio() -> None:
     body = b"line one\nline two\r\nPARTIAL-SEP-end\nrest-without-newline"
 

@@ -211,3 +211,40 @@ def test_malformed_blocks_get_h2s_own_error(bad: list[tuple[bytes, bytes]]) -> N
         list(h2.utilities.validate_headers(
             h2.utilities.normalize_inbound_headers(headers, REQUEST), REQUEST))
     assert str(result) == str(stock.value)
+
+
+# -- outbound: aioh2s.headers.to_wire remembers fields it has checked --------------------
+
+
+def test_to_wire_remembers_checked_fields_but_not_credentials() -> None:
+    from aioh2s import headers as H
+
+    H._FIELDS.clear()
+    first = H.to_wire({":status": "200", "content-length": "5", "authorization": "Basic x",
+                       "x-long": "v" * 500}, H.RESPONSE)
+    again = H.to_wire({":status": "200", "content-length": "5", "authorization": "Basic x",
+                       "x-long": "v" * 500}, H.RESPONSE)
+    assert first == again
+    assert (":status", "200") in H._FIELDS and ("content-length", "5") in H._FIELDS
+    assert ("authorization", "Basic x") not in H._FIELDS
+    assert ("x-long", "v" * 500) not in H._FIELDS
+    assert isinstance(again[2], NeverIndexedHeaderTuple)
+    # Unhashable pairs and values still work, and are checked.
+    assert H.to_wire([[":status", bytearray(b"204")]], H.RESPONSE) == [(b":status", b"204")]
+    with pytest.raises(H.ProtocolError):
+        H.to_wire([[":status", "200"], ["x", bytearray(b"a\nb")]], H.RESPONSE)
+
+
+def test_to_wire_remembered_fields_still_get_placement_checks() -> None:
+    from aioh2s import headers as H
+
+    H.to_wire({":status": "200", "x": "y"}, H.RESPONSE)  # both fields now remembered
+    with pytest.raises(H.ProtocolError, match="after a regular header"):
+        H.to_wire([("x", "y"), (":status", "200")], H.RESPONSE)
+    with pytest.raises(H.ProtocolError, match="not allowed in trailers"):
+        H.to_wire({":status": "200"}, H.TRAILERS)
+    with pytest.raises(H.ProtocolError, match="unknown, misplaced or repeated"):
+        H.to_wire({":status": "200"}, H.REQUEST)
+    for i in range(3 * H._FIELDS_MAX):
+        H.to_wire({":status": "200", "x-n": str(i)}, H.RESPONSE)
+        assert len(H._FIELDS) <= H._FIELDS_MAX

@@ -24,7 +24,7 @@ from typing import Any
 from ._connection import Connection, Stream
 from .config import Config
 from .errors import ErrorCode
-from .headers import REQUEST, Headers, HeadersLike, pairs, to_wire
+from .headers import PARTIAL_REQUEST, Headers, HeadersLike, to_wire
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn, client_ssl_context
 
@@ -105,6 +105,12 @@ class Client:
         self._conn = conn
         self._authority = authority
         self._scheme = scheme
+        self._defaults = (
+            (b":method", b"GET"),
+            (b":scheme", scheme.encode()),
+            (b":authority", authority.encode()),
+            (b":path", b"/"),
+        )
 
     def __repr__(self) -> str:
         state = "closed" if self._conn.closed else "open"
@@ -121,22 +127,19 @@ class Client:
         return _RequestContext(self, self._complete(headers), end_stream)
 
     def _complete(self, headers: HeadersLike | None) -> list[tuple[bytes, bytes]]:
-        wire = pairs(headers) if headers is not None else []
-        pseudo = [(n, v) for n, v in wire if n.startswith(b":")]
-        regular = [(n, v) for n, v in wire if not n.startswith(b":")]
-        have = {n for n, _ in pseudo}
-        defaults = (
-            (b":method", b"GET"),
-            (b":scheme", self._scheme.encode()),
-            (b":authority", self._authority.encode()),
-            (b":path", b"/"),
-        )
-        for name, value in defaults:
-            if name not in have:
-                if name == b":path" and (b":method", b"CONNECT") in pseudo:
-                    continue
-                pseudo.append((name, value))
-        return to_wire(pseudo + regular, REQUEST)
+        wire = to_wire(headers, PARTIAL_REQUEST) if headers is not None else []
+        have = {n for n, _ in wire if n[0] == 0x3A}  # ":" fields, all first (to_wire checks)
+        if len(have) < 4:
+            method = next((v for n, v in wire if n == b":method"), b"GET")
+            # RFC 9113 §8.5: a plain CONNECT has neither :scheme nor :path.
+            plain_connect = method == b"CONNECT" and b":protocol" not in have
+            fill = [
+                field for field in self._defaults
+                if field[0] not in have
+                and not (plain_connect and field[0] in (b":scheme", b":path"))
+            ]
+            wire[len(have):len(have)] = fill
+        return wire
 
     async def ping(self, timeout: float | None = None) -> float:
         """Send a PING and return the round-trip time in seconds."""

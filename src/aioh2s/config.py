@@ -59,7 +59,8 @@ class Config:
     grace: float = 30.0
     #: Seconds a server handler may keep running after its stream was reset before it is cancelled.
     reset_handler_timeout: float = 1.0
-    #: Read size of the connection's reader task.
+    #: The connection's read buffer: the transport pauses reading while more than 4x this
+    #: is unread (the asyncio ``StreamReader`` limit is twice it).
     read_size: int = 64 * KiB
     #: Server: most connections served at once; more are closed on accept (None: no cap).
     max_connections: int | None = None

@@ -143,6 +143,8 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _SECRET = frozenset([b"authorization", b"proxy-authorization"])
 
 REQUEST, RESPONSE, TRAILERS = 0, 1, 2
+#: Request fields that the client completes with default pseudo-headers afterwards.
+PARTIAL_REQUEST = 3
 
 
 # Names seen before, mapped to their checked wire form (a hot path: most responses repeat the
@@ -167,6 +169,32 @@ def _wire_name(n: str | bytes) -> bytes:
     return bn
 
 
+def _wire_field(n: str | bytes, v: str | bytes) -> tuple[bytes, bytes]:
+    """One field as h2 sends it, with the checks that need no other field."""
+    bn = _wire_name(n)
+    bv = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(v)
+    if _BAD_VALUE.search(bv):
+        raise ProtocolError(f"header {bn!r} has a NUL, CR or LF in its value")
+    if bv[:1] in b" \t" or bv[-1:] in b" \t":
+        bv = bv.strip(b" \t")
+    if bn[:1] == b":":
+        if bn == b":path" and not bv:
+            raise ProtocolError(":path must not be empty")
+    elif bn == b"te" and bv.lower() != b"trailers":
+        raise ProtocolError("the only TE value allowed in HTTP/2 is 'trailers'")
+    elif bn in _SECRET or (bn == b"cookie" and len(bv) < 20):
+        return NeverIndexedHeaderTuple(bn, bv)
+    return (bn, bv)
+
+
+# Fields already checked, by the (name, value) the application passed: a response's
+# ":status"/"200" or a client's fixed headers cost one lookup. Credentials and long values
+# are not kept.
+_FIELDS: dict[Any, tuple[bytes, bytes]] = {}
+_FIELDS_MAX = 4096
+_FIELD_VALUE_MAX = 128
+
+
 def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, bytes]]:
     """User-supplied headers as the lowercase bytes pairs h2 sends, checked for RFC 9113 §8.2.
 
@@ -181,38 +209,37 @@ def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, byt
     else:
         items = headers.items() if isinstance(headers, Mapping) else headers
     out: list[tuple[bytes, bytes]] = []
-    allowed = _REQUEST_PSEUDO if kind == REQUEST else _RESPONSE_PSEUDO
+    allowed = _REQUEST_PSEUDO if kind in (REQUEST, PARTIAL_REQUEST) else _RESPONSE_PSEUDO
     regular = False
     pseudo: list[bytes] = []
-    bad_value = _BAD_VALUE.search
-    for n, v in items:
-        bn = _wire_name(n)
-        bv = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(v)
-        if bn[:1] == b":":
+    cache = _FIELDS
+    for item in items:
+        try:
+            wire = cache.get(item)
+        except (TypeError, ValueError):  # unhashable: a list pair, a bytearray value
+            wire = None
+            n, v = item
+            wire = _wire_field(n, v)
+        else:
+            if wire is None:
+                n, v = item
+                wire = _wire_field(n, v)
+                if len(wire[1]) <= _FIELD_VALUE_MAX and wire.__class__ is tuple:
+                    if len(cache) >= _FIELDS_MAX:
+                        cache.clear()
+                    cache[item] = wire
+        bn = wire[0]
+        if bn[0] == 0x3A:  # ":"
             if kind == TRAILERS:
                 raise ProtocolError(f"pseudo-header {bn!r} is not allowed in trailers")
             if regular:
                 raise ProtocolError(f"pseudo-header {bn!r} after a regular header")
             if bn not in allowed or bn in pseudo:
                 raise ProtocolError(f"pseudo-header {bn!r} is unknown, misplaced or repeated")
-            if bn == b":path" and not bv:
-                raise ProtocolError(":path must not be empty")
             pseudo.append(bn)
         else:
             regular = True
-            if bn == b"te" and bv.strip().lower() != b"trailers":
-                raise ProtocolError("the only TE value allowed in HTTP/2 is 'trailers'")
-            if bn in _SECRET or (bn == b"cookie" and len(bv) < 20):
-                bv = bv.strip(b" \t")
-                if bad_value(bv):
-                    raise ProtocolError(f"header {bn!r} has a NUL, CR or LF in its value")
-                out.append(NeverIndexedHeaderTuple(bn, bv))
-                continue
-        if bad_value(bv):
-            raise ProtocolError(f"header {bn!r} has a NUL, CR or LF in its value")
-        if bv[:1] in b" \t" or bv[-1:] in b" \t":
-            bv = bv.strip(b" \t")
-        out.append((bn, bv))
+        out.append(wire)
     if kind == RESPONSE and b":status" not in pseudo:
         raise ProtocolError("response headers need a :status")
     if kind == REQUEST:

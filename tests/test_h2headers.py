@@ -248,3 +248,20 @@ def test_to_wire_remembered_fields_still_get_placement_checks() -> None:
     for i in range(3 * H._FIELDS_MAX):
         H.to_wire({":status": "200", "x-n": str(i)}, H.RESPONSE)
         assert len(H._FIELDS) <= H._FIELDS_MAX
+
+
+def test_decoded_header_text_is_shared_but_bounded() -> None:
+    from aioh2s import _connection as C
+
+    C._TEXT.clear()
+    a = C._decode_headers([(b":method", b"GET"), (b"user-agent", b"ua"), (b"cookie", b"k=v")])
+    b = C._decode_headers([(b":method", b"GET"), (b"user-agent", b"ua"), (b"cookie", b"k=v")])
+    assert list(a) == list(b) == [(":method", "GET"), ("user-agent", "ua"), ("cookie", "k=v")]
+    assert list(a)[0][1] is list(b)[0][1]  # one shared "GET"
+    assert b"k=v" not in C._TEXT  # cookie values are not kept
+    # A peer sending endless distinct or long fields cannot grow the table.
+    for i in range(3 * C._TEXT_MAX):
+        C._decode_headers([(b"x-%d" % i, b"v" * (i % 200)), (b"y" * 100, b"z")])
+        assert len(C._TEXT) <= C._TEXT_MAX
+    assert all(len(k) <= C._TEXT_MAX_LEN for k in C._TEXT)
+    assert C._decode_headers([(b"x-bad", b"\xff\xfe")]) == [("x-bad", "\udcff\udcfe")]

@@ -69,10 +69,37 @@ def _decode_headers(raw: Any) -> Headers:
     # h2 (header_encoding=None) hands over bytes it validated and lowercased already; we only
     # turn them into text. surrogateescape keeps odd bytes round-trippable instead of raising
     # inside the reader task.
-    return Headers._from_h2(
-        [(n.decode("ascii", "surrogateescape"), v.decode("utf-8", "surrogateescape"))
-         for n, v in raw]
-    )
+    text = _TEXT
+    items = []
+    for n, v in raw:
+        sn = text.get(n)
+        if sn is None:
+            sn = n.decode("ascii", "surrogateescape")
+            if len(n) <= _TEXT_MAX_LEN:
+                _remember_text(n, sn)
+        sv = text.get(v)
+        if sv is None:
+            sv = v.decode("utf-8", "surrogateescape")
+            if len(v) <= _TEXT_MAX_LEN and n not in _UNSHARED:
+                _remember_text(v, sv)
+        items.append((sn, sv))
+    return Headers._from_h2(items)
+
+
+# Decoded names and short values, shared by every request that repeats them (":method",
+# "GET", "user-agent", ...): one str object instead of one per header of every open stream,
+# and a lookup instead of a decode. Bounded (at most 2048 entries of 64 bytes); credentials
+# are never kept.
+_TEXT: dict[bytes, str] = {}
+_TEXT_MAX = 2048
+_TEXT_MAX_LEN = 64
+_UNSHARED = frozenset([b"cookie", b"authorization", b"proxy-authorization"])
+
+
+def _remember_text(b: bytes, s: str) -> None:
+    if len(_TEXT) >= _TEXT_MAX:
+        _TEXT.clear()
+    _TEXT[b] = s
 
 
 def _wake(fut: asyncio.Future[None] | None) -> None:
@@ -101,7 +128,7 @@ class Stream:
         self.id = stream_id
         # Inbound: headers, body buffer, end of stream, trailers.
         self.headers: Headers | None = None  # request headers (server) / final response (client)
-        self.informational: list[Headers] = []
+        self.informational: list[Headers] | None = None  # 1xx responses (client), made on the first
         self.trailers: Headers | None = None
         self.buf = bytearray()
         self.eof = False  # the peer ended its side (END_STREAM received)
@@ -117,11 +144,12 @@ class Stream:
         self.local_closed = False  # END_STREAM sent to h2
         self.peer_stopped = False  # the peer asked for no more body (RST_STREAM NO_ERROR)
         self.queued = False  # in the connection's round-robin
-        self._drain_waiters: list[asyncio.Future[None]] = []
+        # Waiter lists are created on first use: most streams never need them.
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
         # Shared: the error that ended the stream, and whether it is fully closed.
         self.error: BaseException | None = None
         self.closed = False
-        self._closed_waiters: list[asyncio.Future[None]] = []
+        self._closed_waiters: list[asyncio.Future[None]] | None = None
         # Server: the handler task serving this stream (cancelled if it outlives a reset).
         self.task: asyncio.Task[None] | None = None
 
@@ -281,12 +309,15 @@ class Stream:
             if (self.out_size <= low and not conn.write_blocked) or self.closed:
                 return
             fut = conn.loop.create_future()
-            self._drain_waiters.append(fut)
+            waiters = self._drain_waiters
+            if waiters is None:
+                waiters = self._drain_waiters = []
+            waiters.append(fut)
             try:
                 await fut
             finally:
-                if fut in self._drain_waiters:
-                    self._drain_waiters.remove(fut)
+                if fut in waiters:
+                    waiters.remove(fut)
 
     def wake_drain(self) -> None:
         if self._drain_waiters and (
@@ -300,12 +331,15 @@ class Stream:
         if self.closed:
             return
         fut = self.conn.loop.create_future()
-        self._closed_waiters.append(fut)
+        waiters = self._closed_waiters
+        if waiters is None:
+            waiters = self._closed_waiters = []
+        waiters.append(fut)
         try:
             await fut
         finally:
-            if fut in self._closed_waiters:
-                self._closed_waiters.remove(fut)
+            if fut in waiters:
+                waiters.remove(fut)
 
     # -- ending --------------------------------------------------------------------------------
 
@@ -333,9 +367,9 @@ class Stream:
         if self.closed:
             return
         self.closed = True
-        for f in self._closed_waiters:
+        for f in self._closed_waiters or ():
             _wake(f)
-        for f in self._drain_waiters:
+        for f in self._drain_waiters or ():
             _wake(f)  # a closed stream has nothing left to drain
         self.conn.stream_closed(self)
 
@@ -639,6 +673,8 @@ class Connection:
         if isinstance(ev, h2.events.ResponseReceived):
             s2.headers = headers
         elif isinstance(ev, h2.events.InformationalResponseReceived):
+            if s2.informational is None:
+                s2.informational = []
             s2.informational.append(headers)
         else:
             s2.trailers = headers

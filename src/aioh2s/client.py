@@ -51,7 +51,7 @@ class RequestStream:
     @property
     def informational(self) -> list[Headers]:
         """1xx responses received so far, in order."""
-        return self._s.informational
+        return self._s.informational or []
 
     async def response_headers(self) -> Headers:
         """Wait for and return the final (non-1xx) response headers."""

@@ -1296,6 +1296,10 @@ def _check_quiet_receive() -> bool:
 _QUIET_RECEIVE = _check_quiet_receive()
 
 
+_RST_FRAME = hyperframe.frame.RstStreamFrame
+_h2_prepare_for_sending = h2.connection.H2Connection._prepare_for_sending
+
+
 class _H2(h2.connection.H2Connection):
     """h2's connection with what RFC 9113 and DESIGN.md §7 need and h2 4.4 lacks.
 
@@ -1425,11 +1429,12 @@ class _H2(h2.connection.H2Connection):
             raise
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
+        # Runs for every frame batch h2 queues: kept to a plain loop and a direct call.
         if not self._app_reset:
             for f in frames:
-                if f.__class__ is hyperframe.frame.RstStreamFrame:
+                if f.__class__ is _RST_FRAME:
                     self.auto_resets += 1
-        super()._prepare_for_sending(frames)
+        _h2_prepare_for_sending(self, frames)
 
     def app_reset_stream(self, stream_id: int, error_code: int) -> None:
         """``reset_stream`` on the application's behalf (not counted as peer abuse)."""

@@ -7,7 +7,8 @@ touches it. Its *reader task* (:meth:`Connection.run`) reads bytes from the
 ``asyncio.StreamReader``, feeds them to h2, dispatches the resulting events to per-stream
 :class:`Stream` objects, and then flushes once. Everything the application does (send headers,
 write, end, reset) changes a ``Stream`` and asks for a flush; flushes are coalesced with
-``loop.call_soon`` so many writes in one loop iteration become one ``transport.write``.
+``loop.call_soon`` so many writes in one loop iteration become one ``transport.write`` (bulk
+data goes out in 64 KiB writes, so h2's output buffer never grows into a fresh mmap per flush).
 
 A :class:`Stream` holds all state of one HTTP/2 stream: its inbound buffer and outbound queue,
 what was sent and received, its error, and the futures the application waits on. The public
@@ -911,6 +912,7 @@ class Connection:
         # the same point so that waiting for drain() then really waits.
         budget = self.config.transport_high_water + 1 - self.transport.get_write_buffer_size()
         stuck: list[Stream] = []  # have data, but no connection window or transport budget
+        unwritten = 0
         while rr:
             s = rr.popleft()
             if s.error is not None or s.local_closed:
@@ -937,6 +939,12 @@ class Connection:
                 end = s.out_size == 0 and s.out_end is True
                 h2c.send_data(s.id, data, end_stream=end)
                 budget -= n + 9
+                unwritten += n + 9
+                if unwritten >= _WRITE_CHUNK:
+                    # Hand h2's output over in pieces: a transient buffer of hundreds of KiB
+                    # is allocated with mmap and page-faulted in again on every flush.
+                    self.transport.write(h2c.data_to_send())
+                    unwritten = 0
                 if end:
                     s.out_end = False
                     self._local_closed(s)
@@ -1297,6 +1305,9 @@ _QUIET_RECEIVE = _check_quiet_receive()
 
 
 _RST_FRAME = hyperframe.frame.RstStreamFrame
+# Most bytes the pump lets h2 hold before writing them out (below glibc's 128 KiB mmap
+# threshold, so the buffers come from the heap and are reused).
+_WRITE_CHUNK = 64 * 1024
 _h2_prepare_for_sending = h2.connection.H2Connection._prepare_for_sending
 
 

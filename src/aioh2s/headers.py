@@ -216,18 +216,17 @@ def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, byt
     for item in items:
         try:
             wire = cache.get(item)
-        except (TypeError, ValueError):  # unhashable: a list pair, a bytearray value
+            hashable = True
+        except (TypeError, ValueError):  # a list pair, a bytearray value
             wire = None
+            hashable = False
+        if wire is None:
             n, v = item
             wire = _wire_field(n, v)
-        else:
-            if wire is None:
-                n, v = item
-                wire = _wire_field(n, v)
-                if len(wire[1]) <= _FIELD_VALUE_MAX and wire.__class__ is tuple:
-                    if len(cache) >= _FIELDS_MAX:
-                        cache.clear()
-                    cache[item] = wire
+            if hashable and len(wire[1]) <= _FIELD_VALUE_MAX and wire.__class__ is tuple:
+                if len(cache) >= _FIELDS_MAX:
+                    cache.clear()
+                cache[item] = wire
         bn = wire[0]
         if bn[0] == 0x3A:  # ":"
             if kind == TRAILERS:

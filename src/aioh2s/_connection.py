@@ -103,6 +103,16 @@ def _remember_text(b: bytes, s: str) -> None:
     _TEXT[b] = s
 
 
+async def _wait_in(waiters: list[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
+    """Wait on ``fut`` while it is listed in ``waiters`` (for whoever wakes them all)."""
+    waiters.append(fut)
+    try:
+        await fut
+    finally:
+        if fut in waiters:
+            waiters.remove(fut)
+
+
 def _wake(fut: asyncio.Future[None] | None) -> None:
     if fut is not None and not fut.done():
         fut.set_result(None)
@@ -309,16 +319,9 @@ class Stream:
                 raise self.error
             if (self.out_size <= low and not conn.write_blocked) or self.closed:
                 return
-            fut = conn.loop.create_future()
-            waiters = self._drain_waiters
-            if waiters is None:
-                waiters = self._drain_waiters = []
-            waiters.append(fut)
-            try:
-                await fut
-            finally:
-                if fut in waiters:
-                    waiters.remove(fut)
+            if self._drain_waiters is None:
+                self._drain_waiters = []
+            await _wait_in(self._drain_waiters, conn.loop.create_future())
 
     def wake_drain(self) -> None:
         if self._drain_waiters and (
@@ -331,16 +334,9 @@ class Stream:
     async def wait_closed(self) -> None:
         if self.closed:
             return
-        fut = self.conn.loop.create_future()
-        waiters = self._closed_waiters
-        if waiters is None:
-            waiters = self._closed_waiters = []
-        waiters.append(fut)
-        try:
-            await fut
-        finally:
-            if fut in waiters:
-                waiters.remove(fut)
+        if self._closed_waiters is None:
+            self._closed_waiters = []
+        await _wait_in(self._closed_waiters, self.conn.loop.create_future())
 
     # -- ending --------------------------------------------------------------------------------
 

@@ -54,7 +54,7 @@ from h2.stream import StreamClosedBy
 from . import _h2headers, _h2patch
 from .config import Config
 from .errors import ConnectionClosed, ConnectionTerminated, ProtocolError, StreamReset
-from .headers import REQUEST, RESPONSE, TRAILERS, Headers, HeadersLike, to_wire
+from .headers import REQUEST, RESPONSE, TRAILERS, Headers, HeadersLike, remember, to_wire
 
 log = logging.getLogger("aioh2s")
 
@@ -77,12 +77,12 @@ def _decode_headers(raw: Any) -> Headers:
         if sn is None:
             sn = n.decode("ascii", "surrogateescape")
             if len(n) <= _TEXT_MAX_LEN:
-                _remember_text(n, sn)
+                remember(text, n, sn, _TEXT_MAX)
         sv = text.get(v)
         if sv is None:
             sv = v.decode("utf-8", "surrogateescape")
             if len(v) <= _TEXT_MAX_LEN and n not in _UNSHARED:
-                _remember_text(v, sv)
+                remember(text, v, sv, _TEXT_MAX)
         items.append((sn, sv))
     return Headers._from_h2(items)
 
@@ -96,11 +96,6 @@ _TEXT_MAX = 2048
 _TEXT_MAX_LEN = 64
 _UNSHARED = frozenset([b"cookie", b"authorization", b"proxy-authorization"])
 
-
-def _remember_text(b: bytes, s: str) -> None:
-    if len(_TEXT) >= _TEXT_MAX:
-        _TEXT.clear()
-    _TEXT[b] = s
 
 
 async def _wait_in(waiters: list[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:

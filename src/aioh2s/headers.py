@@ -152,6 +152,20 @@ PARTIAL_REQUEST = 3
 _NAMES: dict[str | bytes, bytes] = {}
 _NAMES_MAX = 512
 
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+def remember(cache: dict[_K, _V], key: _K, value: _V, limit: int) -> None:
+    """Put ``key`` in a cache that is emptied when it holds ``limit`` entries.
+
+    Emptying instead of evicting keeps the hit path a plain dict lookup; a caller or peer that
+    cycles through endless distinct keys only costs misses, never memory.
+    """
+    if len(cache) >= limit:
+        cache.clear()
+    cache[key] = value
+
 
 def _wire_name(n: str | bytes) -> bytes:
     bn = _NAMES.get(n)
@@ -163,9 +177,7 @@ def _wire_name(n: str | bytes) -> bytes:
             raise ProtocolError(f"invalid header name {bn!r}")
         if bn in _CONNECTION_SPECIFIC:
             raise ProtocolError(f"connection-specific header {bn!r} is not allowed in HTTP/2")
-    if len(_NAMES) >= _NAMES_MAX:
-        _NAMES.clear()
-    _NAMES[n if isinstance(n, str) else bn] = bn
+    remember(_NAMES, n if isinstance(n, str) else bn, bn, _NAMES_MAX)
     return bn
 
 
@@ -224,9 +236,7 @@ def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, byt
             n, v = item
             wire = _wire_field(n, v)
             if hashable and len(wire[1]) <= _FIELD_VALUE_MAX and wire.__class__ is tuple:
-                if len(cache) >= _FIELDS_MAX:
-                    cache.clear()
-                cache[item] = wire
+                remember(cache, item, wire, _FIELDS_MAX)
         bn = wire[0]
         if bn[0] == 0x3A:  # ":"
             if kind == TRAILERS:

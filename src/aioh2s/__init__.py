@@ -28,11 +28,14 @@ from .client import Client, RequestStream, connect
 from .config import Config
 from .errors import (
     ALPNError,
+    ConnectError,
     ConnectionClosed,
     ConnectionTerminated,
     ErrorCode,
     H2Error,
+    LocalProtocolError,
     ProtocolError,
+    RemoteProtocolError,
     StreamReset,
 )
 from .headers import Headers, HeadersLike
@@ -45,6 +48,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ALPNError",
     "Client",
+    "ConnectError",
     "Config",
     "ConnectionClosed",
     "ConnectionHandle",
@@ -56,7 +60,9 @@ __all__ = [
     "Handler",
     "Headers",
     "HeadersLike",
+    "LocalProtocolError",
     "ProtocolError",
+    "RemoteProtocolError",
     "RequestStream",
     "Server",
     "StreamReset",

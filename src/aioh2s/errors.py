@@ -19,11 +19,14 @@ from h2.errors import ErrorCodes
 
 __all__ = [
     "ALPNError",
+    "ConnectError",
     "ConnectionClosed",
     "ConnectionTerminated",
     "ErrorCode",
     "H2Error",
+    "LocalProtocolError",
     "ProtocolError",
+    "RemoteProtocolError",
     "StreamReset",
 ]
 
@@ -59,6 +62,27 @@ class ProtocolError(H2Error):
     def __init__(self, message: str, error_code: int = ErrorCode.PROTOCOL_ERROR) -> None:
         super().__init__(message)
         self.error_code: ErrorCode | int = _as_code(error_code)
+
+
+class LocalProtocolError(ProtocolError):
+    """The *application* asked for something HTTP/2 forbids (a bad header, a call out of order).
+
+    Raised before anything was sent or any state changed, so the stream stays usable.
+    ``error_code`` is the code such a violation would carry on the wire; nothing was sent.
+    """
+
+
+class RemoteProtocolError(ProtocolError):
+    """The *peer* broke HTTP/2; ``error_code`` is what we answered it with (GOAWAY/RST_STREAM)."""
+
+
+class ConnectError(H2Error, OSError):
+    """``connect()`` could not establish the HTTP/2 connection (TCP, TLS or the handshake).
+
+    It is both an :class:`H2Error` and an :class:`OSError`, so code written for
+    ``asyncio.open_connection`` (``except OSError``) keeps working; the original error is
+    ``__cause__``.
+    """
 
 
 class StreamReset(H2Error):

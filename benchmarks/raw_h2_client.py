@@ -30,7 +30,7 @@ class RawH2Client(asyncio.Protocol):
         self.done = done
         cfg = h2.config.H2Configuration(client_side=True, header_encoding=None)
         if args.h2patch:
-            from aioh2s import _h2patch
+            import _h2patch
 
             self.conn = _h2patch.new_connection(cfg)
         else:

@@ -61,7 +61,7 @@ class RawH2Server(asyncio.Protocol):
         self.args = args
         cfg = h2.config.H2Configuration(client_side=False, header_encoding=None)
         if args.h2patch:
-            from aioh2s import _h2patch
+            import _h2patch
 
             self.conn = _h2patch.new_connection(cfg)
         else:

@@ -9,7 +9,7 @@ import h2.events
 import hyperframe.frame
 import pytest
 
-from aioh2s import _connection
+from aioh2s import _h2ext as _connection
 
 
 def _client_bytes() -> list[bytes]:
@@ -49,7 +49,7 @@ def test_quiet_receive_matches_stock_h2() -> None:
     assert _connection._QUIET_RECEIVE, "h2 changed: the quiet receive path is off"
     config = h2.config.H2Configuration(client_side=False)
     stock = _run(h2.connection.H2Connection(config=config))
-    ours = _run(_connection._H2(config=h2.config.H2Configuration(client_side=False)))
+    ours = _run(_connection.H2(config=h2.config.H2Configuration(client_side=False)))
     assert ours == stock
     assert any("StreamReset" in e or "StreamEnded" in e for e in stock[0])
 
@@ -64,7 +64,7 @@ def test_no_frame_repr_with_the_dummy_logger(monkeypatch: pytest.MonkeyPatch) ->
         return original(self)
 
     monkeypatch.setattr(hyperframe.frame.Frame, "__repr__", counting)
-    _run(_connection._H2(config=h2.config.H2Configuration(client_side=False)))
+    _run(_connection.H2(config=h2.config.H2Configuration(client_side=False)))
     assert calls == 0
     # With a real logger, h2's own method runs and logs the (identical) repr.
     config = h2.config.H2Configuration(client_side=False, logger=h2.config.DummyLogger())
@@ -76,6 +76,6 @@ def test_no_frame_repr_with_the_dummy_logger(monkeypatch: pytest.MonkeyPatch) ->
             self.lines.append(fmt % args)
 
     config.logger = Recording()
-    _run(_connection._H2(config=config))
+    _run(_connection.H2(config=config))
     assert calls > 0
     assert any(line.startswith("Received frame: ") for line in Recording.lines)

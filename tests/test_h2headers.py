@@ -160,7 +160,7 @@ def test_remembered_pairs_are_bounded() -> None:
 
 def _server_with_request(extra: list[tuple[bytes, bytes]]) -> tuple[object, object]:
     """(events or exception) from an aioh2s-configured h2 server receiving one request."""
-    from aioh2s._connection import _new_h2
+    from aioh2s._h2ext import new_h2 as _new_h2
     from aioh2s.config import Config
 
     client = h2.connection.H2Connection(
@@ -247,17 +247,17 @@ def test_to_wire_remembered_fields_still_get_placement_checks() -> None:
 
 
 def test_decoded_header_text_is_shared_but_bounded() -> None:
-    from aioh2s import _connection as C
+    from aioh2s import _h2headers as C
 
     C._TEXT.clear()
-    a = C._decode_headers([(b":method", b"GET"), (b"user-agent", b"ua"), (b"cookie", b"k=v")])
-    b = C._decode_headers([(b":method", b"GET"), (b"user-agent", b"ua"), (b"cookie", b"k=v")])
+    a = C.decode([(b":method", b"GET"), (b"user-agent", b"ua"), (b"cookie", b"k=v")])
+    b = C.decode([(b":method", b"GET"), (b"user-agent", b"ua"), (b"cookie", b"k=v")])
     assert list(a) == list(b) == [(":method", "GET"), ("user-agent", "ua"), ("cookie", "k=v")]
     assert list(a)[0][1] is list(b)[0][1]  # one shared "GET"
     assert b"k=v" not in C._TEXT  # cookie values are not kept
     # A peer sending endless distinct or long fields cannot grow the table.
     for i in range(3 * C._TEXT_MAX):
-        C._decode_headers([(b"x-%d" % i, b"v" * (i % 200)), (b"y" * 100, b"z")])
+        C.decode([(b"x-%d" % i, b"v" * (i % 200)), (b"y" * 100, b"z")])
         assert len(C._TEXT) <= C._TEXT_MAX
     assert all(len(k) <= C._TEXT_MAX_LEN for k in C._TEXT)
-    assert C._decode_headers([(b"x-bad", b"\xff\xfe")]) == [("x-bad", "\udcff\udcfe")]
+    assert C.decode([(b"x-bad", b"\xff\xfe")]) == [("x-bad", "\udcff\udcfe")]

@@ -1,10 +1,13 @@
-"""aioh2s._h2patch: same logs and events as stock h2, without O(payload) frame reprs."""
+"""benchmarks/_h2patch (used by the raw-h2 benchmark peers only): same logs and events as stock
+h2, without O(payload) frame reprs."""
 
 from __future__ import annotations
 
 import io
 import logging
+import pathlib
 import re
+import sys
 
 import h2
 import h2.config
@@ -14,7 +17,8 @@ import h2.frame_buffer
 import hyperframe.frame as hf
 import pytest
 
-from aioh2s import _h2patch
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "benchmarks"))
+import _h2patch  # noqa: E402
 
 
 class TraceLogger:

@@ -42,7 +42,9 @@ import h2.stream
 import h2.utilities
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
 
-__all__ = ["FastInboundStream", "accept", "install", "supported"]
+from .headers import Headers, remember
+
+__all__ = ["FastInboundStream", "accept", "decode", "install", "supported"]
 
 # RFC 9113 §8.2.1 as h2 4.x applies it: name bytes 0x21-0x40 and 0x5b-0x7e (no controls,
 # no space, no uppercase, nothing above 0x7e), and a colon only as a pseudo-header sigil.
@@ -257,3 +259,35 @@ def install(stream: h2.stream.H2Stream) -> None:
     """Give one newly created h2 stream the fast inbound checks (if :func:`supported`)."""
     if stream.__class__ is h2.stream.H2Stream and supported():
         stream.__class__ = FastInboundStream
+
+
+def decode(raw: Any) -> Headers:
+    """A header list h2 validated (lowercase bytes pairs) as :class:`Headers` of ``str``."""
+    # h2 (header_encoding=None) hands over bytes it validated and lowercased already; we only
+    # turn them into text. surrogateescape keeps odd bytes round-trippable instead of raising
+    # inside the reader task.
+    text = _TEXT
+    items = []
+    for n, v in raw:
+        sn = text.get(n)
+        if sn is None:
+            sn = n.decode("ascii", "surrogateescape")
+            if len(n) <= _TEXT_MAX_LEN:
+                remember(text, n, sn, _TEXT_MAX)
+        sv = text.get(v)
+        if sv is None:
+            sv = v.decode("utf-8", "surrogateescape")
+            if len(v) <= _TEXT_MAX_LEN and n not in _UNSHARED:
+                remember(text, v, sv, _TEXT_MAX)
+        items.append((sn, sv))
+    return Headers._from_h2(items)
+
+
+# Decoded names and short values, shared by every request that repeats them (":method",
+# "GET", "user-agent", ...): one str object instead of one per header of every open stream,
+# and a lookup instead of a decode. Bounded (at most 2048 entries of 64 bytes); credentials
+# are never kept.
+_TEXT: dict[bytes, str] = {}
+_TEXT_MAX = 2048
+_TEXT_MAX_LEN = 64
+_UNSHARED = frozenset([b"cookie", b"authorization", b"proxy-authorization"])

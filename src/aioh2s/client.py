@@ -21,7 +21,8 @@ import ssl as _ssl
 from types import TracebackType
 from typing import Any
 
-from ._connection import Connection, Stream
+from ._connection import Connection
+from ._stream import Stream
 from .config import Config
 from .errors import ErrorCode
 from .headers import PARTIAL_REQUEST, Headers, HeadersLike, to_wire
@@ -57,8 +58,8 @@ class RequestStream:
         """Wait for and return the final (non-1xx) response headers."""
         s = self._s
         while s.headers is None:
-            if s.error is not None:
-                raise s.error
+            if s.recv_error is not None:
+                raise s.recv_error
             await s.wait_inbound()
         return s.headers
 

@@ -57,6 +57,9 @@ class Config:
     keepalive_timeout: float = 20.0
     #: Seconds open streams get to finish after a graceful close starts, before they are reset.
     grace: float = 30.0
+    #: Seconds a closing connection waits for the peer to read our last frames and close its
+    #: side (after a graceful close, or for the transport buffer to drain) before aborting.
+    linger: float = 1.0
     #: Seconds a server handler may keep running after its stream was reset before it is cancelled.
     reset_handler_timeout: float = 1.0
     #: The connection's read buffer: the transport pauses reading while more than 4x this

@@ -29,8 +29,10 @@ import ssl as _ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from . import _http1
-from ._connection import Connection, Stream
+from ._connection import Connection
+from ._http1 import front_door as _front_door
+from ._state import Send, send_terminal
+from ._stream import Stream
 from .config import Config
 from .errors import ALPNError, ConnectionClosed, ErrorCode, StreamReset
 from .streams import H2StreamReader, H2StreamWriter
@@ -78,7 +80,7 @@ class _ServedConnection:
         waiting = self.waiting
         while waiting and len(self.tasks) < self.conn.config.max_concurrent_streams:
             s = waiting.popleft()
-            if s.error is None:  # skip streams reset while they waited
+            if not s.closed and s.error is None:  # skip streams reset while they waited
                 self._start(s)
 
     async def _run_handler(self, s: Stream) -> None:
@@ -95,80 +97,25 @@ class _ServedConnection:
             # A cancelled handler of a dead stream is our doing: do not propagate.
         except Exception:
             log.exception("aioh2s: handler failed on stream %d", s.id)
-            if s.error is None and not conn.closed:
-                if not s.headers_sent:
+            if not send_terminal(s.send) and not conn.closed:
+                if s.send is Send.IDLE:
                     self._answer_500(s)
                 else:
                     conn.reset_stream(s, ErrorCode.INTERNAL_ERROR)
         else:
-            if s.error is None and not conn.closed:
-                if not s.headers_sent:
-                    log.error("aioh2s: handler returned without a response on stream %d", s.id)
-                    self._answer_500(s)
-                elif not (s.end_queued or s.local_closed):
-                    s.end()
+            if s.send is Send.IDLE and not conn.closed:
+                log.error("aioh2s: handler returned without a response on stream %d", s.id)
+                self._answer_500(s)
+            elif s.send is Send.OPEN:
+                s.end()
         finally:
             s.task = None
+            # The body nobody read gives its window back; once the response is complete the
+            # stream is reset with NO_ERROR if the client is still sending (RFC 9113 §8.1).
             s.abandon()
-            if s.local_closed and not s.eof and not s.closed:
-                conn.reset_stream(s, ErrorCode.NO_ERROR)
 
     def _answer_500(self, s: Stream) -> None:
         s.send_headers([(b":status", b"500"), (b"content-length", b"0")], end_stream=True)
-
-
-async def _front_door(conn: Connection, data: bytes) -> bytes:
-    """First bytes of a cleartext connection: h2 preface, h2c Upgrade, or HTTP/1.1 (505)."""
-    reader = conn._reader
-    while len(data) < 24 and b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".startswith(data):
-        more = await reader.read(conn.config.read_size)
-        if not more:
-            return data
-        data += more
-    if not _http1.looks_like_http1(data):
-        conn.initiate()
-        return data  # h2 prior knowledge (or garbage, which h2 answers with GOAWAY)
-    writer = conn._writer
-    try:
-        head, rest = await _http1.read_request(reader, data)
-        req = _http1.parse_request(head)
-    except ValueError as e:
-        writer.write(_http1.response(400, "Bad Request", f"{e}\n"))
-        conn.abort(ConnectionClosed(f"bad HTTP/1.1 request: {e}"), None)
-        return b""
-    settings = req.upgrade_settings()
-    if settings is None:
-        writer.write(_http1.response(
-            505, "HTTP Version Not Supported",
-            "This server speaks HTTP/2 only: use prior knowledge (curl --http2-prior-knowledge),"
-            " h2c Upgrade, or TLS with ALPN h2.\n",
-        ))
-        conn.abort(ConnectionClosed("HTTP/1.1 request without h2c Upgrade: answered 505"), None)
-        return b""
-    try:
-        length = int(b"".join(req.get(b"content-length")) or b"0")
-    except ValueError:
-        length = -1
-    if req.get(b"transfer-encoding") or not 0 <= length <= conn.config.stream_window:
-        writer.write(_http1.response(
-            413, "Content Too Large",
-            "h2c Upgrade requests may carry at most one stream window of body,"
-            " with Content-Length.\n",
-        ))
-        conn.abort(ConnectionClosed("h2c Upgrade request body refused"), None)
-        return b""
-    while len(rest) < length:
-        more = await reader.read(conn.config.read_size)
-        if not more:
-            conn.abort(ConnectionClosed("connection closed in the h2c Upgrade body"), None)
-            return b""
-        rest += more
-    body, rest = rest[:length], rest[length:]
-    writer.write(_http1.response(
-        101, "Switching Protocols", extra="Connection: Upgrade\r\nUpgrade: h2c\r\n"
-    ))
-    conn.initiate_upgrade(settings, req.h2_headers(b"http"), body)
-    return rest
 
 
 class Server:

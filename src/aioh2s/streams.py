@@ -16,7 +16,12 @@ where the meaning carries over, so code written for ``asyncio.open_connection`` 
 - ``write``/``writelines`` never block and never raise for a full window; ``drain()`` waits for
   the peer's window and the transport, and raises the stream's error (``StreamReset``,
   ``ConnectionClosed``). ``write_eof()`` ends our side; ``close()`` does too (a stream has no
-  transport of its own to close) and ``wait_closed()`` waits until both sides ended.
+  transport of its own to close) and ``wait_closed()`` waits until our side has ended, as
+  asyncio's does for its transport: it does not wait for the peer to finish sending.
+- Every await is cancel-safe: a cancelled or timed-out read loses no byte (what it had
+  buffered stays for the next read), and a cancelled ``drain()`` loses nothing queued.
+- Misuse raises before anything changes (the state tables in ``_state.py``): a forbidden
+  trailer raises ``LocalProtocolError`` and the stream can still be ended properly.
 
 HTTP/2 additions: ``reader.headers``/``reader.trailers``, ``writer.send_headers``,
 ``writer.send_trailers`` and ``writer.reset``.
@@ -27,7 +32,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from ._connection import Connection, Stream
+from ._connection import Connection
+from ._state import Recv, Send
+from ._stream import Stream
 from .errors import ErrorCode
 from .headers import Headers, HeadersLike
 
@@ -82,8 +89,7 @@ class H2StreamReader:
 
     def __repr__(self) -> str:
         s = self._s
-        state = "eof" if s.eof else "open"
-        return f"<H2StreamReader stream_id={s.id} {state} buffered={len(s.buf)}>"
+        return f"<H2StreamReader stream_id={s.id} {s.recv.name.lower()} buffered={len(s.buf)}>"
 
     @property
     def stream_id(self) -> int:
@@ -107,49 +113,44 @@ class H2StreamReader:
         return self._s.trailers
 
     def exception(self) -> BaseException | None:
-        """The error that ended this stream, if any (as ``asyncio.StreamReader.exception``)."""
-        return self._s.error
+        """The error that ended this direction, if any (as ``asyncio.StreamReader.exception``)."""
+        return self._s.recv_error
 
     def at_eof(self) -> bool:
         """True when the body ended and every byte was read."""
-        return self._s.eof and not self._s.buf
+        return self._s.recv is Recv.ENDED and not self._s.buf
 
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes; with ``n < 0`` read until the end of the body.
 
         Returns ``b""`` at the end of the body. Raises ``StreamReset`` or ``ConnectionClosed``
-        if the stream died.
+        if the stream died. ``read(-1)`` grants window as the body arrives and keeps it
+        buffered until the end, so a cancelled call loses nothing.
         """
         s = self._s
+        if n < 0:
+            await s.wait_buffered(None)
+            return s.consume(len(s.buf))
+        if s.recv_error is not None:
+            raise s.recv_error
         if n == 0:
             return b""
-        if n > 0:
-            await s.wait_readable()
-            return s.consume(n)
-        parts = []
-        while True:
-            await s.wait_readable()
-            if s.buf:
-                parts.append(s.consume(len(s.buf)))
-            elif s.eof:
-                return b"".join(parts)
+        await s.wait_readable()
+        return s.consume(n)
 
     async def readexactly(self, n: int) -> bytes:
-        """Read exactly ``n`` bytes; ``asyncio.IncompleteReadError`` if the body ends first."""
+        """Read exactly ``n`` bytes; ``asyncio.IncompleteReadError`` if the body ends first.
+
+        Cancel-safe as asyncio's: the bytes stay buffered until all ``n`` are there. The window
+        for them is granted while it waits, so ``n`` may exceed the stream window.
+        """
         if n < 0:
             raise ValueError("readexactly size can not be less than zero")
         s = self._s
-        parts = []
-        need = n
-        while need:
-            await s.wait_readable()
-            if s.buf:
-                chunk = s.consume(need)
-                parts.append(chunk)
-                need -= len(chunk)
-            elif s.eof:
-                raise asyncio.IncompleteReadError(b"".join(parts), n)
-        return b"".join(parts)
+        await s.wait_buffered(n)
+        if len(s.buf) < n:
+            raise asyncio.IncompleteReadError(s.consume(len(s.buf)), n)
+        return s.consume(n)
 
     async def readline(self) -> bytes:
         r"""Read one line ending in ``b"\n"``, as ``asyncio.StreamReader.readline``.
@@ -199,7 +200,7 @@ class H2StreamReader:
                     raise asyncio.LimitOverrunError(
                         "Separator is not found, and chunk exceed the limit", offset
                     )
-            if s.eof:
+            if s.recv is Recv.ENDED:
                 raise asyncio.IncompleteReadError(s.consume(buflen), None)
             await s.wait_inbound()
 
@@ -225,8 +226,7 @@ class H2StreamWriter:
 
     def __repr__(self) -> str:
         s = self._s
-        state = "closing" if self.is_closing() else "open"
-        return f"<H2StreamWriter stream_id={s.id} {state} queued={s.out_size}>"
+        return f"<H2StreamWriter stream_id={s.id} {s.send.name.lower()} queued={s.out_size}>"
 
     @property
     def stream_id(self) -> int:
@@ -235,19 +235,24 @@ class H2StreamWriter:
 
     @property
     def headers_sent(self) -> bool:
-        """True once ``send_headers()`` was called (the client's request headers count)."""
+        """True once final headers were sent (the client's request headers count)."""
         return self._s.headers_sent
 
     def send_headers(self, headers: HeadersLike, end_stream: bool = False) -> None:
-        """Queue response headers (server) — or 1xx informational ones, repeatable.
+        """Send response headers (server) — or 1xx informational ones, repeatable.
 
         Accepts a mapping or an iterable of ``(name, value)`` pairs, ``str`` or ``bytes``; names
-        are lowercased. With ``end_stream=True`` the response has no body.
+        are lowercased. With ``end_stream=True`` the response has no body. Invalid headers
+        raise ``LocalProtocolError`` and change nothing.
         """
         self._s.send_headers(headers, end_stream)
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Queue ``data`` to send; never blocks. Follow with ``await drain()``."""
+        """Queue ``data`` to send; never blocks. Follow with ``await drain()``.
+
+        On a stream that was reset the bytes are dropped, as asyncio drops writes to a closed
+        transport; the next ``drain()`` raises the reset.
+        """
         self._s.write(data)
 
     def writelines(self, data: Any) -> None:
@@ -258,8 +263,9 @@ class H2StreamWriter:
     async def drain(self) -> None:
         """Wait until the queued bytes fell to the low-water mark and the transport flows.
 
-        Raises ``StreamReset`` if the stream was reset, ``ConnectionClosed`` if the connection
-        died: the peer will not get what is still queued.
+        Always yields to the event loop. Raises ``StreamReset`` if the stream was reset,
+        ``ConnectionClosed`` if the connection died: the peer will not get what is still
+        queued.
         """
         await self._s.drain()
 
@@ -272,7 +278,10 @@ class H2StreamWriter:
         self._s.end()
 
     def send_trailers(self, trailers: HeadersLike) -> None:
-        """End our side of the stream with trailing headers, after everything queued so far."""
+        """End our side of the stream with trailing headers, after everything queued so far.
+
+        Invalid trailers raise ``LocalProtocolError`` before anything changes.
+        """
         self._s.end(trailers)
 
     def reset(self, error_code: int = ErrorCode.CANCEL) -> None:
@@ -282,25 +291,27 @@ class H2StreamWriter:
     def close(self) -> None:
         """End our side if still open (as ``write_eof()``); idempotent.
 
-        Before any headers were sent there is nothing to end gracefully, so the stream is reset
-        with CANCEL instead.
+        Before any final headers were sent there is nothing to end gracefully, so the stream
+        is reset with CANCEL instead.
         """
         s = self._s
-        if s.end_queued or s.local_closed or s.error is not None:
-            return
-        if not s.headers_sent:
+        if s.send is Send.IDLE:
             self.reset(ErrorCode.CANCEL)
-        else:
+        elif s.send is Send.OPEN:
             s.end()
 
     def is_closing(self) -> bool:
-        """True once our side was ended or the stream died."""
-        s = self._s
-        return s.end_queued or s.local_closed or s.error is not None
+        """True once our side was ended (or is ending) or the stream died."""
+        return self._s.send is not Send.IDLE and self._s.send is not Send.OPEN
 
     async def wait_closed(self) -> None:
-        """Wait until the stream is fully closed (both sides ended, or reset)."""
-        await self._s.wait_closed()
+        """Wait until our side has ended (END_STREAM handed over).
+
+        Like asyncio's, it does not wait for the peer: a handler can ``close()`` and
+        ``await wait_closed()`` while the client is still sending. Raises the stream's error
+        if it was reset before our side ended.
+        """
+        await self._s.wait_sent()
 
     @property
     def connection(self) -> ConnectionHandle:

@@ -1,0 +1,80 @@
+"""Abuse budgets of one connection: resets, frames without progress, unread control replies.
+
+Theory of operation
+-------------------
+HTTP/2's denial-of-service attacks mostly cost the peer one small frame and us real work or
+memory: a stream opened and reset at once (Rapid Reset), a frame that provokes our reset
+(MadeYouReset), empty DATA, PRIORITY or unknown frames, tiny WINDOW_UPDATEs, or PING/SETTINGS
+whose replies the peer never reads. h2 answers all of them and counts none. :class:`Abuse`
+counts them in token buckets (nghttp2's budgets by default, see ``Config``); the connection
+asks it after each frame and answers an overdrawn budget with GOAWAY(ENHANCE_YOUR_CALM).
+A legitimate peer never comes near the defaults.
+"""
+
+from __future__ import annotations
+
+import time
+
+from .config import Config
+
+__all__ = ["Abuse", "Budget"]
+
+
+class Budget:
+    """A token bucket: ``burst`` events at once, then ``rate`` per second."""
+
+    __slots__ = ("burst", "rate", "tokens", "last")
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self.burst = float(burst)
+        self.rate = rate
+        self.tokens = float(burst)
+        self.last = time.monotonic()
+
+    def spend(self, n: int = 1) -> bool:
+        """Take ``n`` tokens; False once the budget is overdrawn."""
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.last) * self.rate) - n
+        self.last = now
+        return self.tokens >= 0
+
+
+class Abuse:
+    """The budgets of one connection; each method returns False when the peer overdrew it."""
+
+    __slots__ = ("resets", "glitches", "auto_resets_seen", "queued_control", "max_control")
+
+    def __init__(self, config: Config) -> None:
+        # Resets of any origin: received, and those h2 emits because of the peer's errors.
+        self.resets = Budget(config.max_reset_burst, config.max_reset_rate)
+        self.glitches = Budget(config.max_glitch_burst, config.max_glitch_rate)
+        self.auto_resets_seen = 0
+        self.queued_control = 0
+        self.max_control = config.max_queued_control
+
+    def glitch(self) -> bool:
+        """A frame that made no progress (empty DATA, PRIORITY, unknown type, tiny update)."""
+        return self.glitches.spend()
+
+    def reset(self) -> bool:
+        """The peer reset a stream."""
+        return self.resets.spend()
+
+    def provoked_resets(self, total: int) -> bool:
+        """h2 has now emitted ``total`` resets by itself (frames on closed streams, ...)."""
+        new = total - self.auto_resets_seen
+        if not new:
+            return True
+        self.auto_resets_seen = total
+        return self.resets.spend(new)
+
+    def control_reply(self, unsent: int) -> bool:
+        """A PING or SETTINGS forces a reply while ``unsent`` bytes wait in the transport.
+
+        While the peer leaves our replies unread, count them; a flood past the bound is abuse.
+        """
+        if unsent:
+            self.queued_control += 1
+            return self.queued_control <= self.max_control
+        self.queued_control = 0
+        return True

@@ -1,0 +1,349 @@
+"""Everything aioh2s does with h2's private API, behind one version guard.
+
+Theory of operation
+-------------------
+h2 does most of RFC 9113 for us, but not all of it (DESIGN notes, "What h2 does not do"):
+graceful GOAWAY, REFUSED_STREAM for excess streams, frame-length and header-block caps
+checked early, counting the resets h2 emits by itself, and the cost of a repr() per frame.
+Each of those needs h2 internals (``_receive_frame``, ``_receive_goaway_frame``,
+``FrameBuffer._data``, ``_closed_streams``, ...), and private names move between releases
+(``FrameBuffer.data`` became ``_data`` in 4.3). So every such use lives here:
+
+- :data:`H2_VERSION` / :data:`SUPPORTED` is the one guard: the h2 releases this module was
+  checked against. Each override below that copies h2 code additionally checks the source it
+  mirrors (``_QUIET_RECEIVE``) and falls back to h2's own method when it differs, so an h2 this
+  was not checked against runs slower, never wrong. ``_h2headers`` (the one-pass inbound header
+  check) runs its own differential self-check under the same guard.
+- :func:`new_h2` builds the ``H2Connection`` subclass with aioh2s's settings and limits.
+- :func:`describe` turns an h2 exception into a sentence: several of h2's messages are only a
+  stream id (``StreamClosedError(3)`` prints ``3``).
+
+After an h2 upgrade run ``tests/test_h2conn.py`` and ``tests/test_h2headers.py`` first.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+import h2
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.frame_buffer
+import h2.settings
+import hpack
+import hyperframe.frame
+from h2.connection import _decode_headers as _h2_decode_headers
+from h2.errors import ErrorCodes
+from h2.stream import StreamClosedBy
+
+from . import _h2headers
+from .config import Config
+
+__all__ = ["H2", "H2_VERSION", "SUPPORTED", "describe", "new_h2"]
+
+
+def _version(text: str) -> tuple[int, ...]:
+    parts = []
+    for p in text.split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+#: The installed h2, as a comparable tuple.
+H2_VERSION = _version(h2.__version__)
+#: True for the h2 releases the private-API uses here were checked against (4.4).
+SUPPORTED = (4, 4) <= H2_VERSION < (5,)
+
+# FrameBuffer's byte buffer: ``_data`` since h2 4.3, ``data`` before.
+_BUF_ATTR = "_data" if hasattr(h2.frame_buffer.FrameBuffer(), "_data") else "data"
+
+
+def describe(e: h2.exceptions.H2Error) -> str:
+    """h2's exception as a sentence that says what happened."""
+    if isinstance(e, h2.exceptions.StreamClosedError):
+        return f"the peer sent a frame on stream {e.stream_id}, which is closed"
+    if isinstance(e, h2.exceptions.StreamIDTooLowError):
+        return (f"the peer opened stream {e.stream_id}, lower than stream {e.max_stream_id} "
+                "it had already opened")
+    if isinstance(e, h2.exceptions.NoAvailableStreamIDError):
+        return "no stream ids are left on this connection"
+    text = str(e)
+    name = type(e).__name__
+    if not text or text.isdigit():
+        return f"{name} (stream {text})" if text else name
+    return text
+
+
+# Length rules of fixed-size frames (RFC 9113 §6), by frame type: (length, flags) -> valid.
+# RST_STREAM and PRIORITY are left to h2: a bad length there is a stream-level matter.
+_FIXED_LENGTHS: dict[int, Callable[[int, int], bool]] = {
+    0x4: lambda n, flags: n == 0 if flags & 0x1 else n % 6 == 0,  # SETTINGS (ACK: empty)
+    0x6: lambda n, flags: n == 8,  # PING
+    0x7: lambda n, flags: n >= 8,  # GOAWAY
+    0x8: lambda n, flags: n == 4,  # WINDOW_UPDATE
+}
+
+
+class _CompressionError(h2.exceptions.ProtocolError):
+    """A header block HPACK could not decode: a connection error of type COMPRESSION_ERROR."""
+
+    error_code = ErrorCodes.COMPRESSION_ERROR
+
+
+class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
+    """h2's frame buffer with two checks it lacks (DESIGN.md §7).
+
+    - A frame longer than our SETTINGS_MAX_FRAME_SIZE is rejected as soon as its 9-byte
+      header arrives, instead of being buffered whole first.
+    - A header block (HEADERS + CONTINUATION) is capped in bytes while it is assembled
+      (CONTINUATION flood), not only after.
+    """
+
+    max_header_block = 2 * 65536
+    _first = True
+
+    def __next__(self) -> Any:
+        data = getattr(self, _BUF_ATTR)
+        if len(data) >= 9:
+            length = (data[0] << 16) | (data[1] << 8) | data[2]
+            ftype = data[3]
+            if self._first:
+                # RFC 9113 §3.4: the preface's first frame must be SETTINGS (this also turns
+                # an HTTP/1.1 answer or random bytes into a plain PROTOCOL_ERROR).
+                if ftype != 0x4:
+                    raise h2.exceptions.ProtocolError(
+                        "the connection preface did not start with a SETTINGS frame"
+                    )
+                self._first = False
+            if length > self.max_frame_size:
+                raise h2.exceptions.FrameTooLargeError(
+                    f"Received overlong frame: length {length}, max {self.max_frame_size}"
+                )
+            fixed = _FIXED_LENGTHS.get(ftype)
+            if fixed is not None and not fixed(length, data[4]):
+                # hyperframe reports these as "non-compliant data" (PROTOCOL_ERROR); RFC 9113
+                # §6 calls each a FRAME_SIZE_ERROR.
+                raise h2.exceptions.FrameDataMissingError(
+                    f"frame of type {ftype:#x} has an invalid length {length}"
+                )
+        return super().__next__()
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        result = super()._update_header_buffer(f)
+        pending = self._headers_buffer
+        if pending and sum(len(x.data) for x in pending) > self.max_header_block:
+            raise h2.exceptions.DenialOfServiceError(
+                f"header block exceeds {self.max_header_block} bytes while being assembled"
+            )
+        return result
+
+
+def _check_quiet_receive() -> bool:
+    """True if h2's ``_receive_frame`` is the 4.4 method H2._receive_frame mirrors."""
+    try:
+        src = inspect.getsource(h2.connection.H2Connection._receive_frame)
+    except (OSError, TypeError):
+        return False
+    needed = ("_frame_dispatch_table[frame.__class__]", "_stream_is_closed_by_reset",
+              "_stream_is_closed_by_end", "StreamIDTooLowError", 'trace("Received frame')
+    return SUPPORTED and all(n in src for n in needed) and src.count(
+        "except") == 2
+
+
+_QUIET_RECEIVE = _check_quiet_receive()
+
+
+_RST_FRAME = hyperframe.frame.RstStreamFrame
+_h2_prepare_for_sending = h2.connection.H2Connection._prepare_for_sending
+
+
+class H2(h2.connection.H2Connection):
+    """h2's connection with what RFC 9113 and DESIGN.md §7 need and h2 4.4 lacks.
+
+    - GOAWAY (§6.8): stock h2 moves to CLOSED on a received GOAWAY (dropping queued output and
+      refusing every later frame). A *graceful* one (NO_ERROR) must let streams at or below its
+      last stream id finish, so here it only raises the event; :meth:`send_graceful_goaway`
+      announces one without closing h2's state machine.
+    - Excess streams (§5.1.2): h2 answers a stream beyond SETTINGS_MAX_CONCURRENT_STREAMS with
+      a connection error; RFC 9113 says REFUSED_STREAM. The header block is still decoded so
+      the HPACK state stays in sync.
+    - Every RST_STREAM h2 emits by itself (frames on closed streams, flow-control errors,
+      refused streams) is counted in ``auto_resets``, so the connection can hold the peer to
+      a reset budget; resets the application asks for are not counted.
+    """
+
+    auto_resets = 0
+    _app_reset = False
+
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        # Upper bounds of open streams by id parity, and when to prune closed streams next.
+        self._upper = [0, 0]
+        self._prune_at = 128
+
+    # h2 counts open streams by walking every stream it holds (and prunes closed ones) each
+    # time a stream is opened: O(n) per stream, O(n²) for a busy connection, and the biggest
+    # cost of a server answering 100 concurrent small requests. h2 only ever asks "would one
+    # more exceed the limit?", so an upper bound below the limit answers without a walk; the
+    # exact walk (which also prunes) runs near the limit or when the stream table has doubled.
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
+        stream = super()._begin_new_stream(stream_id, allowed_ids)
+        self._upper[stream_id % 2] += 1
+        if SUPPORTED:
+            _h2headers.install(stream)
+        return stream
+
+    def _count_open(self, parity: int, limit: int) -> int:
+        upper = self._upper[parity]
+        if upper < limit and len(self.streams) < self._prune_at:
+            return upper
+        exact = self._open_streams(parity)
+        self._upper[parity] = exact
+        self._prune_at = max(128, 2 * len(self.streams))
+        return exact
+
+    @property
+    def open_inbound_streams(self) -> int:
+        """An upper bound of open peer-initiated streams, exact near the limit (see above)."""
+        parity = 0 if self.config.client_side else 1
+        return self._count_open(parity, self.local_settings.max_concurrent_streams)
+
+    @property
+    def open_outbound_streams(self) -> int:
+        """An upper bound of open streams we initiated, exact near the limit (see above)."""
+        parity = 1 if self.config.client_side else 0
+        return self._count_open(parity, self.remote_settings.max_concurrent_streams)
+
+    def _receive_frame(self, frame: Any) -> Any:
+        # h2 4.x starts this method with logger.trace("Received frame: %s", repr(frame)): the
+        # repr is built for every frame even when the logger is h2's no-op DummyLogger, and it
+        # costs more than the rest of the method for small frames. With the DummyLogger (the
+        # only logger aioh2s configures) this is h2 4.4's method without that line; with any
+        # other logger, or an h2 this was not checked against, it is h2's own method.
+        if not _QUIET_RECEIVE or self.config.logger.__class__ is not h2.config.DummyLogger:
+            return super()._receive_frame(frame)
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except h2.exceptions.StreamClosedError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = hyperframe.frame.RstStreamFrame(e.stream_id)
+                f.error_code = e.error_code
+                self._prepare_for_sending([f])
+                events = e._events
+            else:
+                raise
+        except h2.exceptions.StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                f = hyperframe.frame.RstStreamFrame(e.stream_id)
+                f.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([f])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise h2.exceptions.StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
+    def _receive_goaway_frame(self, frame: Any) -> Any:
+        if frame.error_code != 0:
+            return super()._receive_goaway_frame(frame)
+        ev = h2.events.ConnectionTerminated()
+        ev.error_code = ErrorCodes.NO_ERROR
+        ev.last_stream_id = frame.last_stream_id
+        ev.additional_data = frame.additional_data or None
+        return [], [ev]
+
+    def _receive_headers_frame(self, frame: Any) -> Any:
+        try:
+            return super()._receive_headers_frame(frame)
+        except h2.exceptions.TooManyStreamsError:
+            # Raised before h2 decoded the block or touched any state: refuse the stream but
+            # decode the block, so the HPACK state stays in sync with the peer's encoder.
+            sid = frame.stream_id
+            if sid in self._closed_streams:
+                # More HEADERS (trailers) for a stream we refused or reset, sent before the peer
+                # saw our RST: a stream error, as h2 answers it below the limit. Decode first to
+                # keep HPACK in sync.
+                _h2_decode_headers(self.decoder, frame.data)
+                raise h2.exceptions.StreamClosedError(sid) from None
+            if sid <= self.highest_inbound_stream_id or sid % 2 == 0 or self.config.client_side:
+                raise  # not a new peer stream: let h2's connection error stand
+            _h2_decode_headers(self.decoder, frame.data)
+            self.highest_inbound_stream_id = sid
+            self._closed_streams[sid] = StreamClosedBy.SEND_RST_STREAM
+            rst = hyperframe.frame.RstStreamFrame(sid)
+            rst.error_code = ErrorCodes.REFUSED_STREAM
+            return [rst], []
+        except h2.exceptions.DenialOfServiceError:
+            raise
+        except h2.exceptions.ProtocolError as e:
+            # h2 reports undecodable header blocks as PROTOCOL_ERROR; RFC 9113 §4.3 says
+            # COMPRESSION_ERROR (the HPACK context can no longer be trusted).
+            if isinstance(e.__cause__, (hpack.HPACKError, IndexError)):
+                raise _CompressionError(str(e)) from e
+            raise
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        # Runs for every frame batch h2 queues: kept to a plain loop and a direct call.
+        if not self._app_reset:
+            for f in frames:
+                if f.__class__ is _RST_FRAME:
+                    self.auto_resets += 1
+        _h2_prepare_for_sending(self, frames)
+
+    def app_reset_stream(self, stream_id: int, error_code: int) -> None:
+        """``reset_stream`` on the application's behalf (not counted as peer abuse)."""
+        self._app_reset = True
+        try:
+            self.reset_stream(stream_id, error_code)
+        finally:
+            self._app_reset = False
+
+    def send_graceful_goaway(self, last_stream_id: int) -> None:
+        f = hyperframe.frame.GoAwayFrame(0)
+        f.last_stream_id = last_stream_id
+        f.error_code = ErrorCodes.NO_ERROR
+        self._prepare_for_sending([f])
+
+
+def new_h2(client: bool, config: Config) -> H2:
+    """An H2Connection with our settings, our limits, and without per-frame repr costs."""
+    h2config = h2.config.H2Configuration(
+        client_side=client,
+        header_encoding=None,
+        validate_inbound_headers=True,
+        normalize_inbound_headers=True,
+        # headers.to_wire() checks and normalises what we send, at a fraction of the cost.
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+    conn = H2(config=h2config)
+    sc = h2.settings.SettingCodes
+    initial: dict[Any, int] = {
+        sc.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
+        sc.INITIAL_WINDOW_SIZE: config.stream_window,
+        sc.MAX_FRAME_SIZE: config.max_frame_size,
+        sc.MAX_HEADER_LIST_SIZE: config.max_header_list_size,
+        # RFC 9113 §5.3.2: we do not use RFC 7540 priorities.
+        0x9: 1,
+    }
+    if client:
+        # h2's client default is ENABLE_PUSH=1; we never accept pushes.
+        initial[sc.ENABLE_PUSH] = 0
+    conn.local_settings = h2.settings.Settings(client=client, initial_values=initial)
+    conn.max_inbound_frame_size = config.max_frame_size
+    buf = _GuardedFrameBuffer(server=not client)
+    buf.max_frame_size = config.max_frame_size
+    buf.max_header_block = config.header_block_limit
+    conn.incoming_buffer = buf
+    conn.decoder.max_header_list_size = config.max_header_list_size
+    return conn
+

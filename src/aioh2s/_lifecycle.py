@@ -1,0 +1,406 @@
+"""How a connection ends: graceful GOAWAY, grace period, linger, timers, and teardown.
+
+Theory of operation
+-------------------
+The moves between connection states are the table ``_state.LIFE_MOVES``; every move goes
+through :meth:`Lifecycle.enter`, which refuses one the table does not list.
+
+Graceful close (RFC 9113 §6.8), started by :meth:`Lifecycle.start_close`:
+
+1. A server first sends a PING and GOAWAY(2^31-1): "stop opening streams". Streams the
+   client opened before it saw that are still processed. When the PING's ACK arrives (one
+   round trip: every such stream has arrived by then) or after at most a second, the final
+   GOAWAY names the last stream we processed; later streams are refused (REFUSED_STREAM,
+   safe to retry). A client takes no streams, so it sends the final GOAWAY at once.
+2. Open streams may finish until the grace period ends; then they are reset (CANCEL). A
+   second ``start_close`` with a shorter grace shortens it.
+3. With no stream left, the connection *lingers*: our write side is shut (TCP FIN after the
+   buffered bytes; on TLS, close_notify) and we read and discard until the peer closes,
+   at most ``linger`` seconds (or the rest of the grace period, if longer): closing a socket
+   with unread input makes the kernel send a reset, which can destroy our GOAWAY before the
+   peer reads it.
+
+A received graceful GOAWAY fails our streams above its last stream id (not processed: safe to
+retry), lets the others finish, refuses new requests with a retry-safe
+``ConnectionTerminated``, and then ends the same way. A GOAWAY with an error ends at once.
+
+Teardown (:meth:`Lifecycle.fail`) is written so that no step can stop the steps after it:
+the closed signal is set and every waiter failed even if the transport misbehaves. (asyncio's
+SSL transport on 3.11+ drops its protocol when ``close()`` is called a second time, and any
+later call but ``abort()``/``is_closing()`` then raises AttributeError.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from h2.errors import ErrorCodes
+from h2.events import ConnectionTerminated as GoAwayReceived
+
+from ._state import LIFE_MOVES, Life
+from .errors import ConnectionClosed, ConnectionTerminated, ProtocolError
+
+if TYPE_CHECKING:
+    from ._h2ext import H2
+    from ._stream import Stream
+    from .config import Config
+
+__all__ = ["Lifecycle", "not_sent"]
+
+log = logging.getLogger("aioh2s")
+
+_SHUTDOWN_RTT = 1.0  # seconds to wait for the §6.8 PING's ACK before the final GOAWAY
+
+
+def not_sent(err: ConnectionClosed) -> ConnectionClosed:
+    """The error for a request refused before it was sent: always safe to retry."""
+    text = str(err).split("; stream ")[0]
+    copy = type(err)(
+        f"{text}; the request was not sent and is safe to retry on a new connection",
+        err.error_code, err.last_stream_id, True,
+    )
+    copy.__cause__ = err.__cause__
+    return copy
+
+
+def _goaway_error(ev: GoAwayReceived) -> ConnectionTerminated:
+    code = ev.error_code or 0
+    last = ev.last_stream_id or 0
+    extra = ""
+    if ev.additional_data:
+        extra = ": " + ev.additional_data[:200].decode("utf-8", "replace")
+    try:
+        name = ErrorCodes(code).name
+    except ValueError:
+        name = hex(code)
+    return ConnectionTerminated(
+        f"the peer sent GOAWAY with {name} (last stream id {last}){extra}", code, last
+    )
+
+
+class Lifecycle:
+    """Closing and ending a connection (a mixin of ``Connection``, which owns the state)."""
+
+    loop: asyncio.AbstractEventLoop
+    client: bool
+    h2: H2
+    config: Config
+    life: Life
+    transport: asyncio.WriteTransport
+    _writer: asyncio.StreamWriter
+    streams: dict[int, Stream]
+    error: ConnectionClosed | None
+    closing_error: ConnectionClosed | None
+    goaway_sent: int | None
+    _shutdown_timer: asyncio.TimerHandle | None
+    _grace_timer: asyncio.TimerHandle | None
+    _grace_deadline: float | None
+    _linger_timer: asyncio.TimerHandle | None
+    _handshake_timer: asyncio.TimerHandle | None
+    _timer_task: asyncio.Task[None] | None
+    _reader_task: asyncio.Task[None] | None
+    _drain_task: asyncio.Task[None] | None
+    _flush_handle: asyncio.Handle | None
+    _sendable: collections.deque[Stream]
+    _slot_waiters: collections.deque[asyncio.Future[bool]]
+    _ping_waiters: dict[bytes, asyncio.Future[float]]
+    _remote_settings: asyncio.Future[None]
+    _closed_fut: asyncio.Future[None]
+    idle_since: float | None
+    last_activity: float
+
+    if TYPE_CHECKING:
+        def flush(self) -> None: ...
+        def reset_stream(self, s: Stream, code: int) -> None: ...
+        async def ping(self, timeout: float | None = None) -> float: ...
+        def get_extra_info(self, name: str, default: Any = None) -> Any: ...
+
+    @property
+    def closed(self) -> bool:
+        """The connection has ended (every stream failed, the transport closed or closing)."""
+        return self.life is Life.CLOSED
+
+    @property
+    def closing(self) -> bool:
+        """No new streams: GOAWAY was sent or received, or the connection ended."""
+        return self.life is not Life.OPEN and self.life is not Life.NEW
+
+    def enter(self, new: Life) -> None:
+        """Move to ``new``; a move ``LIFE_MOVES`` does not list is a bug in aioh2s."""
+        if new is self.life:
+            return
+        if new not in LIFE_MOVES[self.life]:
+            raise RuntimeError(f"aioh2s bug: connection cannot go from {self.life} to {new}")
+        self.life = new
+
+    # -- graceful close ------------------------------------------------------------------------
+
+    def start_close(self, grace: float | None = None) -> None:
+        """Graceful close (see the module docstring); ``grace`` defaults to ``config.grace``.
+
+        Calling it again with a shorter grace period shortens the one in force.
+        """
+        if self.life is Life.CLOSED or self.life is Life.LINGER:
+            return
+        if self.life is Life.NEW:
+            # The front door is still reading the first bytes: no HTTP/2 was spoken, so there
+            # is nothing to say goodbye to (a GOAWAY may not be the first frame, §3.4).
+            self.fail(ConnectionClosed("the server closed the connection before it started"))
+            return
+        g = self.config.grace if grace is None else max(0.0, grace)
+        deadline = time.monotonic() + g
+        if self._grace_deadline is None or deadline < self._grace_deadline:
+            if self._grace_timer is not None:
+                self._grace_timer.cancel()
+            self._grace_timer = self.loop.call_later(g, self._grace_expired)
+            self._grace_deadline = deadline
+        self.enter(Life.CLOSING)
+        if self.closing_error is None:
+            self.closing_error = ConnectionClosed(
+                "the connection is closing (this side sent GOAWAY)", 0, None, True
+            )
+        self._fail_slot_waiters()
+        if self.goaway_sent is None and self._shutdown_timer is None:
+            if self.client or g == 0:
+                self._send_final_goaway()
+            else:
+                self._warn_of_goaway(min(_SHUTDOWN_RTT, g))
+        self.maybe_finish_close()
+
+    def _warn_of_goaway(self, wait: float) -> None:
+        # PING before GOAWAY: stock h2 (and so httpx) takes no frame but GOAWAY once it has
+        # received one; the ACK still proves that every stream sent before it has arrived.
+        opaque = b"aioh2s\x00\x01"
+        fut: asyncio.Future[float] = self.loop.create_future()
+        self._ping_waiters[opaque] = fut
+        fut.add_done_callback(lambda _: self._send_final_goaway())
+        self.h2.ping(opaque)
+        self.h2.send_graceful_goaway(2**31 - 1)
+        self._shutdown_timer = self.loop.call_later(wait, self._send_final_goaway)
+        self.flush()
+
+    def _send_final_goaway(self) -> None:
+        if self._shutdown_timer is not None:
+            self._shutdown_timer.cancel()
+            self._shutdown_timer = None
+        if self.goaway_sent is not None or not self.life.may_write:
+            return
+        last = self.h2.highest_inbound_stream_id
+        self.goaway_sent = last
+        self.h2.send_graceful_goaway(last)
+        self.flush()
+        self.maybe_finish_close()
+
+    def _grace_expired(self) -> None:
+        self._grace_timer = None
+        if not self.life.may_write:
+            return
+        self._send_final_goaway()
+        for s in list(self.streams.values()):
+            self.reset_stream(s, ErrorCodes.CANCEL)
+        self.maybe_finish_close()
+
+    def maybe_finish_close(self) -> None:
+        """Closing, final GOAWAY out (or the peer said goodbye first), no streams: linger."""
+        if self.life is not Life.CLOSING or self.streams or self._shutdown_timer is not None:
+            return
+        if self.goaway_sent is None:
+            self._send_final_goaway()  # the peer's GOAWAY started this: answer it
+            if self.life is not Life.CLOSING:
+                return
+        self.flush()
+        self.enter(Life.LINGER)
+        for timer in (self._grace_timer, self._handshake_timer):
+            if timer is not None:
+                timer.cancel()
+        linger = self.config.linger
+        if self._grace_deadline is not None:
+            # Responses may still sit in the transport's buffer: they get the rest of the grace
+            # period to drain before the hard abort.
+            linger = max(linger, self._grace_deadline - time.monotonic())
+        self._linger_timer = self.loop.call_later(linger, self._linger_expired)
+        t = self.transport
+        if t.is_closing():
+            return
+        if t.can_write_eof():
+            t.write_eof()
+        else:
+            t.close()  # TLS: close_notify after the buffered bytes; asyncio then waits
+
+    def _linger_expired(self) -> None:
+        self._linger_timer = None
+        self.fail(self.ended_error("the connection was closed"), abort=True)
+
+    def ended_error(self, text: str) -> ConnectionClosed:
+        """The connection's error when it ends for ``text``, keeping a GOAWAY's reason."""
+        if self.closing_error is not None:
+            return self.closing_error
+        return ConnectionClosed(text)
+
+    def on_goaway(self, ev: GoAwayReceived) -> None:
+        err = _goaway_error(ev)
+        if err.error_code != ErrorCodes.NO_ERROR:
+            self.abort(err, None)
+            return
+        # Graceful: streams we opened above `last` were not processed (safe to retry); the
+        # others may finish. No new streams from here on.
+        if self.life is Life.OPEN:
+            self.enter(Life.CLOSING)
+        if self.closing_error is None or not isinstance(self.closing_error, ConnectionTerminated):
+            self.closing_error = err
+        last = err.last_stream_id or 0
+        mine = 1 if self.client else 0
+        for s in list(self.streams.values()):
+            if s.id > last and s.id % 2 == mine:
+                s.fail(err.for_stream(s.id))
+        self._fail_slot_waiters()
+        self.maybe_finish_close()
+
+    def _fail_slot_waiters(self) -> None:
+        for fut in self._slot_waiters:
+            if not fut.done():
+                fut.set_result(False)
+        self._slot_waiters.clear()
+
+    # -- keepalive and idle timeout ------------------------------------------------------------
+
+    def start_timers(self) -> None:
+        cfg = self.config
+        if cfg.keepalive_interval is not None or (cfg.idle_timeout is not None and not self.client):
+            self._timer_task = self.loop.create_task(self._timers())
+
+    async def _timers(self) -> None:
+        cfg = self.config
+        interval = cfg.keepalive_interval
+        idle = cfg.idle_timeout if not self.client else None  # a client decides for itself
+        tick = min(x for x in (interval, idle) if x is not None) / 4
+        while self.life.may_write:
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if idle is not None and self.idle_since is not None and now - self.idle_since >= idle:
+                log.debug("aioh2s: idle for %.1f s, closing", now - self.idle_since)
+                self.start_close()
+                return
+            if interval is not None and now - self.last_activity >= interval:
+                try:
+                    await self.ping(timeout=cfg.keepalive_timeout)
+                except asyncio.TimeoutError:
+                    self.abort(
+                        ConnectionClosed(
+                            f"keepalive PING not answered within {cfg.keepalive_timeout} s"
+                        ),
+                        ErrorCodes.NO_ERROR,
+                    )
+                    return
+                except ConnectionClosed:
+                    return
+
+    # -- ending the connection -----------------------------------------------------------------
+
+    def abort(self, exc: ConnectionClosed | ProtocolError, code: int | None) -> None:
+        """End the connection now: optional GOAWAY(code), flush, fail everything, close."""
+        if not self.life.may_write:
+            if self.life is not Life.CLOSED:
+                self.fail(_as_closed(exc))
+            return
+        if code is not None and not (code == ErrorCodes.NO_ERROR and self.goaway_sent is not None):
+            try:
+                self.h2.close_connection(error_code=code)
+            except Exception:  # noqa: BLE001 - h2 may refuse in its CLOSED state; we end anyway
+                pass
+        t = self.transport
+        if not t.is_closing():
+            data = self.h2.data_to_send()
+            if data:
+                t.write(data)
+        self.fail(_as_closed(exc))
+
+    def close_now(self, code: int = ErrorCodes.NO_ERROR) -> None:
+        """Send GOAWAY(code) and close at once, failing open streams."""
+        self.abort(ConnectionClosed("the connection was closed locally", code), code)
+
+    def fail(self, exc: ConnectionClosed, *, abort: bool = False) -> None:
+        """Teardown: every stream and waiter fails with ``exc``; the transport is closed.
+
+        ``abort`` drops what the transport still buffers (the peer had its chance).
+        """
+        if self.life is Life.CLOSED:
+            return
+        self.life = Life.CLOSED  # from any state (LIFE_MOVES allows CLOSED from all)
+        self.error = exc
+        try:
+            self._stop_timers()
+            for s in list(self.streams.values()):
+                s.fail(exc.for_stream(s.id))
+            self.streams.clear()
+            self._sendable.clear()
+            self._fail_slot_waiters()
+            for pfut in self._ping_waiters.values():
+                if not pfut.done():
+                    pfut.set_exception(exc)
+                    pfut.exception()  # mark retrieved: nobody may be awaiting it any more
+            self._ping_waiters.clear()
+            if not self._remote_settings.done():
+                self._remote_settings.set_exception(exc)
+                self._remote_settings.exception()
+            self._close_transport(abort)
+        finally:
+            current = asyncio.current_task()
+            for task in (self._reader_task, self._drain_task, self._timer_task):
+                if task is not None and task is not current and not task.done():
+                    task.cancel()
+            if not self._closed_fut.done():
+                self._closed_fut.set_result(None)
+
+    def _stop_timers(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        for timer in (self._handshake_timer, self._grace_timer, self._shutdown_timer,
+                      self._linger_timer):
+            if timer is not None:
+                timer.cancel()
+        self._handshake_timer = self._grace_timer = self._shutdown_timer = None
+        self._linger_timer = None
+
+    def _close_transport(self, abort: bool) -> None:
+        t = self.transport
+        if t.is_closing():
+            # asyncio closed it (the peer is gone) or we did while lingering: only abort() is
+            # still safe to call on it.
+            if abort:
+                t.abort()
+            return
+        if abort:
+            t.abort()
+            return
+        t.close()
+        # close() waits for the buffer to drain (and TLS for the peer's close_notify); a peer
+        # that never reads or answers must not keep the socket open for long.
+        self.loop.call_later(self.config.linger, t.abort)
+
+    async def wait_closed(self) -> None:
+        """Wait until the connection ended and the reader task finished."""
+        await asyncio.shield(self._closed_fut)
+        task = self._reader_task
+        if task is not None and task is not asyncio.current_task():
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+        try:
+            await self._writer.wait_closed()
+        except (ConnectionError, OSError):
+            pass
+
+
+def _as_closed(exc: ConnectionClosed | ProtocolError) -> ConnectionClosed:
+    if isinstance(exc, ConnectionClosed):
+        return exc
+    err = ConnectionClosed(str(exc), exc.error_code)
+    err.__cause__ = exc
+    return err

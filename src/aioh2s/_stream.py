@@ -1,0 +1,420 @@
+"""One HTTP/2 stream: its two state machines, its buffers and the futures the application awaits.
+
+Theory of operation
+-------------------
+A :class:`Stream` is owned by its connection (``_connection.Connection``) and is the only
+place where the state of one stream lives. The public ``H2StreamReader``/``H2StreamWriter``
+(streams.py) are views of it, and the connection's event dispatch calls the ``on_*`` methods
+here when frames arrive. The states and what each operation may do in each of them are the
+tables in ``_state.py``; this module applies them.
+
+Inbound: DATA lands in ``buf``; nothing is acknowledged to the peer on arrival. Bytes are
+acknowledged (window granted back) when the application *consumes* them, or earlier when a
+read asks for more than is buffered (``wait_buffered``): ``credit`` counts the buffered bytes
+already granted, so every byte is granted exactly once. A wait that is cancelled therefore
+loses nothing: the bytes stay in ``buf`` for the next read, as in asyncio's StreamReader.
+
+Outbound: ``write()`` only queues (``out``); the connection's pump moves queued bytes into
+DATA frames as windows allow and calls :meth:`on_send_ended` when END_STREAM was handed to h2.
+
+Every public operation checks the state table *before* changing anything, so a call that
+raises (a forbidden trailer, a write after the end) leaves the stream exactly as it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from typing import TYPE_CHECKING
+
+from ._state import Recv, Send, check_send, recv_terminal, send_terminal
+from .errors import LocalProtocolError, StreamReset
+from .headers import REQUEST, RESPONSE, TRAILERS, Headers, HeadersLike, to_wire
+
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["Stream"]
+
+
+async def wait_in(waiters: list[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
+    """Wait on ``fut`` while it is listed in ``waiters`` (for whoever wakes them all)."""
+    waiters.append(fut)
+    try:
+        await fut
+    finally:
+        if fut in waiters:
+            waiters.remove(fut)
+
+
+def _wake(fut: asyncio.Future[None] | None) -> None:
+    if fut is not None and not fut.done():
+        fut.set_result(None)
+
+
+def _wake_all(waiters: list[asyncio.Future[None]] | None) -> None:
+    for f in waiters or ():
+        _wake(f)
+
+
+def _cancel(task: asyncio.Task[None]) -> None:
+    if not task.done():
+        task.cancel()
+
+
+class Stream:
+    """Everything about one HTTP/2 stream; owned by its connection."""
+
+    # Slots: a server may hold thousands of idle streams; this keeps each one small.
+    __slots__ = (
+        "conn", "id", "send", "recv", "send_error", "recv_error", "headers", "informational",
+        "trailers", "buf", "credit", "unflowed", "_in_waiter", "headers_sent", "out",
+        "out_size", "trailers_out", "queued", "_drain_waiters", "_sent_waiters", "task",
+    )
+
+    def __init__(self, conn: Connection, stream_id: int) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.send = Send.IDLE
+        self.recv = Recv.OPEN
+        #: Why each side died (set together with the RESET state of that side).
+        self.send_error: BaseException | None = None
+        self.recv_error: BaseException | None = None
+        # Inbound: headers, body buffer, trailers.
+        self.headers: Headers | None = None  # request headers (server) / final response (client)
+        self.informational: list[Headers] | None = None  # 1xx responses (client), made on the first
+        self.trailers: Headers | None = None
+        self.buf = bytearray()
+        self.credit = 0  # bytes at the front of buf already granted back to the peer
+        self.unflowed = False  # body arrived outside flow control (h2c Upgrade): never ack
+        self._in_waiter: asyncio.Future[None] | None = None
+        # Outbound.
+        self.headers_sent = False  # final headers went out (a fact, kept after a reset)
+        self.out: collections.deque[memoryview] | None = None  # created on first write
+        self.out_size = 0
+        self.trailers_out: list[tuple[bytes, bytes]] | None = None  # sent when ENDING drains
+        self.queued = False  # in the connection's round-robin
+        # Waiter lists are created on first use: most streams never need them.
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._sent_waiters: list[asyncio.Future[None]] | None = None
+        # Server: the handler task serving this stream (cancelled if it outlives a reset).
+        self.task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.id} send={self.send.name} recv={self.recv.name}>"
+
+    @property
+    def closed(self) -> bool:
+        """Both directions are over: the stream has left its connection's table."""
+        return send_terminal(self.send) and recv_terminal(self.recv)
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that ended this stream, if any (either direction)."""
+        return self.recv_error or self.send_error
+
+    # -- inbound: what the application calls ---------------------------------------------------
+
+    async def wait_inbound(self) -> None:
+        """Wait until headers, data, end of stream or an error arrive."""
+        if self._in_waiter is not None and not self._in_waiter.done():
+            raise RuntimeError(
+                f"another coroutine is already waiting for data on stream {self.id}"
+            )
+        fut = self.conn.loop.create_future()
+        self._in_waiter = fut
+        try:
+            await fut
+        finally:
+            self._in_waiter = None
+
+    async def wait_readable(self) -> None:
+        """Return when body bytes are buffered or the body ended; raise the stream's error."""
+        while True:
+            if self.recv_error is not None:
+                raise self.recv_error
+            if self.buf or self.recv is Recv.ENDED:
+                return
+            await self.wait_inbound()
+
+    async def wait_buffered(self, n: int | None) -> None:
+        """Return when ``n`` bytes (``None``: the whole body) are buffered or the body ended.
+
+        While it waits it grants the peer window for what is buffered, so a request for more
+        than one stream window can complete; nothing is consumed, so a cancelled wait loses
+        nothing. Memory stays bounded by what the application asked for plus one window.
+        """
+        while True:
+            if self.recv_error is not None:
+                raise self.recv_error
+            if self.recv is Recv.ENDED or (n is not None and len(self.buf) >= n):
+                return
+            self.grant_buffered()
+            await self.wait_inbound()
+
+    def consume(self, n: int) -> bytes:
+        """Take up to ``n`` buffered bytes and grant the peer that much window again."""
+        buf = self.buf
+        if n >= len(buf):
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(memoryview(buf)[:n])  # one copy, not two (as asyncio's read)
+            del buf[:n]
+        taken = len(data)
+        if taken:
+            granted = min(taken, self.credit)
+            self.credit -= granted
+            if taken > granted:
+                self.conn.acknowledge(self, taken - granted)
+        return data
+
+    def grant_buffered(self) -> None:
+        """Grant window for every buffered byte not granted yet (they stay buffered)."""
+        n = len(self.buf) - self.credit
+        if n > 0:
+            self.credit += n
+            self.conn.acknowledge(self, n)
+
+    def release_buffered(self) -> None:
+        """Drop unread bytes and give their window back to the peer.
+
+        Unread bytes count against the connection window too: kept unacknowledged, a few
+        abandoned streams would stall every other stream on the connection.
+        """
+        if self.buf:
+            self.grant_buffered()
+            self.buf.clear()
+            self.credit = 0
+
+    def abandon(self) -> None:
+        """The application reads no more: release buffered bytes now, discard later ones."""
+        if self.recv is Recv.OPEN:
+            self.recv = Recv.DISCARDING
+        self.release_buffered()
+        self._discard_rest()
+
+    # -- inbound: what the connection's dispatch calls -----------------------------------------
+
+    def on_data(self, data: bytes) -> bool:
+        """Buffer received body bytes; False if nobody will read them (ack them at once)."""
+        if self.recv is not Recv.OPEN:
+            return False
+        self.buf += data
+        _wake(self._in_waiter)
+        return True
+
+    def on_headers(self, kind: str, headers: Headers) -> None:
+        """Response, 1xx or trailers arrived (request headers are set when the stream is made)."""
+        if kind == "response":
+            self.headers = headers
+        elif kind == "informational":
+            if self.informational is None:
+                self.informational = []
+            self.informational.append(headers)
+        else:
+            self.trailers = headers
+        _wake(self._in_waiter)
+
+    def on_end(self) -> None:
+        """END_STREAM received."""
+        if self.recv is Recv.OPEN or self.recv is Recv.DISCARDING:
+            self.recv = Recv.ENDED
+        _wake(self._in_waiter)
+        self._check_closed()
+
+    # -- outbound: what the application calls --------------------------------------------------
+
+    def send_headers(self, headers: HeadersLike, end_stream: bool = False) -> None:
+        """Send final (or, on a server, 1xx) headers; validated before anything changes."""
+        if check_send("send_headers", self.send, self.id) == "error":
+            self._raise_if_reset()
+        client = self.conn.client
+        wire = to_wire(headers, REQUEST if client else RESPONSE)
+        informational = not client and _is_informational(wire)
+        if informational and end_stream:
+            raise LocalProtocolError(
+                f"a 1xx response cannot end stream {self.id}: send a final response"
+            )
+        self.conn.send_headers(self, wire, end_stream)  # raises before h2 changed anything
+        if informational:
+            return
+        self.headers_sent = True
+        if end_stream:
+            self.on_send_ended()
+        else:
+            self.send = Send.OPEN
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue body bytes; dropped silently on a reset stream (drain() raises)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        if check_send("write", self.send, self.id) != "ok":
+            return
+        n = len(data)
+        if not n:
+            return
+        out = self.out
+        if out is None:
+            out = self.out = collections.deque()
+        # bytes are immutable and can be queued as they are; anything else may be changed by
+        # the caller after write() returns, so it is copied (as asyncio's transports do).
+        out.append(memoryview(data if type(data) is bytes else bytes(data)))
+        self.out_size += n
+        self.conn.want_send(self)
+
+    def end(self, trailers: HeadersLike | None = None) -> None:
+        """Queue the end of our side: END_STREAM after the queued body, with trailers if given."""
+        if check_send("end", self.send, self.id) != "ok":
+            return
+        wire = to_wire(trailers, TRAILERS) if trailers is not None else None
+        self.trailers_out = wire
+        self.send = Send.ENDING
+        self.conn.want_send(self)
+
+    def take(self, n: int) -> bytes:
+        """Dequeue up to ``n`` bytes of the outbound body (only called when out_size > 0)."""
+        out = self.out
+        assert out is not None
+        first = out[0]
+        if len(first) > n:
+            out[0] = first[n:]
+            data = bytes(first[:n])
+        elif len(first) == n or len(out) == 1:
+            out.popleft()
+            data = bytes(first)
+        else:
+            parts = []
+            need = n
+            while need and out:
+                chunk = out[0]
+                if len(chunk) > need:
+                    parts.append(chunk[:need])
+                    out[0] = chunk[need:]
+                    need = 0
+                else:
+                    parts.append(chunk)
+                    out.popleft()
+                    need -= len(chunk)
+            data = b"".join(parts)
+        self.out_size -= len(data)
+        return data
+
+    async def drain(self) -> None:
+        """Wait until queued bytes are at or below the low-water mark and the transport flows.
+
+        Always yields to the event loop at least once, and raises the stream's error once
+        our side was reset: a loop of ``write(); await drain()`` can neither spin nor go on
+        writing into a dead stream.
+        """
+        conn = self.conn
+        self._raise_if_reset()
+        if self.send is Send.ENDED or (
+            self.out_size <= conn.config.write_high_water and not conn.write_blocked
+        ):
+            # Like asyncio's drain() on a transport that is not paused, but yielding once so a
+            # writer in a tight loop cannot starve the event loop. A side that ended has
+            # handed everything to h2: nothing of it is left to wait for.
+            await asyncio.sleep(0)
+        else:
+            low = conn.config.write_low_water
+            while self.send is not Send.RESET and (self.out_size > low or conn.write_blocked):
+                if self._drain_waiters is None:
+                    self._drain_waiters = []
+                await wait_in(self._drain_waiters, conn.loop.create_future())
+        self._raise_if_reset()
+
+    def _raise_if_reset(self) -> None:
+        if self.send is Send.RESET:
+            assert self.send_error is not None
+            raise self.send_error
+
+    def wake_drain(self) -> None:
+        if self._drain_waiters and (
+            self.send is Send.RESET
+            or (self.out_size <= self.conn.config.write_low_water and not self.conn.write_blocked)
+        ):
+            _wake_all(self._drain_waiters)
+
+    async def wait_sent(self) -> None:
+        """Wait until our side ended (END_STREAM handed over); raise if it was reset first."""
+        while not send_terminal(self.send):
+            if self._sent_waiters is None:
+                self._sent_waiters = []
+            await wait_in(self._sent_waiters, self.conn.loop.create_future())
+        self._raise_if_reset()
+
+    # -- outbound: what the connection's pump calls --------------------------------------------
+
+    def on_send_ended(self) -> None:
+        """END_STREAM (with the trailers, if any) was handed to h2: our side is over."""
+        self.send = Send.ENDED
+        self.trailers_out = None
+        _wake_all(self._sent_waiters)
+        _wake_all(self._drain_waiters)
+        if not self._discard_rest():
+            self._check_closed()
+
+    def _discard_rest(self) -> bool:
+        """Server, RFC 9113 §8.1: after a complete response, stop an unwanted request body.
+
+        True if the stream was reset with NO_ERROR for that reason.
+        """
+        if (
+            self.send is Send.ENDED
+            and self.recv is Recv.DISCARDING
+            and not self.conn.client
+        ):
+            self.conn.reset_stream(self, 0)
+            return True
+        return False
+
+    # -- ending --------------------------------------------------------------------------------
+
+    def fail(self, exc: BaseException, *, receiving: bool = True) -> None:
+        """The stream died: every side still alive moves to RESET with ``exc``.
+
+        ``receiving=False`` ends only our sending side (RFC 9113 §8.1 on a client: the server
+        wants no more request body, and its complete response stays readable). A side that
+        already ended cleanly keeps its state: what it sent was handed over, what it received
+        and the application read is not undone. Buffered bytes not yet read are dropped.
+        """
+        changed = False
+        if not send_terminal(self.send):
+            self.send = Send.RESET
+            self.send_error = exc
+            self.out = None
+            self.out_size = 0
+            self.trailers_out = None
+            changed = True
+        if receiving and self.recv is not Recv.RESET and (self.recv is not Recv.ENDED or self.buf):
+            self.recv = Recv.RESET
+            self.recv_error = exc
+            self.release_buffered()
+            changed = True
+        if not changed:
+            return
+        _wake(self._in_waiter)
+        _wake_all(self._drain_waiters)
+        _wake_all(self._sent_waiters)
+        task = self.task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            # The handler gets a chance to see the error on its next read/drain; if it is
+            # busy elsewhere it is cancelled, so reset streams cannot pile up running work.
+            self.conn.loop.call_later(self.conn.config.reset_handler_timeout, _cancel, task)
+        self._check_closed()
+
+    def reset_error(self, code: int, remote: bool) -> StreamReset:
+        """The error a reset with ``code`` gives this stream's waiters."""
+        return StreamReset(self.id, code, remote=remote)
+
+    def _check_closed(self) -> None:
+        if self.closed:
+            self.conn.stream_closed(self)
+
+
+def _is_informational(wire: list[tuple[bytes, bytes]]) -> bool:
+    for n, v in wire:
+        if n == b":status":
+            return v[:1] == b"1"
+    return False

@@ -710,7 +710,8 @@ async def expect_client_failure(
     """The request must raise ConnectionClosed/ProtocolError (or ``extra``) within 5 s."""
     import aioh2s
 
-    accepted = (aioh2s.ConnectionClosed, aioh2s.ProtocolError, *extra)
+    # A failure before the server's SETTINGS arrived is connect()'s: a ConnectError.
+    accepted = (aioh2s.ConnectionClosed, aioh2s.ProtocolError, aioh2s.ConnectError, *extra)
     try:
         result = await asyncio.wait_for(
             client_request(port, pause_before_read=pause_before_read), 5.0
@@ -794,6 +795,7 @@ async def test_client_against_bad_settings(case: tuple[dict[int, int], int]) -> 
         )
 
 
+@pytest.mark.expect_log("asyncio", "ERROR", "StreamReaderProtocol.connection_made")
 async def test_client_goaway_before_processing_is_retry_safe() -> None:
     # Section 6.8: streams above the GOAWAY's last-stream-id were not processed and may be
     # retried; the client must fail them with ConnectionTerminated(retry_safe=True), not hang.
@@ -816,6 +818,7 @@ async def test_client_goaway_before_processing_is_retry_safe() -> None:
         assert exc.error_code == E.NO_ERROR
 
 
+@pytest.mark.expect_log("asyncio", "ERROR", "StreamReaderProtocol.connection_made")
 async def test_client_goaway_error_mid_request() -> None:
     # GOAWAY(PROTOCOL_ERROR) covering our stream, then close: the request fails with the
     # server's code and is not marked retry-safe (it may have been processed).

@@ -1,64 +1,84 @@
 """Connection lifecycle (issue 3): graceful GOAWAY both ways, abrupt close, ping, keepalive,
-idle and handshake timeouts, SETTINGS changes, and the HTTP/1.1 front door (h2c Upgrade / 505)."""
+idle and handshake timeouts, SETTINGS changes, and the HTTP/1.1 front door (h2c Upgrade / 505).
+
+Every close and teardown path runs over h2c and over TLS (the ``wire`` fixture, ids ``h2c`` and
+``tls``); the non-aioh2s peers (tests/rawh2.py, raw sockets) speak TLS with ALPN h2 there too.
+The ``test_tls_*`` tests at the end are teardown paths that only TLS has trouble with, each
+with an h2c twin. tests/conftest.py fails any of them that logs at WARNING or above or leaks a
+transport.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import subprocess
 import time
+from typing import Any
 
+import h2.config
+import h2.connection
 import h2.events
 import h2.settings
 import pytest
 
 import aioh2s
 from aioh2s import ConnectionClosed, ConnectionTerminated, StreamReset
-from helpers import client_for, echo_handler, require, serving
+from helpers import Wire, echo_handler, require, serving
 from rawh2 import RawH2Server
+
+GET = [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"), (":path", "/")]
+POST = [(":method", "POST"), *GET[1:]]
 
 # -- graceful shutdown ------------------------------------------------------------------------
 
 
-async def test_server_close_lets_inflight_streams_finish() -> None:
+async def test_server_close_lets_inflight_streams_finish(wire: Wire) -> None:
     release = asyncio.Event()
     saw_closing: list[bool] = []
 
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         writer.send_headers({":status": "200"})
-        await release.wait()
+        await asyncio.wait_for(release.wait(), 10)
         saw_closing.append(writer.connection.is_closing())
         writer.write(b"finished")
         writer.write_eof()
 
-    server = await aioh2s.start_server(handler, "127.0.0.1", 0)
+    server = await aioh2s.start_server(handler, "127.0.0.1", 0, **wire.server_options())
     port = server.sockets[0].getsockname()[1]
-    client = await aioh2s.connect("127.0.0.1", port)
-    async with client.request(end_stream=True) as stream:
-        await stream.response_headers()
-        server.close()
-        assert server.is_closing()
-        closed = asyncio.ensure_future(server.wait_closed())
-        await asyncio.sleep(0.1)
-        assert not closed.done()  # the in-flight stream holds it open
-        # The client got the GOAWAY: no new requests, but the open one goes on.
-        assert client.is_closing()
-        with pytest.raises(ConnectionClosed) as ei:
-            async with client.request():
-                pass
-        assert ei.value.retry_safe
-        # No new connections are accepted.
-        with pytest.raises(OSError):
-            await aioh2s.connect("127.0.0.1", port)
+    client = await wire.connect(port)
+    try:
+        async with client.request(end_stream=True) as stream:
+            await asyncio.wait_for(stream.response_headers(), 5)
+            server.close()
+            assert server.is_closing()
+            closed = asyncio.ensure_future(server.wait_closed())
+            await asyncio.sleep(0.1)
+            assert not closed.done()  # the in-flight stream holds it open
+            # The client got the GOAWAY: no new requests, but the open one goes on.
+            assert client.is_closing()
+            with pytest.raises(ConnectionClosed) as ei:
+                async with client.request():
+                    pass
+            assert ei.value.retry_safe
+            # No new connections are accepted.
+            with pytest.raises(OSError):
+                await wire.connect(port)
+            release.set()
+            assert await asyncio.wait_for(stream.reader.read(), 5) == b"finished"
+        await asyncio.wait_for(closed, 5)
+        assert saw_closing == [True]
+        await asyncio.wait_for(client.wait_closed(), 5)
+        assert client._conn.closed
+    finally:
         release.set()
-        assert await asyncio.wait_for(stream.reader.read(), 5) == b"finished"
-    await asyncio.wait_for(closed, 5)
-    assert saw_closing == [True]
-    await asyncio.wait_for(client._conn.wait_closed(), 5)
-    assert client._conn.closed
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+        await asyncio.wait_for(client.close(), 5)
 
 
-async def test_server_close_grace_resets_what_is_left() -> None:
+async def test_server_close_grace_resets_what_is_left(wire: Wire) -> None:
     cancelled = asyncio.Event()
 
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
@@ -69,34 +89,38 @@ async def test_server_close_grace_resets_what_is_left() -> None:
             cancelled.set()
             raise
 
-    server = await aioh2s.start_server(handler, "127.0.0.1", 0)
+    server = await aioh2s.start_server(handler, "127.0.0.1", 0, **wire.server_options())
     port = server.sockets[0].getsockname()[1]
-    client = await aioh2s.connect("127.0.0.1", port)
-    async with client.request(end_stream=True) as stream:
-        await stream.response_headers()
-        start = time.monotonic()
-        server.close(grace=0.3)
-        await asyncio.wait_for(server.wait_closed(), 5)
-        assert time.monotonic() - start < 3
-        with pytest.raises((StreamReset, ConnectionClosed)):
-            await asyncio.wait_for(stream.reader.read(), 5)
-    assert cancelled.is_set()
-    await client.close()
+    client = await wire.connect(port)
+    try:
+        async with client.request(end_stream=True) as stream:
+            await asyncio.wait_for(stream.response_headers(), 5)
+            start = time.monotonic()
+            server.close(grace=0.3)
+            await asyncio.wait_for(server.wait_closed(), 5)
+            assert time.monotonic() - start < 3
+            with pytest.raises((StreamReset, ConnectionClosed)):
+                await asyncio.wait_for(stream.reader.read(), 5)
+        assert cancelled.is_set()
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+        await asyncio.wait_for(client.close(), 5)
 
 
-async def test_client_close_lets_open_requests_finish() -> None:
+async def test_client_close_lets_open_requests_finish(wire: Wire) -> None:
     release = asyncio.Event()
 
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         writer.send_headers({":status": "200"})
-        await release.wait()
+        await asyncio.wait_for(release.wait(), 10)
         writer.write(b"done")
         writer.write_eof()
 
-    async with serving(handler) as (_, port):
-        client = await aioh2s.connect("127.0.0.1", port)
+    async with wire.serving(handler) as (_, port):
+        client = await wire.connect(port)
         async with client.request(end_stream=True) as stream:
-            await stream.response_headers()
+            await asyncio.wait_for(stream.response_headers(), 5)
             closing = asyncio.ensure_future(client.close())
             await asyncio.sleep(0.05)
             assert client.is_closing() and not closing.done()
@@ -108,7 +132,7 @@ async def test_client_close_lets_open_requests_finish() -> None:
         await asyncio.wait_for(closing, 5)
 
 
-async def test_received_goaway_fails_higher_streams_as_retry_safe() -> None:
+async def test_received_goaway_fails_higher_streams_as_retry_safe(wire: Wire) -> None:
     """A server (plain h2) sends GOAWAY(last_stream_id=3) while streams 1, 3, 5 are open."""
     opened: list[int] = []
 
@@ -122,10 +146,10 @@ async def test_received_goaway_fails_higher_streams_as_retry_safe() -> None:
                 peer.conn.state_machine.state = h2.connection.ConnectionState.SERVER_OPEN
                 peer.respond(3, b"three")
 
-    async with RawH2Server(on_event) as raw:
-        client = await aioh2s.connect("127.0.0.1", raw.port)
+    async with RawH2Server(on_event, ssl=wire.raw_server_ssl()) as raw:
+        client = await wire.connect(raw.port)
         ctxs = [client.request(end_stream=True) for _ in range(3)]
-        streams = [await c.__aenter__() for c in ctxs]
+        streams = [await asyncio.wait_for(c.__aenter__(), 5) for c in ctxs]
         try:
             with pytest.raises(ConnectionTerminated) as ei:
                 await asyncio.wait_for(streams[2].response_headers(), 5)
@@ -133,7 +157,7 @@ async def test_received_goaway_fails_higher_streams_as_retry_safe() -> None:
             assert ei.value.last_stream_id == 3
             h = await asyncio.wait_for(streams[1].response_headers(), 5)
             assert h[":status"] == "200"
-            assert await streams[1].reader.read() == b"three"
+            assert await asyncio.wait_for(streams[1].reader.read(), 5) == b"three"
             assert client.is_closing()
             with pytest.raises(ConnectionClosed) as e2:
                 async with client.request():
@@ -141,21 +165,22 @@ async def test_received_goaway_fails_higher_streams_as_retry_safe() -> None:
             assert e2.value.retry_safe
         finally:
             for c in ctxs:
-                await c.__aexit__(None, None, None)
+                await asyncio.wait_for(c.__aexit__(None, None, None), 5)
             client.abort()
+            await asyncio.wait_for(client.wait_closed(), 5)
 
 
-async def test_abrupt_tcp_close_fails_waiters_promptly() -> None:
+async def test_abrupt_tcp_close_fails_waiters_promptly(wire: Wire) -> None:
     def on_event(peer, ev):  # type: ignore[no-untyped-def]
         if isinstance(ev, h2.events.RequestReceived):
             peer.conn.send_headers(ev.stream_id, [(":status", "200")])
             peer.flush()
             asyncio.get_running_loop().call_later(0.1, peer.transport.abort)
 
-    async with RawH2Server(on_event) as raw:
-        client = await aioh2s.connect("127.0.0.1", raw.port)
+    async with RawH2Server(on_event, ssl=wire.raw_server_ssl()) as raw:
+        client = await wire.connect(raw.port)
         async with client.request({":method": "POST"}) as stream:
-            await stream.response_headers()
+            await asyncio.wait_for(stream.response_headers(), 5)
             stream.writer.write(b"x" * 5_000_000)
             start = time.monotonic()
             with pytest.raises(ConnectionClosed):
@@ -164,96 +189,129 @@ async def test_abrupt_tcp_close_fails_waiters_promptly() -> None:
                 await asyncio.wait_for(stream.writer.drain(), 5)
             assert time.monotonic() - start < 2
         assert client.is_closing()
+        await asyncio.wait_for(client.wait_closed(), 5)
+        await asyncio.wait_for(client.close(), 5)
 
 
 # -- ping, keepalive, timeouts ------------------------------------------------------------------
 
 
-async def test_ping_round_trip_client_and_server_side() -> None:
+async def test_ping_round_trip_client_and_server_side(wire: Wire) -> None:
     rtts: list[float] = []
 
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         rtts.append(await writer.connection.ping(timeout=5))
         writer.send_headers({":status": "200"}, end_stream=True)
 
-    async with client_for(handler) as (client, _):
+    async with wire.client_for(handler) as (client, _):
         results = await asyncio.gather(*(client.ping(timeout=5) for _ in range(10)))
         assert all(0 < r < 5 for r in results)
         async with client.request(end_stream=True) as stream:
-            await stream.response_headers()
+            await asyncio.wait_for(stream.response_headers(), 5)
     assert len(rtts) == 1 and 0 < rtts[0] < 5
 
 
-async def test_keepalive_closes_when_pings_go_unanswered() -> None:
-    async with RawH2Server(lambda p, e: None, auto_ack_pings=False) as raw:
-        client = await aioh2s.connect(
-            "127.0.0.1", raw.port, keepalive_interval=0.1, keepalive_timeout=0.2
-        )
+async def test_keepalive_closes_when_pings_go_unanswered(wire: Wire) -> None:
+    silent = RawH2Server(lambda p, e: None, auto_ack_pings=False, ssl=wire.raw_server_ssl())
+    async with silent as raw:
+        client = await wire.connect(raw.port, keepalive_interval=0.1, keepalive_timeout=0.2)
         start = time.monotonic()
-        await asyncio.wait_for(client._conn.wait_closed(), 5)
+        await asyncio.wait_for(client.wait_closed(), 5)
         assert time.monotonic() - start < 2
         assert raw.pings_seen >= 1
         assert "keepalive" in str(client._conn.error)
+        await asyncio.wait_for(client.close(), 5)
 
 
-async def test_keepalive_keeps_a_healthy_idle_connection() -> None:
-    async with serving(echo_handler) as (_, port):
-        client = await aioh2s.connect(
-            "127.0.0.1", port, keepalive_interval=0.05, keepalive_timeout=1
-        )
+async def test_keepalive_keeps_a_healthy_idle_connection(wire: Wire) -> None:
+    async with wire.serving(echo_handler) as (_, port):
+        client = await wire.connect(port, keepalive_interval=0.05, keepalive_timeout=1)
         await asyncio.sleep(0.5)
         assert not client.is_closing()
-        await client.close()
+        await asyncio.wait_for(client.close(), 5)
 
 
-async def test_server_idle_timeout_closes_idle_connections_only() -> None:
+async def test_server_idle_timeout_closes_idle_connections_only(wire: Wire) -> None:
     release = asyncio.Event()
 
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         writer.send_headers({":status": "200"})
-        await release.wait()
+        await asyncio.wait_for(release.wait(), 10)
         writer.write_eof()
 
-    async with serving(handler, idle_timeout=0.3) as (_, port):
-        busy = await aioh2s.connect("127.0.0.1", port)
-        idle = await aioh2s.connect("127.0.0.1", port)
+    async with wire.serving(handler, idle_timeout=0.3) as (_, port):
+        busy = await wire.connect(port)
+        idle = await wire.connect(port)
         async with busy.request(end_stream=True) as stream:
-            await stream.response_headers()
+            await asyncio.wait_for(stream.response_headers(), 5)
             await asyncio.sleep(0.8)
             assert idle.is_closing()  # GOAWAY after 0.3 s without streams
             assert not busy.is_closing()  # an open stream keeps it alive
             release.set()
-            await stream.reader.read()
-        await asyncio.wait_for(busy._conn.wait_closed(), 3)
-        await idle.close()
+            await asyncio.wait_for(stream.reader.read(), 5)
+        await asyncio.wait_for(busy.wait_closed(), 3)
+        await asyncio.wait_for(idle.wait_closed(), 3)
+        await asyncio.wait_for(busy.close(), 5)
+        await asyncio.wait_for(idle.close(), 5)
+
+
+async def _read_until_closed(reader: asyncio.StreamReader, limit: float) -> bytes:
+    """Read to EOF; a reset or TLS error from the closing server counts as the end too."""
+    got = b""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            left = max(0.01, deadline - time.monotonic())
+            chunk = await asyncio.wait_for(reader.read(65536), left)
+        except (ConnectionError, ssl.SSLError):
+            return got
+        if not chunk:
+            return got
+        got += chunk
 
 
 @pytest.mark.parametrize("send", [b"", b"PRI * HTTP/2.0\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"])
-async def test_handshake_timeout(send: bytes) -> None:
-    async with serving(echo_handler, handshake_timeout=0.3) as (server, port):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(send)
-        start = time.monotonic()
-        got = b""
-        while True:
-            chunk = await asyncio.wait_for(reader.read(65536), 5)
-            if not chunk:
-                break
-            got += chunk
-        assert time.monotonic() - start < 3
-        writer.close()
+async def test_handshake_timeout(wire: Wire, send: bytes) -> None:
+    async with wire.serving(echo_handler, handshake_timeout=0.3) as (server, port):
+        reader, writer = await wire.open_raw(port)
+        try:
+            writer.write(send)
+            start = time.monotonic()
+            await _read_until_closed(reader, 5)
+            assert time.monotonic() - start < 3
+        finally:
+            writer.close()
         assert server.connections == 0
 
 
-async def test_client_connect_handshake_timeout() -> None:
+async def test_tls_handshake_timeout_when_the_client_never_says_hello(cert_files: Any) -> None:
+    """A TCP connection to a TLS server that never starts the TLS handshake is closed too."""
+    wire = Wire("tls", cert_files)
+    async with wire.serving(echo_handler, handshake_timeout=0.3) as (server, port):
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        try:
+            start = time.monotonic()
+            await _read_until_closed(reader, 5)
+            assert time.monotonic() - start < 3
+        finally:
+            writer.close()
+        assert server.connections == 0
+
+
+async def test_client_connect_handshake_timeout(wire: Wire) -> None:
     lsock = socket.socket()
     lsock.bind(("127.0.0.1", 0))
     lsock.listen()
     port = lsock.getsockname()[1]
     try:
         start = time.monotonic()
-        with pytest.raises(ConnectionClosed, match="handshake"):
-            await aioh2s.connect("127.0.0.1", port, handshake_timeout=0.3)
+        with pytest.raises(aioh2s.ConnectError, match="handshake") as info:
+            await asyncio.wait_for(
+                aioh2s.connect("127.0.0.1", port, handshake_timeout=0.3, **wire.client_options()),
+                10,
+            )
+        if not wire.tls:
+            assert isinstance(info.value.__cause__, ConnectionClosed)
         assert time.monotonic() - start < 3
     finally:
         lsock.close()
@@ -305,7 +363,7 @@ async def test_peer_settings_changes_are_honoured() -> None:
         ] * 5
         assert peak == 1
         assert client._conn.h2.remote_settings.initial_window_size == 1_000_000
-        await client.close()
+        await asyncio.wait_for(client.close(), 5)
 
 
 # -- the HTTP/1.1 front door ----------------------------------------------------------------------
@@ -322,11 +380,6 @@ async def test_plain_http1_request_gets_505_and_close() -> None:
 
 
 async def test_h2c_upgrade_raw_with_body() -> None:
-    import base64
-
-    import h2.config
-    import h2.connection
-
     async with serving(echo_handler) as (_, port):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
@@ -358,7 +411,6 @@ async def test_h2c_upgrade_raw_with_body() -> None:
             writer.write(c.data_to_send())
         assert got == body
         assert trailers is not None and trailers[b"x-len"] == str(len(body)).encode()
-        del base64
         writer.close()
 
 
@@ -383,105 +435,89 @@ async def test_h2c_upgrade_with_curl() -> None:
         assert version == "2"
 
 
-async def test_alpn_mismatch_is_a_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    trustme = pytest.importorskip("trustme")
-    import ssl
+# -- TLS ------------------------------------------------------------------------------------------
 
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost")
+
+async def test_alpn_mismatch_is_a_clear_error(cert_files: Any) -> None:
+    cert, key, cafile = cert_files
     # A TLS server that only offers http/1.1
-    sctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    cert.configure_cert(sctx)
+    sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    sctx.load_cert_chain(cert, key)
     sctx.set_alpn_protocols(["http/1.1"])
 
     async def on_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
             await asyncio.wait_for(r.read(), 5)
-        except (OSError, asyncio.TimeoutError, asyncio.CancelledError):
+        except (OSError, asyncio.TimeoutError):
             pass
         w.close()
 
     srv = await asyncio.start_server(on_conn, "127.0.0.1", 0, ssl=sctx)
     port = srv.sockets[0].getsockname()[1]
-    cafile = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(cafile))
     try:
         with pytest.raises(aioh2s.ALPNError, match="ALPN"):
-            await aioh2s.connect(
-                "127.0.0.1", port, ssl=aioh2s.client_ssl_context(str(cafile)),
-                server_hostname="localhost",
+            await asyncio.wait_for(
+                aioh2s.connect(
+                    "127.0.0.1", port, ssl=aioh2s.client_ssl_context(cafile),
+                    server_hostname="localhost",
+                ),
+                10,
             )
     finally:
         srv.close()
-        await srv.wait_closed()
+        await asyncio.wait_for(srv.wait_closed(), 5)
 
     # And our TLS server closes a client that does not offer h2.
     server = await aioh2s.start_server(
-        echo_handler, "127.0.0.1", 0,
-        ssl=aioh2s.server_ssl_context(*_write_cert(ca, cert, tmp_path)),
+        echo_handler, "127.0.0.1", 0, ssl=aioh2s.server_ssl_context(cert, key)
     )
     port = server.sockets[0].getsockname()[1]
-    cctx = ssl.create_default_context(cafile=str(cafile))
+    cctx = ssl.create_default_context(cafile=cafile)
     cctx.set_alpn_protocols(["http/1.1"])
     try:
-        r, w = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=cctx, server_hostname="localhost"
+        r, w = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, ssl=cctx, server_hostname="localhost"), 5
         )
-        assert await asyncio.wait_for(r.read(), 5) == b""
-        w.close()
+        try:
+            assert await _read_until_closed(r, 5) == b""
+        finally:
+            w.close()
     except (ConnectionError, ssl.SSLError):
         pass  # closing during/after the handshake is also a clear refusal
     finally:
         server.close()
-        await server.wait_closed()
+        await asyncio.wait_for(server.wait_closed(), 10)
 
 
-def _write_cert(ca, cert, tmp_path):  # type: ignore[no-untyped-def]
-    certfile = tmp_path / "cert.pem"
-    keyfile = tmp_path / "key.pem"
-    cert.private_key_pem.write_to_path(str(keyfile))
-    with open(certfile, "wb") as f:
-        for blob in cert.cert_chain_pems:
-            f.write(blob.bytes())
-    return str(certfile), str(keyfile)
+async def test_roundtrip_ours_both_sides(wire: Wire) -> None:
+    seen: list[Any] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        seen.append(writer.get_extra_info("ssl_object"))
+        await echo_handler(reader, writer)
+
+    async with wire.serving(handler) as (_, port):
+        client = await wire.connect(port)
+        try:
+            async with client.request({":method": "POST"}) as stream:
+                stream.writer.write(b"secret")
+                stream.writer.write_eof()
+                await asyncio.wait_for(stream.response_headers(), 5)
+                assert await asyncio.wait_for(stream.reader.read(), 5) == b"secret"
+                ssl_object = stream.writer.get_extra_info("ssl_object")
+                if wire.tls:
+                    assert ssl_object.selected_alpn_protocol() == "h2"
+                    assert seen[0].selected_alpn_protocol() == "h2"
+                else:
+                    assert ssl_object is None and seen == [None]
+            assert client._authority == f"127.0.0.1:{port}"
+        finally:
+            await asyncio.wait_for(client.close(), 5)
 
 
-async def test_tls_roundtrip_ours_both_sides(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    trustme = pytest.importorskip("trustme")
-    ca = trustme.CA()
-    cert = ca.issue_cert("localhost")
-    cafile = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(cafile))
-    server = await aioh2s.start_server(
-        echo_handler, "127.0.0.1", 0,
-        ssl=aioh2s.server_ssl_context(*_write_cert(ca, cert, tmp_path)),
-    )
-    port = server.sockets[0].getsockname()[1]
-    try:
-        client = await aioh2s.connect(
-            "127.0.0.1", port, ssl=aioh2s.client_ssl_context(str(cafile)),
-            server_hostname="localhost",
-        )
-        async with client.request({":method": "POST"}) as stream:
-            stream.writer.write(b"secret")
-            stream.writer.write_eof()
-            await stream.response_headers()
-            assert await stream.reader.read() == b"secret"
-            assert stream.writer.get_extra_info("ssl_object").selected_alpn_protocol() == "h2"
-        assert client._authority == f"127.0.0.1:{port}"
-        await client.close()
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-
-async def test_graceful_close_delivers_responses_still_in_the_transport() -> None:
+async def test_graceful_close_delivers_responses_still_in_the_transport(wire: Wire) -> None:
     """Review regression: a response already handed to the transport must reach a slow reader
     after server.close(grace=30); the 1 s hard abort is for abusive peers only."""
-    import h2.config
-    import h2.connection
-
     size = 3_000_000
     handler_done = asyncio.Event()
 
@@ -496,7 +532,7 @@ async def test_graceful_close_delivers_responses_still_in_the_transport() -> Non
         await writer.drain()
         handler_done.set()
 
-    server = await aioh2s.start_server(handler, "127.0.0.1", 0)
+    server = await aioh2s.start_server(handler, "127.0.0.1", 0, **wire.server_options())
     port = server.sockets[0].getsockname()[1]
     loop = asyncio.get_running_loop()
     sock = socket.socket()
@@ -505,15 +541,19 @@ async def test_graceful_close_delivers_responses_still_in_the_transport() -> Non
     got = 0
     ended = False
     goaway = None
+    writer: asyncio.StreamWriter | None = None
     try:
-        await loop.sock_connect(sock, ("127.0.0.1", port))
+        await asyncio.wait_for(loop.sock_connect(sock, ("127.0.0.1", port)), 5)
+        # A small StreamReader limit: the transport stops reading while 32 KiB are unread.
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(sock=sock, limit=16384, **wire.raw_client_options()), 5
+        )
         c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         c.initiate_connection()
         c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
         c.increment_flow_control_window(2**31 - 1 - 65535)
-        hdrs = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")]
-        c.send_headers(1, hdrs, end_stream=True)
-        await loop.sock_sendall(sock, c.data_to_send())
+        c.send_headers(1, GET, end_stream=True)
+        writer.write(c.data_to_send())
         closed = False
         start = loop.time()
         while loop.time() - start < 20 and not (ended and goaway is not None):
@@ -521,7 +561,7 @@ async def test_graceful_close_delivers_responses_still_in_the_transport() -> Non
                 closed = True
                 server.close(grace=30)
             try:
-                data = await asyncio.wait_for(loop.sock_recv(sock, 16384), 1)
+                data = await asyncio.wait_for(reader.read(16384), 1)
             except asyncio.TimeoutError:
                 continue
             if not data:
@@ -535,7 +575,165 @@ async def test_graceful_close_delivers_responses_still_in_the_transport() -> Non
                     goaway = ev
             await asyncio.sleep(0.02)  # a slow reader
     finally:
-        sock.close()
+        if writer is not None:
+            writer.close()
+        else:
+            sock.close()
     assert got == size and ended
     assert goaway is not None and goaway.error_code == 0
     await asyncio.wait_for(server.wait_closed(), 10)
+
+
+# -- TLS teardown paths (each with its h2c twin) ---------------------------------------------------
+
+
+async def _peer_vanishes(wire: Wire, *, request_open: bool) -> None:
+    """A non-aioh2s client aborts its transport (no GOAWAY, no close_notify) with a request
+    open or while idle. The server must notice, end the handler's reads with ConnectionClosed,
+    log nothing at WARNING+ (no "internal error in the connection reader task") and close."""
+    handler_saw: list[BaseException] = []
+    handler_in = asyncio.Event()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        await writer.drain()
+        if not request_open:
+            writer.write_eof()
+            return
+        handler_in.set()
+        try:
+            await asyncio.wait_for(reader.read(), 10)  # the client never ends its body
+        except (aioh2s.H2Error, asyncio.TimeoutError) as e:
+            handler_saw.append(e)
+            raise
+
+    server = await aioh2s.start_server(handler, "127.0.0.1", 0, **wire.server_options())
+    port = server.sockets[0].getsockname()[1]
+    try:
+        reader, writer = await wire.open_raw(port)
+        try:
+            c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+            c.initiate_connection()
+            c.send_headers(1, POST if request_open else GET, end_stream=not request_open)
+            writer.write(c.data_to_send())
+            done = False
+            while not done:  # until response headers (open) or the whole response (idle)
+                data = await asyncio.wait_for(reader.read(65536), 5)
+                assert data, "the server closed first"
+                for ev in c.receive_data(data):
+                    if isinstance(ev, h2.events.ResponseReceived) and request_open:
+                        done = True
+                    elif isinstance(ev, h2.events.StreamEnded):
+                        done = True
+                writer.write(c.data_to_send())
+            if request_open:
+                await asyncio.wait_for(handler_in.wait(), 5)
+            assert server.connections == 1
+            writer.transport.abort()
+        finally:
+            writer.close()
+        for _ in range(500):  # the server notices the reset: at most 5 s
+            if server.connections == 0 and (handler_saw or not request_open):
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == 0
+        if request_open:
+            assert len(handler_saw) == 1, handler_saw
+            assert isinstance(handler_saw[0], ConnectionClosed), handler_saw
+    finally:
+        server.close()
+        start = time.monotonic()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        assert time.monotonic() - start < 3
+
+
+async def test_tls_peer_vanishes_with_a_request_open(cert_files: Any) -> None:
+    await _peer_vanishes(Wire("tls", cert_files), request_open=True)
+
+
+async def test_tls_peer_vanishes_while_idle(cert_files: Any) -> None:
+    await _peer_vanishes(Wire("tls", cert_files), request_open=False)
+
+
+async def test_h2c_peer_vanishes_with_a_request_open() -> None:
+    await _peer_vanishes(Wire("h2c"), request_open=True)
+
+
+async def test_h2c_peer_vanishes_while_idle() -> None:
+    await _peer_vanishes(Wire("h2c"), request_open=False)
+
+
+async def _client_outlives_server_idle_timeout(wire: Wire) -> None:
+    """An aioh2s client stays connected, idle, past the server's idle_timeout: the server's
+    GOAWAY and close reach it, wait_closed() and close() return, nothing is logged."""
+    async with wire.serving(echo_handler, idle_timeout=0.5) as (server, port):
+        client = await wire.connect(port)
+        try:
+            async with client.request({":method": "POST"}) as stream:
+                stream.writer.write(b"once")
+                stream.writer.write_eof()
+                assert await asyncio.wait_for(stream.reader.read(), 5) == b"once"
+            start = time.monotonic()
+            await asyncio.wait_for(client.wait_closed(), 5)
+            assert 0.3 < time.monotonic() - start < 4
+            assert client.is_closing()
+            with pytest.raises(ConnectionClosed):
+                async with client.request():
+                    pass
+        finally:
+            await asyncio.wait_for(client.close(), 5)
+        for _ in range(300):
+            if server.connections == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == 0
+
+
+async def test_tls_client_outlives_server_idle_timeout(cert_files: Any) -> None:
+    await _client_outlives_server_idle_timeout(Wire("tls", cert_files))
+
+
+async def test_h2c_client_outlives_server_idle_timeout() -> None:
+    await _client_outlives_server_idle_timeout(Wire("h2c"))
+
+
+async def _server_closed_while_a_request_is_open(wire: Wire) -> None:
+    """server.close(grace=0.5) while an aioh2s client's request is open and its handler is
+    blocked: the stream is reset at the grace deadline, every side finishes within seconds."""
+    handler_in = asyncio.Event()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(b"partial")
+        await writer.drain()
+        handler_in.set()
+        await asyncio.wait_for(reader.read(), 10)  # the client never ends its body
+
+    server = await aioh2s.start_server(handler, "127.0.0.1", 0, **wire.server_options())
+    port = server.sockets[0].getsockname()[1]
+    client = await wire.connect(port)
+    try:
+        async with client.request({":method": "POST"}) as stream:
+            assert (await asyncio.wait_for(stream.response_headers(), 5))[":status"] == "200"
+            assert await asyncio.wait_for(stream.reader.readexactly(7), 5) == b"partial"
+            await asyncio.wait_for(handler_in.wait(), 5)
+            start = time.monotonic()
+            server.close(grace=0.5)
+            await asyncio.wait_for(server.wait_closed(), 5)
+            assert time.monotonic() - start < 4
+            with pytest.raises((StreamReset, ConnectionClosed)):
+                await asyncio.wait_for(stream.reader.read(), 5)
+        await asyncio.wait_for(client.wait_closed(), 5)
+        assert client.is_closing()
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+        await asyncio.wait_for(client.close(), 5)
+
+
+async def test_tls_server_closed_while_a_request_is_open(cert_files: Any) -> None:
+    await _server_closed_while_a_request_is_open(Wire("tls", cert_files))
+
+
+async def test_h2c_server_closed_while_a_request_is_open() -> None:
+    await _server_closed_while_a_request_is_open(Wire("h2c"))

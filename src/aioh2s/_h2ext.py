@@ -70,6 +70,8 @@ def describe(e: h2.exceptions.H2Error) -> str:
     if isinstance(e, h2.exceptions.StreamIDTooLowError):
         return (f"the peer opened stream {e.stream_id}, lower than stream {e.max_stream_id} "
                 "it had already opened")
+    if isinstance(e, h2.exceptions.NoSuchStreamError):
+        return f"the peer sent a frame on stream {e.stream_id}, which was never opened"
     if isinstance(e, h2.exceptions.NoAvailableStreamIDError):
         return "no stream ids are left on this connection"
     text = str(e)

@@ -85,6 +85,7 @@ import aioh2s
 from aioh2s.client import RequestStream
 from aioh2s.errors import (
     ALPNError,
+    ConnectError,
     ConnectionClosed,
     ConnectionTerminated,
     ErrorCode,
@@ -162,6 +163,9 @@ def _describe(exc: BaseException, target: str) -> tuple[int, str]:
     """Map an exception from the client to ``(exit code, one-line message)``."""
     if isinstance(exc, CLIError):
         return exc.code, exc.message
+    if isinstance(exc, ConnectError) and exc.__cause__ is not None:
+        # connect()'s wrapper names the stage; the exit code follows what actually failed.
+        return _describe(exc.__cause__, target)
     chain = _chain(exc)
     # TLS first: a handshake failure may surface wrapped in a connection error.
     for e in chain:

@@ -192,7 +192,19 @@ async def connect(
     ``ssl=None`` speaks h2c with prior knowledge; ``ssl=True`` uses
     :func:`aioh2s.client_ssl_context`; an ``SSLContext`` must offer ALPN ``h2``. ``options``
     are :class:`aioh2s.Config` fields (``stream_window=...``, ``handshake_timeout=...``).
+
+    Every failure is an :class:`aioh2s.ConnectError` (an ``H2Error`` and an ``OSError``) that
+    names ``host:port`` and the stage that failed (DNS lookup, TCP connect, TLS handshake, ALPN,
+    HTTP/2 handshake), with the original error as ``__cause__``; ``handshake_timeout`` bounds
+    the TCP connect and TLS handshake together, then the wait for the server's SETTINGS.
+    Cancelling ``connect()`` (or timing it out with ``asyncio.wait_for``) raises
+    ``CancelledError`` as usual, and closes the socket and ends the connection's task first.
     """
+    # Imported here so that this function owns everything it needs (see the report of issue 10).
+    import socket
+
+    from .errors import ConnectError, ConnectionClosed, H2Error
+
     cfg = Config.from_options(config, **options)
     ctx: _ssl.SSLContext | None
     if ssl is True:
@@ -201,26 +213,93 @@ async def connect(
         ctx = None
     else:
         ctx = ssl
+    where = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    loop = asyncio.get_running_loop()
+    timeout = cfg.handshake_timeout
     kwargs: dict[str, Any] = {}
     if ctx is not None:
         kwargs["ssl"] = ctx
         kwargs["server_hostname"] = server_hostname if server_hostname is not None else host
-        if cfg.handshake_timeout is not None:
-            kwargs["ssl_handshake_timeout"] = cfg.handshake_timeout
-    open_conn = asyncio.open_connection(host, port, limit=cfg.read_size * 2, **kwargs)
-    if cfg.handshake_timeout is not None:
-        reader, writer = await asyncio.wait_for(open_conn, cfg.handshake_timeout)
-    else:
-        reader, writer = await open_conn
+        if timeout is not None:
+            kwargs["ssl_handshake_timeout"] = timeout
+    # asyncio.open_connection(), spelled out so that we know how far it got: asyncio calls the
+    # protocol factory once the TCP connection is up, before any TLS handshake.
+    reader = asyncio.StreamReader(limit=cfg.read_size * 2)
+    stage = "TCP connect"
+
+    def make_protocol() -> asyncio.StreamReaderProtocol:
+        nonlocal stage
+        if ctx is not None:
+            stage = "TLS handshake"
+        return asyncio.StreamReaderProtocol(reader)
+
+    try:
+        opening = loop.create_connection(make_protocol, host, port, **kwargs)
+        if timeout is not None:
+            transport, protocol = await asyncio.wait_for(opening, timeout)
+        else:
+            transport, protocol = await opening
+    except (OSError, asyncio.TimeoutError) as e:  # ssl.SSLError and socket.gaierror included
+        if isinstance(e, asyncio.TimeoutError) and not e.args:  # from wait_for()
+            why = f"{stage} timed out after {timeout} s"
+        elif isinstance(e, socket.gaierror):
+            why = f"cannot resolve {host!r}: {e}"
+        else:
+            why = f"{stage} failed: {str(e) or type(e).__name__}"
+        raise ConnectError(f"cannot connect to {where}: {why}") from e
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+
+    async def abandon(conn: Connection | None) -> bool:
+        """Close what we give up on; wait until its socket is closed and its task ended.
+
+        Survives cancellation: a cancel arriving meanwhile is remembered (the result is True)
+        and the waiting goes on, bounded: after ``limit`` seconds the transport is aborted (a
+        TLS close waits for the peer's close_notify), after twice that the wait is cancelled.
+        """
+        if conn is not None:
+            conn.abort(ConnectionClosed("connect() gave up on the connection"), ErrorCode.NO_ERROR)
+            waiter = asyncio.ensure_future(conn.wait_closed())
+        else:
+            transport.close()
+            waiter = asyncio.ensure_future(writer.wait_closed())
+        limit = 1.0
+        cancelled = False
+        step = 0
+        deadline = loop.time() + limit
+        while not waiter.done():
+            try:
+                await asyncio.wait([waiter], timeout=max(0.0, deadline - loop.time()))
+            except asyncio.CancelledError:
+                cancelled = True
+                continue
+            if waiter.done():
+                break
+            step += 1
+            if step == 1:
+                transport.abort()
+            elif step == 2:
+                waiter.cancel()
+            else:
+                break  # a wait_closed() that ignores cancellation: nothing more we can do
+            deadline = loop.time() + limit
+        if waiter.done() and not waiter.cancelled():
+            waiter.exception()  # retrieved: a close error is no news to anyone
+        return cancelled
+
+    conn: Connection | None = None
     try:
         if ctx is not None:
-            check_alpn(writer.get_extra_info("ssl_object"))
+            check_alpn(writer.get_extra_info("ssl_object"), where)
         conn = Connection(reader, writer, client=True, config=cfg)
         conn.start()
-    except BaseException:
-        writer.close()
+        await conn.wait_ready()
+    except BaseException as e:
+        if await abandon(conn) and not isinstance(e, asyncio.CancelledError):
+            raise asyncio.CancelledError() from None
+        if isinstance(e, H2Error) and not isinstance(e, ConnectError):
+            # The peer closed, broke HTTP/2 or stayed silent before its SETTINGS arrived.
+            raise ConnectError(f"cannot connect to {where}: HTTP/2 handshake failed: {e}") from e
         raise
-    await conn.wait_ready()
     authority = host if port in (80, 443) else f"{host}:{port}"
     if ":" in host and not host.startswith("["):
         authority = f"[{host}]" if port in (80, 443) else f"[{host}]:{port}"

@@ -2,13 +2,19 @@
 
 Theory of operation: a failure in HTTP/2 has a *scope*. It ends one stream (``StreamReset``), or
 the whole connection (``ConnectionClosed`` and its subclass ``ConnectionTerminated``, the latter
-when the peer said goodbye with GOAWAY), or it is a peer's protocol violation that we detected
-(``ProtocolError``). All of them derive from ``H2Error`` so ``except aioh2s.H2Error`` catches
-anything the library raises for network reasons. Read methods additionally raise asyncio's own
-``IncompleteReadError`` and ``LimitOverrunError``, exactly as :class:`asyncio.StreamReader` does.
+when the peer said goodbye with GOAWAY), or the connection never came up (``ConnectError``,
+raised by ``connect()`` only), or it is a protocol violation (``ProtocolError``), and then it
+matters *whose*: the peer's (``RemoteProtocolError``, answered on the wire) or the
+application's (``LocalProtocolError``, refused before anything was sent). All of them derive
+from ``H2Error`` so ``except aioh2s.H2Error`` catches anything the library raises for network
+or protocol reasons. Read methods additionally raise asyncio's own ``IncompleteReadError`` and
+``LimitOverrunError``, exactly as :class:`asyncio.StreamReader` does; a header name or value of
+the wrong type (an ``int``, ``None``) is a plain ``TypeError``, like any misuse of Python types.
 
 Rules kept here:
-- Messages say what the *peer* (or the caller) did, in words, with the RFC 9113 error code name.
+- Messages say what the *peer* (or the caller) did, in words, with the RFC 9113 error code name;
+  a ``ConnectError`` says which ``host:port`` and which stage (TCP connect, TLS handshake, ALPN,
+  HTTP/2 handshake) failed and chains the original error as ``__cause__``.
 - ``retry_safe`` is True only when RFC 9113 guarantees the peer did not process the stream
   (REFUSED_STREAM, or a stream above the last stream id of a received GOAWAY).
 """
@@ -53,10 +59,11 @@ class H2Error(Exception):
 
 
 class ProtocolError(H2Error):
-    """The peer broke the HTTP/2 protocol (or sent something we refuse), or the caller misused it.
+    """HTTP/2 was broken, by the peer or by the application: catch this to handle both.
 
-    ``error_code`` is the RFC 9113 code sent to the peer in the GOAWAY or RST_STREAM that
-    answered the violation.
+    The subclasses say whose doing it was: :class:`RemoteProtocolError` (the peer) and
+    :class:`LocalProtocolError` (the application). ``error_code`` is the RFC 9113 code of the
+    violation: for a peer's, the one sent in the GOAWAY or RST_STREAM that answered it.
     """
 
     def __init__(self, message: str, error_code: int = ErrorCode.PROTOCOL_ERROR) -> None:
@@ -137,14 +144,18 @@ class ConnectionTerminated(ConnectionClosed):
     """The peer sent GOAWAY: streams above ``last_stream_id`` were not processed (retry them)."""
 
 
-class ALPNError(ProtocolError):
+class ALPNError(ConnectError, RemoteProtocolError):
     """The TLS handshake completed but ALPN did not select ``h2``.
 
     ``negotiated`` is the protocol the peer selected (``None`` when it selected none, e.g. a
-    server without ALPN support, or a client that did not offer ``h2``).
+    server without ALPN support, or a client that did not offer ``h2``). It is a
+    :class:`ConnectError` (``connect()`` could not establish HTTP/2) and a
+    :class:`RemoteProtocolError` (the peer does not speak HTTP/2 over TLS); no HTTP/2 frame was
+    exchanged, so ``error_code`` is only the code such a refusal would carry. ``peer`` (the
+    ``host:port`` connected to), when given, starts the message.
     """
 
-    def __init__(self, negotiated: str | None) -> None:
+    def __init__(self, negotiated: str | None, peer: str | None = None) -> None:
         if negotiated is None:
             text = (
                 "TLS peer did not negotiate HTTP/2: no ALPN protocol was selected (expected 'h2')"
@@ -153,5 +164,7 @@ class ALPNError(ProtocolError):
             text = (
                 f"TLS peer did not negotiate HTTP/2: ALPN selected {negotiated!r} (expected 'h2')"
             )
+        if peer is not None:
+            text = f"cannot connect to {peer}: {text}"
         super().__init__(text)
         self.negotiated = negotiated

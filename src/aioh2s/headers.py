@@ -5,19 +5,39 @@ matters (pseudo-headers first) and names may repeat. ``Headers`` keeps that list
 names lowercased ``str`` (HTTP/2 requires lowercase on the wire) and values ``str``, and adds
 the lookups people want. Anything that *sends* headers goes through :func:`to_wire`, which
 accepts a mapping or an iterable of pairs of ``str`` or ``bytes``.
+
+Rules kept here:
+- A name or value of another type (an ``int``, ``None``) is a ``TypeError`` naming the field,
+  wherever user headers are converted (``to_wire``, ``pairs``, ``Headers(...)``);
+  ``bytearray`` and ``memoryview`` count as bytes.
+- Headers that break HTTP/2's rules raise :class:`LocalProtocolError`, whose message says that
+  the application passed them and which rule they broke; :func:`valid_name` and
+  :func:`valid_value` are the field rules, shared with the HTTP/1.1 front door.
 """
 
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TypeVar, Union, overload
 
 from hpack import NeverIndexedHeaderTuple
 
-from .errors import ProtocolError
+from .errors import LocalProtocolError
+from .errors import ProtocolError as ProtocolError  # the base class, kept importable from here
 
-__all__ = ["REQUEST", "RESPONSE", "TRAILERS", "Headers", "HeadersLike", "pairs", "to_wire"]
+__all__ = [
+    "REQUEST",
+    "RESPONSE",
+    "TRAILERS",
+    "Headers",
+    "HeadersLike",
+    "pairs",
+    "to_wire",
+    "valid_name",
+    "valid_value",
+]
 
 _T = TypeVar("_T")
 
@@ -31,8 +51,56 @@ HeadersLike = Union[
 ]
 
 
-def _text(v: str | bytes) -> str:
-    return v if isinstance(v, str) else v.decode("utf-8", "surrogateescape")
+# Names and values are str or bytes; bytearray and memoryview count as bytes. Anything else (an
+# int, None, a bool) is a TypeError naming the field, never ``bytes(50_000_000)``'s 50 MB of NULs.
+_BYTES_LIKE = (bytes, bytearray, memoryview)
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+
+
+def _name_type_error(name: object) -> TypeError:
+    return TypeError(
+        f"header name {_short.repr(name)} must be str or bytes, not {type(name).__name__}"
+    )
+
+
+def _value_type_error(name: object, value: object) -> TypeError:
+    if isinstance(name, _BYTES_LIKE):
+        name = bytes(name).decode("ascii", "backslashreplace")
+    return TypeError(
+        f"value of header {name!r} must be str or bytes, not {type(value).__name__}"
+        f" ({_short.repr(value)}); convert it with str()"
+    )
+
+
+def _pair(item: Any) -> tuple[Any, Any]:
+    try:
+        n, v = item
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"header fields must be (name, value) pairs, not {_short.repr(item)}"
+        ) from None
+    return n, v
+
+
+def _text(v: object) -> str | None:
+    """``v`` as ``str`` (bytes decoded as UTF-8, surrogateescape), or None if of a wrong type."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, _BYTES_LIKE):
+        return bytes(v).decode("utf-8", "surrogateescape")
+    return None
+
+
+def _text_field(item: Any) -> tuple[str, str]:
+    n, v = _pair(item)
+    tn = _text(n)
+    if tn is None:
+        raise _name_type_error(n)
+    tv = _text(v)
+    if tv is None:
+        raise _value_type_error(n, v)
+    return tn.lower(), tv
 
 
 class Headers:
@@ -52,7 +120,7 @@ class Headers:
             self._items = list(items._items)
         else:
             pairs: Iterable[Any] = items.items() if isinstance(items, Mapping) else items
-            self._items = [(_text(n).lower(), _text(v)) for n, v in pairs]
+            self._items = [_text_field(item) for item in pairs]
 
     @classmethod
     def _from_h2(cls, items: list[tuple[str, str]]) -> Headers:
@@ -108,7 +176,7 @@ class Headers:
             return self._items == other._items
         if isinstance(other, (list, tuple)):
             try:
-                return self._items == [(_text(n).lower(), _text(v)) for n, v in other]
+                return self._items == [_text_field(item) for item in other]
             except (TypeError, ValueError):
                 return False
         return NotImplemented
@@ -120,14 +188,33 @@ class Headers:
         return f"Headers({self._items!r})"
 
 
+def _name_bytes(n: object) -> bytes:
+    if isinstance(n, str):
+        return n.encode("ascii", "surrogateescape").lower()
+    if isinstance(n, _BYTES_LIKE):
+        return bytes(n).lower()
+    raise _name_type_error(n)
+
+
+def _value_bytes(n: object, v: object) -> bytes:
+    if isinstance(v, str):
+        return v.encode("utf-8", "surrogateescape")
+    if isinstance(v, _BYTES_LIKE):
+        return bytes(v)
+    raise _value_type_error(n, v)
+
+
 def pairs(headers: HeadersLike) -> list[tuple[bytes, bytes]]:
-    """User-supplied headers as lowercase-name bytes pairs, unchecked (see :func:`to_wire`)."""
+    """User-supplied headers as lowercase-name bytes pairs, unchecked (see :func:`to_wire`).
+
+    Only the types are checked: a name or value that is not ``str`` or bytes-like is a
+    ``TypeError`` naming the field.
+    """
     items: Iterable[Any] = headers.items() if isinstance(headers, Mapping) else headers
     out = []
-    for n, v in items:
-        bn = n.encode("ascii", "surrogateescape") if isinstance(n, str) else bytes(n)
-        bv = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(v)
-        out.append((bn.lower(), bv))
+    for item in items:
+        n, v = _pair(item)
+        out.append((_name_bytes(n), _value_bytes(n, v)))
     return out
 
 
@@ -139,6 +226,18 @@ _RESPONSE_PSEUDO = frozenset([b":status"])
 # Field names: lowercase tokens (RFC 9110 §5.6.2); values: no NUL, CR or LF (RFC 9113 §8.2.1).
 _BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
+
+
+def valid_name(name: bytes) -> bool:
+    """True if ``name`` is a non-empty lowercase token, as HTTP/2 requires of a field name."""
+    return bool(name) and _BAD_NAME.search(name) is None
+
+
+def valid_value(value: bytes) -> bool:
+    """True if ``value`` has no NUL, CR or LF, which HTTP/2 forbids in a field value."""
+    return _BAD_VALUE.search(value) is None
+
+
 # Kept out of the HPACK dynamic table (CRIME-style guessing), as h2's normalisation does.
 _SECRET = frozenset([b"authorization", b"proxy-authorization"])
 
@@ -167,33 +266,53 @@ def remember(cache: dict[_K, _V], key: _K, value: _V, limit: int) -> None:
     cache[key] = value
 
 
-def _wire_name(n: str | bytes) -> bytes:
-    bn = _NAMES.get(n)
-    if bn is not None:
-        return bn
-    bn = (n.encode("ascii", "surrogateescape") if isinstance(n, str) else bytes(n)).lower()
+def _wire_name(n: object) -> bytes:
+    # Only exact str/bytes names are looked up and remembered: a bytearray is unhashable, and
+    # anything else is a TypeError below.
+    key = n if n.__class__ is str or n.__class__ is bytes else None
+    if key is not None:
+        bn = _NAMES.get(key)
+        if bn is not None:
+            return bn
+    bn = _name_bytes(n)
     if bn[:1] != b":":
-        if not bn or _BAD_NAME.search(bn):
-            raise ProtocolError(f"invalid header name {bn!r}")
+        if not valid_name(bn):
+            raise LocalProtocolError(
+                f"invalid header name {_short.repr(n)} passed by the application: a field name"
+                " must be a non-empty token (letters, digits and !#$%&'*+-.^_`|~; sent"
+                " lowercased) (RFC 9113 §8.2.1)"
+            )
         if bn in _CONNECTION_SPECIFIC:
-            raise ProtocolError(f"connection-specific header {bn!r} is not allowed in HTTP/2")
-    remember(_NAMES, n if isinstance(n, str) else bn, bn, _NAMES_MAX)
+            raise LocalProtocolError(
+                f"connection-specific header {bn!r} passed by the application: HTTP/2 does not"
+                " allow it (RFC 9113 §8.2.2)"
+            )
+    if key is not None:
+        remember(_NAMES, key, bn, _NAMES_MAX)
     return bn
 
 
-def _wire_field(n: str | bytes, v: str | bytes) -> tuple[bytes, bytes]:
+def _wire_field(n: object, v: object) -> tuple[bytes, bytes]:
     """One field as h2 sends it, with the checks that need no other field."""
     bn = _wire_name(n)
-    bv = v.encode("utf-8", "surrogateescape") if isinstance(v, str) else bytes(v)
-    if _BAD_VALUE.search(bv):
-        raise ProtocolError(f"header {bn!r} has a NUL, CR or LF in its value")
+    bv = v.encode("utf-8", "surrogateescape") if type(v) is str else _value_bytes(bn, v)
+    if not valid_value(bv):
+        raise LocalProtocolError(
+            f"invalid value for header {bn!r} passed by the application: it has a NUL, CR or LF"
+            " (RFC 9113 §8.2.1)"
+        )
     if bv[:1] in b" \t" or bv[-1:] in b" \t":
         bv = bv.strip(b" \t")
     if bn[:1] == b":":
         if bn == b":path" and not bv:
-            raise ProtocolError(":path must not be empty")
+            raise LocalProtocolError(
+                "empty :path passed by the application: :path must not be empty (RFC 9113 §8.3.1)"
+            )
     elif bn == b"te" and bv.lower() != b"trailers":
-        raise ProtocolError("the only TE value allowed in HTTP/2 is 'trailers'")
+        raise LocalProtocolError(
+            f"header 'te' passed by the application has the value {_short.repr(bv)}: the only TE"
+            " value HTTP/2 allows is 'trailers' (RFC 9113 §8.2.2)"
+        )
     elif bn in _SECRET or (bn == b"cookie" and len(bv) < 20):
         return NeverIndexedHeaderTuple(bn, bv)
     return (bn, bv)
@@ -214,7 +333,9 @@ def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, byt
     outbound validation and normalisation (turned off for aioh2s connections, where it cost a
     tenth of a small request): names are lowercased and surrounding whitespace of values
     stripped, connection-specific fields, misplaced or unknown pseudo-headers and illegal
-    characters raise :class:`ProtocolError`, and credentials are marked never-indexed.
+    characters raise :class:`LocalProtocolError` (the application's headers broke a rule; nothing
+    was sent), and credentials are marked never-indexed. A name or value that is not ``str`` or
+    bytes-like (``bytes``, ``bytearray``, ``memoryview``) raises ``TypeError`` naming the field.
     """
     if isinstance(headers, Headers):
         items: Iterable[Any] = headers._items
@@ -233,28 +354,48 @@ def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, byt
             wire = None
             hashable = False
         if wire is None:
-            n, v = item
+            try:
+                n, v = item
+            except (TypeError, ValueError):
+                n, v = _pair(item)  # raises the TypeError that says what is wrong
             wire = _wire_field(n, v)
             if hashable and len(wire[1]) <= _FIELD_VALUE_MAX and wire.__class__ is tuple:
                 remember(cache, item, wire, _FIELDS_MAX)
         bn = wire[0]
         if bn[0] == 0x3A:  # ":"
             if kind == TRAILERS:
-                raise ProtocolError(f"pseudo-header {bn!r} is not allowed in trailers")
+                raise LocalProtocolError(
+                    f"pseudo-header {bn!r} passed by the application in trailers: it is not"
+                    " allowed in trailers (RFC 9113 §8.1)"
+                )
             if regular:
-                raise ProtocolError(f"pseudo-header {bn!r} after a regular header")
+                raise LocalProtocolError(
+                    f"pseudo-header {bn!r} passed by the application after a regular header:"
+                    " pseudo-headers must come first (RFC 9113 §8.3)"
+                )
             if bn not in allowed or bn in pseudo:
-                raise ProtocolError(f"pseudo-header {bn!r} is unknown, misplaced or repeated")
+                what = "request" if allowed is _REQUEST_PSEUDO else "response"
+                raise LocalProtocolError(
+                    f"pseudo-header {bn!r} passed by the application is unknown, misplaced or"
+                    f" repeated in {what} headers (RFC 9113 §8.3)"
+                )
             pseudo.append(bn)
         else:
             regular = True
         out.append(wire)
     if kind == RESPONSE and b":status" not in pseudo:
-        raise ProtocolError("response headers need a :status")
+        raise LocalProtocolError(
+            "response headers passed by the application have no :status (RFC 9113 §8.3.2)"
+        )
     if kind == REQUEST:
         if b":method" not in pseudo:
-            raise ProtocolError("request headers need a :method")
+            raise LocalProtocolError(
+                "request headers passed by the application have no :method (RFC 9113 §8.3.1)"
+            )
         connect = any(n == b":method" and v == b"CONNECT" for n, v in out)
         if not connect and (b":scheme" not in pseudo or b":path" not in pseudo):
-            raise ProtocolError("request headers need :scheme and :path")
+            raise LocalProtocolError(
+                "request headers passed by the application need :scheme and :path"
+                " (RFC 9113 §8.3.1; only CONNECT may leave them out)"
+            )
     return out

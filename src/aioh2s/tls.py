@@ -44,8 +44,6 @@ _OP_NO_RENEGOTIATION: int = getattr(ssl, "OP_NO_RENEGOTIATION", 0)
 _PathLike = Union[str, "os.PathLike[str]"]
 
 
-
-
 def _harden(ctx: ssl.SSLContext) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.options |= ssl.OP_NO_COMPRESSION | _OP_NO_RENEGOTIATION
@@ -87,12 +85,13 @@ def client_ssl_context(cafile: _PathLike | None = None, *, verify: bool = True) 
     return _harden(ctx)
 
 
-def check_alpn(ssl_object: ssl.SSLObject | ssl.SSLSocket) -> None:
+def check_alpn(ssl_object: ssl.SSLObject | ssl.SSLSocket, peer: str | None = None) -> None:
     """Raise :class:`ALPNError` unless the finished TLS handshake selected ALPN ``h2``.
 
     *ssl_object* is what ``transport.get_extra_info("ssl_object")`` returns (an
     :class:`ssl.SSLSocket` works too). Call it on both sides right after the handshake.
+    *peer* (``"host:port"``), when given, is named in the error's message.
     """
     negotiated = ssl_object.selected_alpn_protocol()
     if negotiated != ALPN_PROTOCOL:
-        raise ALPNError(negotiated)
+        raise ALPNError(negotiated, peer)

@@ -519,12 +519,15 @@ class RawPeer:
     async def stop_reading(self) -> None:
         """Stop the background reader task (unread bytes stay in the kernel)."""
         task, self._reader = self._reader, None
-        if task is not None and not task.done():
+        # Python 3.11's wait_for() (in try_send) can swallow a cancellation that lands as its
+        # inner send completes; cancel again until the task has really stopped.
+        for _ in range(100):
+            if task is None or task.done():
+                break
             task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+            await asyncio.wait([task], timeout=0.05)
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()  # retrieved: a reader that failed is reported by its waits
 
     async def _read_loop(self) -> None:
         try:

@@ -1,0 +1,395 @@
+"""Regression tests for the trust-core issue: corners between the listed cases, on real sockets.
+
+Each test names the item it pins down. Peers are raw HTTP/2 (tests/adversarial/rawpeer.py,
+tests/rawh2.py), not aioh2s, so our own bugs cannot cancel out on both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from typing import Any
+
+import h2.events
+import pytest
+from h2.errors import ErrorCodes
+from tests.helpers import client_for, serving
+from tests.rawh2 import RawH2Server
+
+import aioh2s
+from aioh2s import _h2ext
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "adversarial"))
+import rawpeer  # noqa: E402
+
+
+class Heartbeat:
+    """A task ticking every 10 ms; ``max_gap`` shows whether the loop was ever starved."""
+
+    def __init__(self) -> None:
+        self.ticks: list[float] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.ticks.append(loop.time())
+            await asyncio.sleep(0.01)
+
+    async def __aenter__(self) -> Heartbeat:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self.ticks.append(asyncio.get_running_loop().time())
+
+    @property
+    def max_gap(self) -> float:
+        return max(b - a for a, b in zip(self.ticks, self.ticks[1:], strict=False))
+
+
+# -- item 1: RST_STREAM(NO_ERROR) on a server, and drain() that can make no progress ----------
+
+
+async def test_server_sees_rst_no_error_as_a_reset_and_the_loop_keeps_running() -> None:
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    writes = 0
+
+    async def streamer(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        nonlocal writes
+        writer.send_headers({":status": "200"})
+        try:
+            while True:  # an event stream: the client decides when it ends
+                writer.write(b"event\n")
+                writes += 1
+                await writer.drain()
+        except BaseException as e:
+            outcome.set_result(e)
+            raise
+
+    async with serving(streamer) as (_, port), Heartbeat() as hb:
+        async with await rawpeer.RawPeer.connect(port) as peer:
+            await peer.handshake(conn_window=2**31 - 1,
+                                 values={rawpeer.INITIAL_WINDOW_SIZE: 2**31 - 1})
+            await peer.send(peer.request(1, end_stream=True))  # a complete request
+            assert await peer.wait_for(lambda p: p.data_received > 1000, 5)
+            await peer.send(rawpeer.rst(1, ErrorCodes.NO_ERROR))
+            exc = await asyncio.wait_for(outcome, 3)
+    assert isinstance(exc, aioh2s.StreamReset), exc
+    assert exc.error_code == ErrorCodes.NO_ERROR and exc.remote
+    assert hb.max_gap < 0.5, f"the event loop was starved for {hb.max_gap:.2f} s"
+
+
+async def test_client_keeps_a_complete_response_after_rst_no_error_and_drain_raises() -> None:
+    """RFC 9113 §8.1 on a client: the response stays; the unwanted upload stops with an error."""
+
+    def on_event(peer: Any, ev: Any) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            peer.respond(ev.stream_id, b"early answer")
+            peer.conn.reset_stream(ev.stream_id, ErrorCodes.NO_ERROR)
+            peer.flush()
+
+    async with RawH2Server(on_event) as srv, Heartbeat() as hb:
+        client = await aioh2s.connect("127.0.0.1", srv.port)
+        try:
+            async with client.request({":method": "POST"}) as stream:
+                headers = await asyncio.wait_for(stream.response_headers(), 3)
+                with pytest.raises(aioh2s.StreamReset) as info:
+                    for _ in range(10_000):  # bounded: a drain() that never raises fails here
+                        stream.writer.write(b"x" * 1000)
+                        await asyncio.wait_for(stream.writer.drain(), 3)
+                assert info.value.error_code == ErrorCodes.NO_ERROR
+                assert headers[":status"] == "200"
+                assert await asyncio.wait_for(stream.reader.read(), 3) == b"early answer"
+        finally:
+            await asyncio.wait_for(client.close(), 5)
+    assert hb.max_gap < 0.5
+
+
+# -- item 3: cancel safety of reads -----------------------------------------------------------
+
+
+async def test_readexactly_and_read_keep_their_bytes_when_timed_out() -> None:
+    second, third = asyncio.Event(), asyncio.Event()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(b"01234")
+        await writer.drain()
+        await second.wait()
+        writer.write(b"56789")
+        await writer.drain()
+        await third.wait()
+        writer.write(b"abc")
+        writer.write_eof()
+
+    async with client_for(handler) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            await stream.response_headers()
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stream.reader.readexactly(10), 0.2)
+            second.set()
+            assert await asyncio.wait_for(stream.reader.readexactly(7), 3) == b"0123456"
+            # read() to the end, timed out half way, keeps what it had buffered too.
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(stream.reader.read(), 0.2)
+            third.set()
+            assert await asyncio.wait_for(stream.reader.read(), 3) == b"789abc"
+
+
+async def test_readexactly_larger_than_the_stream_window_completes() -> None:
+    size = 300_000
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(bytes(range(256)) * (size // 256 + 1))
+        writer.write_eof()
+
+    async with client_for(handler, stream_window=65535) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            await stream.response_headers()
+            data = await asyncio.wait_for(stream.reader.readexactly(size), 5)
+            assert data == (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+async def test_cancelled_readexactly_then_reset_does_not_hang() -> None:
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(b"abc")
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.reset(ErrorCodes.INTERNAL_ERROR)
+
+    async with client_for(handler) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            await stream.response_headers()
+            task = asyncio.ensure_future(stream.reader.readexactly(10))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            with pytest.raises(aioh2s.StreamReset):
+                await asyncio.wait_for(stream.reader.readexactly(10), 3)
+
+
+# -- item 4: misuse raises before the state changes ------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [{"connection": "close"}, {":status": "200"}, {"x y": "1"}])
+async def test_invalid_trailers_leave_the_stream_usable(bad: dict[str, str]) -> None:
+    seen: list[str] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(b"body")
+        with pytest.raises(aioh2s.LocalProtocolError):
+            writer.send_trailers(bad)
+        seen.append("raised")
+        assert not writer.is_closing()
+        writer.send_trailers({"x-ok": "1"})
+        await asyncio.wait_for(writer.wait_closed(), 3)
+        seen.append("ended")
+
+    async with client_for(handler) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            await asyncio.wait_for(stream.response_headers(), 3)
+            assert await asyncio.wait_for(stream.reader.read(), 3) == b"body"
+            assert stream.reader.trailers == [("x-ok", "1")]
+    assert seen == ["raised", "ended"]
+
+
+async def test_out_of_order_calls_raise_and_change_nothing() -> None:
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        with pytest.raises(RuntimeError, match="send_headers"):
+            writer.write(b"too early")
+        with pytest.raises(RuntimeError, match="send_headers"):
+            writer.write_eof()
+        with pytest.raises(TypeError):
+            writer.write("text")  # type: ignore[arg-type]
+        writer.send_headers({":status": "103", "link": "</a>; rel=preload"})
+        writer.send_headers({":status": "200"})
+        with pytest.raises(RuntimeError, match="send_trailers"):
+            writer.send_headers({":status": "200"})
+        writer.write(b"ok")
+        writer.write_eof()
+        with pytest.raises(RuntimeError, match="already ended"):
+            writer.write(b"late")
+        with pytest.raises(RuntimeError, match="already ended"):
+            writer.send_trailers({"x": "1"})
+        with pytest.raises(ValueError):
+            writer.reset("nonsense")  # type: ignore[arg-type]
+
+    async with client_for(handler) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            headers = await asyncio.wait_for(stream.response_headers(), 3)
+            assert headers[":status"] == "200"
+            assert [h[":status"] for h in stream.informational] == ["103"]
+            assert await asyncio.wait_for(stream.reader.read(), 3) == b"ok"
+
+
+# -- item 6: the right error after a graceful GOAWAY, and messages that say what happened ----
+
+
+async def test_request_after_graceful_goaway_is_connection_terminated_and_retry_safe() -> None:
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "204"}, end_stream=True)
+
+    async with client_for(handler, server_options={"idle_timeout": 0.3}) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            await stream.response_headers()
+        await asyncio.wait_for(client.wait_closed(), 5)  # the server's idle timeout ended it
+        assert client.is_closing()
+        with pytest.raises(aioh2s.ConnectionTerminated) as info:
+            async with client.request(end_stream=True):
+                pass
+    err = info.value
+    assert err.retry_safe and err.error_code == ErrorCodes.NO_ERROR
+    assert "2147483648" not in str(err) and "safe to retry" in str(err)
+
+
+async def test_a_protocol_error_message_says_what_the_peer_did() -> None:
+    def on_event(peer: Any, ev: Any) -> None:
+        if isinstance(ev, h2.events.RequestReceived) and ev.stream_id == 1:
+            # WINDOW_UPDATE on a stream nobody opened: a connection error, and h2's own
+            # message for it is only the stream id.
+            peer.transport.write(rawpeer.window_update(7, 100))
+
+    async with RawH2Server(on_event) as srv:
+        client = await aioh2s.connect("127.0.0.1", srv.port)
+        try:
+            with pytest.raises(aioh2s.ConnectionClosed) as info:
+                async with client.request(end_stream=True) as stream:
+                    await asyncio.wait_for(stream.response_headers(), 3)
+        finally:
+            await asyncio.wait_for(client.close(), 5)
+    text = str(info.value)
+    assert "stream 7" in text and "never opened" in text, text
+    assert not text.rstrip().split(":")[-1].strip().isdigit(), text
+
+
+def test_describe_never_returns_a_bare_stream_id() -> None:
+    import h2.exceptions
+
+    for e in (h2.exceptions.StreamClosedError(7), h2.exceptions.StreamIDTooLowError(3, 5),
+              h2.exceptions.NoSuchStreamError(7), h2.exceptions.ProtocolError("7")):
+        text = _h2ext.describe(e)
+        assert not text.isdigit() and ("7" in text or "3" in text), text
+
+
+# -- item 7: shutdown --------------------------------------------------------------------------
+
+
+async def test_a_second_close_with_a_shorter_grace_shortens_the_first() -> None:
+    started = asyncio.Event()
+
+    async def stuck(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        started.set()
+        await reader.read()  # the client never ends its body
+
+    server = await aioh2s.start_server(stuck, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = await aioh2s.connect("127.0.0.1", port)
+    try:
+        async with client.request({":method": "POST"}) as stream:
+            await asyncio.wait_for(started.wait(), 3)
+            server.close(grace=30)
+            await asyncio.sleep(0.1)
+            server.close(grace=0)
+            await asyncio.wait_for(server.wait_closed(), 3)
+            with pytest.raises((aioh2s.StreamReset, aioh2s.ConnectionClosed)):
+                await asyncio.wait_for(stream.reader.read(), 3)
+    finally:
+        await asyncio.wait_for(client.close(), 5)
+
+
+async def test_closing_before_the_preface_writes_nothing() -> None:
+    """A GOAWAY may not be the first frame (§3.4): a cleartext connection that said nothing yet
+    gets a plain close."""
+    server = await aioh2s.start_server(lambda r, w: None, "127.0.0.1", 0)  # type: ignore[arg-type]
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(100):
+            if server.connections:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == 1
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 3)
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+    finally:
+        writer.close()
+
+
+async def test_graceful_close_follows_rfc9113_6_8_and_ends_without_a_reset() -> None:
+    release = asyncio.Event()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        await release.wait()
+        writer.send_headers({":status": "200"})
+        writer.write(reader.headers[":path"].encode())
+        writer.write_eof()
+
+    async with serving(handler) as (server, port):
+        peer = await rawpeer.RawPeer.connect(port, auto_ack=False)
+        try:
+            await peer.handshake()
+            await peer.send(peer.request(1, "/one"))
+            await asyncio.sleep(0.05)
+            server.close(grace=10)
+            first = await peer.expect_goaway(ErrorCodes.NO_ERROR)
+            assert first.last_stream_id == 2**31 - 1
+            # Opened after the warning but before our PING ACK: still processed.
+            await peer.send(peer.request(3, "/three"))
+            assert await peer.wait_for(lambda p: p.counts[rawpeer.PING] > 0, 3)
+            assert peer.goaways == 1
+            await asyncio.sleep(0.05)
+            for opaque in (b"aioh2s\x00\x01",):
+                await peer.send(rawpeer.ping(opaque, ack=True))
+            assert await peer.wait_for(lambda p: p.goaways == 2, 3)
+            final = [f for f in peer.tail if f.type == rawpeer.GOAWAY][-1]
+            assert int.from_bytes(final.payload[:4], "big") == 3
+            release.set()
+            assert await peer.wait_for(lambda p: 3 in p.streams and p.streams[3].ended, 3)
+            assert peer.streams[1].body == b"/one" and peer.streams[3].body == b"/three"
+            # The server shut its write side and lingers: a frame we send now is read, not
+            # answered with a TCP reset that could destroy its GOAWAY on our side.
+            await peer.send(rawpeer.ping(b"late\x00\x00\x00\x00"))
+            assert await peer.closed(5)
+            assert not peer.reset_by_peer
+        finally:
+            await peer.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+
+
+# -- item 8: writer.close(); await writer.wait_closed() in a handler ---------------------------
+
+
+async def test_handler_close_and_wait_closed_return_while_the_client_still_sends() -> None:
+    done = asyncio.Event()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(b"not interested")
+        writer.close()
+        await asyncio.wait_for(writer.wait_closed(), 3)
+        done.set()
+
+    async with client_for(handler) as (client, _):
+        async with client.request({":method": "POST"}) as stream:
+            stream.writer.write(b"x" * 1000)
+            await asyncio.wait_for(done.wait(), 3)
+            assert await asyncio.wait_for(stream.reader.read(), 3) == b"not interested"
+            # The server discards the rest of the body with RST_STREAM(NO_ERROR) (§8.1).
+            with pytest.raises(aioh2s.StreamReset) as info:
+                for _ in range(1000):
+                    stream.writer.write(b"x" * 1000)
+                    await asyncio.wait_for(stream.writer.drain(), 3)
+            assert info.value.error_code == ErrorCodes.NO_ERROR
+
+

@@ -19,7 +19,8 @@ The jobs are split by module, each with one reason to change:
   teardown;
 - ``_budgets``: abuse counting;
 - ``_h2ext``: every use of h2's private API, behind one version guard;
-- this module: setup, the reader task, event dispatch, client stream slots, ping.
+- this module: setup, the reader task, event dispatch, client stream slots (mixin
+  :class:`StreamSlots`), ping.
 
 Inbound DATA path: ``run`` → ``receive`` → ``H2.receive_data`` → ``dispatch`` →
 ``_on_data`` → ``Stream.on_data`` (buffered, not yet acknowledged) → the application's
@@ -38,7 +39,7 @@ import collections
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import h2.events
 import h2.exceptions
@@ -71,7 +72,97 @@ _HEADER_KINDS: dict[type, str] = {
 }
 
 
-class Connection(Sender, Lifecycle):
+class StreamSlots:
+    """Client: opening streams under the peer's SETTINGS_MAX_CONCURRENT_STREAMS, FIFO.
+
+    A mixin of :class:`Connection`, which owns the state; a granted slot is counted in
+    ``open_outbound`` at once and given back by ``stream_closed``.
+    """
+
+    loop: asyncio.AbstractEventLoop
+    h2: _h2ext.H2
+    streams: dict[int, Stream]
+    error: ConnectionClosed | None
+    closing_error: ConnectionClosed | None
+    open_outbound: int
+    idle_since: float | None
+    _slot_waiters: collections.deque[asyncio.Future[bool]]
+
+    if TYPE_CHECKING:
+        def send_headers(
+            self, s: Stream, headers: list[tuple[bytes, bytes]], end: bool
+        ) -> None: ...
+
+    def _refusal(self) -> ConnectionClosed | None:
+        """Why a new request may not start now (None: it may)."""
+        if self.error is not None:
+            return not_sent(self.error)
+        if self.closing_error is not None:
+            return not_sent(self.closing_error)
+        return None
+
+    async def open_stream(self, headers: list[tuple[bytes, bytes]], end: bool) -> Stream:
+        """Client: wait (FIFO) for a slot under the peer's limit, then send HEADERS."""
+        refused = self._refusal()
+        if refused is not None:
+            raise refused
+        if self._slot_waiters or self.open_outbound >= self._peer_limit():
+            # The future's result says whether a slot was granted (and counted for us: True)
+            # or the connection is ending (False).
+            fut: asyncio.Future[bool] = self.loop.create_future()
+            self._slot_waiters.append(fut)
+            try:
+                granted = await fut
+            except BaseException:
+                if fut.done() and not fut.cancelled() and fut.result():
+                    self.open_outbound -= 1  # granted, but we are leaving: pass it on
+                    self._grant_slots()
+                else:
+                    try:
+                        self._slot_waiters.remove(fut)
+                    except ValueError:
+                        pass
+                raise
+            refused = self._refusal()
+            if not granted or refused is not None:
+                if granted:
+                    self.open_outbound -= 1
+                raise refused or ConnectionClosed("connection ended", retry_safe=True)
+        else:
+            self.open_outbound += 1
+        sid = self.h2.get_next_available_stream_id()
+        s = Stream(cast("Connection", self), sid)
+        self.streams[sid] = s
+        self.idle_since = None
+        try:
+            self.send_headers(s, headers, end)
+        except BaseException:
+            self.streams.pop(sid, None)
+            self.open_outbound -= 1
+            self._grant_slots()
+            raise
+        s.headers_sent = True
+        if end:
+            s.on_send_ended()
+        else:
+            s.send = Send.OPEN
+        return s
+
+    def _peer_limit(self) -> int:
+        return int(self.h2.remote_settings.max_concurrent_streams)
+
+    def _grant_slots(self) -> None:
+        # A granted waiter's slot is counted in open_outbound at once, so two releases before
+        # the waiters run cannot grant more slots than the peer allows.
+        waiters = self._slot_waiters
+        while waiters and self.open_outbound < self._peer_limit():
+            fut = waiters.popleft()
+            if not fut.done():
+                self.open_outbound += 1
+                fut.set_result(True)
+
+
+class Connection(Sender, Lifecycle, StreamSlots):
     """One HTTP/2 connection over an asyncio stream pair, client or server side.
 
     ``on_request`` (server side) is called with each new peer-opened :class:`Stream` whose
@@ -471,98 +562,6 @@ class Connection(Sender, Lifecycle):
         if not self.streams:
             self.idle_since = time.monotonic()
             self.maybe_finish_close()
-
-    # -- client: stream slots ------------------------------------------------------------------
-
-    def _refusal(self) -> ConnectionClosed | None:
-        """Why a new request may not start now (None: it may)."""
-        if self.error is not None:
-            return not_sent(self.error)
-        if self.closing_error is not None:
-            return not_sent(self.closing_error)
-        return None
-
-    async def open_stream(self, headers: list[tuple[bytes, bytes]], end: bool) -> Stream:
-        """Client: wait (FIFO) for a slot under the peer's limit, then send HEADERS."""
-        refused = self._refusal()
-        if refused is not None:
-            raise refused
-        if self._slot_waiters or self.open_outbound >= self._peer_limit():
-            # The future's result says whether a slot was granted (and counted for us: True)
-            # or the connection is ending (False).
-            fut: asyncio.Future[bool] = self.loop.create_future()
-            self._slot_waiters.append(fut)
-            try:
-                granted = await fut
-            except BaseException:
-                if fut.done() and not fut.cancelled() and fut.result():
-                    self.open_outbound -= 1  # granted, but we are leaving: pass it on
-                    self._grant_slots()
-                else:
-                    try:
-                        self._slot_waiters.remove(fut)
-                    except ValueError:
-                        pass
-                raise
-            refused = self._refusal()
-            if not granted or refused is not None:
-                if granted:
-                    self.open_outbound -= 1
-                raise refused or ConnectionClosed("connection ended", retry_safe=True)
-        else:
-            self.open_outbound += 1
-        sid = self.h2.get_next_available_stream_id()
-        s = Stream(self, sid)
-        self.streams[sid] = s
-        self.idle_since = None
-        try:
-            self.send_headers(s, headers, end)
-        except BaseException:
-            self.streams.pop(sid, None)
-            self.open_outbound -= 1
-            self._grant_slots()
-            raise
-        s.headers_sent = True
-        if end:
-            s.on_send_ended()
-        else:
-            s.send = Send.OPEN
-        return s
-
-    def _peer_limit(self) -> int:
-        return int(self.h2.remote_settings.max_concurrent_streams)
-
-    def _grant_slots(self) -> None:
-        # A granted waiter's slot is counted in open_outbound at once, so two releases before
-        # the waiters run cannot grant more slots than the peer allows.
-        waiters = self._slot_waiters
-        while waiters and self.open_outbound < self._peer_limit():
-            fut = waiters.popleft()
-            if not fut.done():
-                self.open_outbound += 1
-                fut.set_result(True)
-
-    # -- ping ----------------------------------------------------------------------------------
-
-    async def ping(self, timeout: float | None = None) -> float:
-        """Send PING and return the round-trip time in seconds."""
-        if self.error is not None:
-            raise self.error
-        if not self.life.may_write:
-            raise ConnectionClosed("the connection is closed")
-        opaque = time.monotonic_ns().to_bytes(8, "big")
-        while opaque in self._ping_waiters:
-            opaque = (int.from_bytes(opaque, "big") + 1).to_bytes(8, "big")
-        fut: asyncio.Future[float] = self.loop.create_future()
-        self._ping_waiters[opaque] = fut
-        start = time.monotonic()
-        self.h2.ping(opaque)
-        self.flush()
-        try:
-            end = await asyncio.wait_for(fut, timeout)
-        finally:
-            self._ping_waiters.pop(opaque, None)
-        return end - start
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """The transport's extra info (``peername``, ``ssl_object``, ...)."""

@@ -116,7 +116,6 @@ class Lifecycle:
     if TYPE_CHECKING:
         def flush(self) -> None: ...
         def reset_stream(self, s: Stream, code: int) -> None: ...
-        async def ping(self, timeout: float | None = None) -> float: ...
         def get_extra_info(self, name: str, default: Any = None) -> Any: ...
 
     @property
@@ -298,6 +297,28 @@ class Lifecycle:
                     return
                 except ConnectionClosed:
                     return
+
+    # -- ping (keepalive and the application's) ---------------------------------------------
+
+    async def ping(self, timeout: float | None = None) -> float:
+        """Send PING and return the round-trip time in seconds."""
+        if self.error is not None:
+            raise self.error
+        if not self.life.may_write:
+            raise ConnectionClosed("the connection is closed")
+        opaque = time.monotonic_ns().to_bytes(8, "big")
+        while opaque in self._ping_waiters:
+            opaque = (int.from_bytes(opaque, "big") + 1).to_bytes(8, "big")
+        fut: asyncio.Future[float] = self.loop.create_future()
+        self._ping_waiters[opaque] = fut
+        start = time.monotonic()
+        self.h2.ping(opaque)
+        self.flush()
+        try:
+            end = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._ping_waiters.pop(opaque, None)
+        return end - start
 
     # -- ending the connection -----------------------------------------------------------------
 

@@ -372,7 +372,10 @@ class H2Protocol:
                 self._touch()
                 st.readable.set()
                 await self._pump(st)
-            await st.writer.wait_closed()
+            try:
+                await st.writer.wait_closed()  # until the application ended its side
+            except H2Error:
+                pass  # or the stream died: st already carries the error
         finally:
             try:
                 # Resets the stream (CANCEL) only if it is still open, e.g. on cancellation.
@@ -390,7 +393,10 @@ class H2Protocol:
             if st.eof:
                 # Returning would let aioh2s end the response for us: wait for the
                 # application to end it (or for a reset / the connection's end).
-                await writer.wait_closed()
+                try:
+                    await writer.wait_closed()
+                except H2Error:
+                    pass
         finally:
             self._retire(st)
 

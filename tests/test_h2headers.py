@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import h2.config
 import h2.connection
+import h2.errors
+import h2.events
 import h2.exceptions
 import h2.utilities
 import pytest
@@ -197,16 +199,24 @@ def test_aioh2s_streams_use_the_fast_path() -> None:
      [(b"host", b"b")], [(b":path", b"/again")]],
 )
 def test_malformed_blocks_get_h2s_own_error(bad: list[tuple[bytes, bytes]]) -> None:
-    _server, result = _server_with_request(bad)
-    assert isinstance(result, h2.exceptions.ProtocolError)
-    # The message is h2's: the fast path handed the block to h2's pipeline.
+    server, result = _server_with_request(bad)
+    # RFC 9113 §8.1.1: a malformed request is a stream error (RST_STREAM PROTOCOL_ERROR).
+    assert isinstance(result, list), result
+    (ev,) = result
+    assert isinstance(ev, h2.events.StreamReset)
+    assert ev.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR and not ev.remote_reset
+    assert b"\x00\x00\x04\x03\x00\x00\x00\x00\x01" in server.data_to_send()  # RST_STREAM(1)
+    # The judgement and its message are h2's: the fast path handed the block to h2's pipeline.
     headers = [HeaderTuple(n, v) for n, v in [
         (b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"a"), (b":path", b"/"),
         *bad]]
     with pytest.raises(h2.exceptions.ProtocolError) as stock:
         list(h2.utilities.validate_headers(
             h2.utilities.normalize_inbound_headers(headers, REQUEST), REQUEST))
-    assert str(result) == str(stock.value)
+    stream = server.streams[1]  # type: ignore[attr-defined]
+    with pytest.raises(_h2headers.MalformedHeaders) as ours:
+        stream._process_received_headers(headers, REQUEST, None)
+    assert str(ours.value) == str(stock.value)
 
 
 # -- outbound: aioh2s.headers.to_wire remembers fields it has checked --------------------

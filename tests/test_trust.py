@@ -393,3 +393,144 @@ async def test_handler_close_and_wait_closed_return_while_the_client_still_sends
             assert info.value.error_code == ErrorCodes.NO_ERROR
 
 
+
+
+# -- found by review: corners between the items ------------------------------------------------
+
+
+async def test_drain_after_write_eof_returns_while_another_stream_fills_the_transport() -> None:
+    """F1: once our side ENDED, drain() must not wait for a transport other streams keep full."""
+    results: list[str] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        if reader.headers[":path"] == "/big":
+            for _ in range(64):
+                writer.write(b"b" * 131072)
+                await writer.drain()
+            writer.write_eof()
+            return
+        await asyncio.sleep(0.1)
+        writer.write(b"small")
+        writer.write_eof()
+        await writer.drain()  # plain await: nobody else may be needed to wake it
+        results.append("drained")
+
+    async with client_for(handler) as (client, _):
+        async def get(path: str) -> int:
+            async with client.request({":path": path}, end_stream=True) as stream:
+                await stream.response_headers()
+                n = 0
+                async for chunk in stream.reader:
+                    n += len(chunk)
+                    await asyncio.sleep(0.001)  # a slowish reader keeps the transport busy
+                return n
+
+        sizes = await asyncio.wait_for(asyncio.gather(get("/big"), get("/small")), 20)
+    assert sizes == [64 * 131072, 5] and results == ["drained"]
+
+
+async def test_empty_trailers_end_the_stream_and_harm_no_other_stream() -> None:
+    """F3: send_trailers({}) used to crash the flush and strand every queued stream."""
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(reader.headers[":path"].encode())
+        if reader.headers[":path"] == "/empty":
+            writer.send_trailers({})
+        else:
+            writer.write_eof()
+
+    async with client_for(handler) as (client, _):
+        async def get(path: str) -> bytes:
+            async with client.request({":path": path}, end_stream=True) as stream:
+                await stream.response_headers()
+                return await stream.reader.read()
+
+        bodies = await asyncio.wait_for(asyncio.gather(get("/a"), get("/empty"), get("/b")), 5)
+    assert bodies == [b"/a", b"/empty", b"/b"]
+
+
+async def test_partial_lines_on_many_streams_do_not_deadlock_the_connection_window() -> None:
+    """F9: readline() waiting on a partial line must not hold the connection window."""
+    got: list[bytes] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        got.append(await reader.readline())
+        writer.send_headers({":status": "204"}, end_stream=True)
+
+    n = 12  # 12 x 30 KB partial lines > the 256 KiB connection window below
+    async with client_for(
+        handler, server_options={"connection_window": 262144, "stream_window": 65535}
+    ) as (client, _):
+        async def one(i: int) -> str:
+            async with client.request({":method": "POST"}) as stream:
+                stream.writer.write(b"x" * 30000)
+                await asyncio.wait_for(stream.writer.drain(), 10)
+                await asyncio.sleep(0.3)
+                stream.writer.write(b"\n")
+                stream.writer.write_eof()
+                return (await stream.response_headers())[":status"]
+
+        statuses = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), 20)
+    assert statuses == ["204"] * n and got == [b"x" * 30000 + b"\n"] * n
+
+
+@pytest.mark.parametrize("status", ["abc", "99", "1000", "101", "600"])
+async def test_bad_status_codes_are_refused_before_sending(status: str) -> None:
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        with pytest.raises(aioh2s.LocalProtocolError):
+            writer.send_headers({":status": status})
+        writer.send_headers({":status": "200"}, end_stream=True)
+
+    async with client_for(handler) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            assert (await asyncio.wait_for(stream.response_headers(), 3))[":status"] == "200"
+            assert stream.informational == []
+
+
+async def test_a_malformed_request_is_a_stream_error_and_spares_the_others() -> None:
+    """RFC 9113 §8.1.1: RST_STREAM(PROTOCOL_ERROR) for the bad one; the connection lives."""
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        writer.write(b"fine")
+        writer.write_eof()
+
+    async with serving(handler) as (_, port):
+        async with await rawpeer.RawPeer.connect(port) as peer:
+            await peer.handshake()
+            sid = peer.new_stream_id()
+            await peer.send(peer.request(sid, extra=[("x-upper", "a")])
+                            .replace(b"x-upper", b"X-Upper"))
+            await peer.expect_rst(sid, ErrorCodes.PROTOCOL_ERROR)
+            resp = await peer.get("/after")
+            assert resp.status == "200" and bytes(resp.body) == b"fine"
+            assert peer.goaway is None
+
+
+async def test_client_close_waits_for_its_requests_before_its_goaway() -> None:
+    """F5: stock h2 servers answer nothing after receiving GOAWAY, so the client sends its
+    GOAWAY only when its own requests are done."""
+    answered = asyncio.Event()
+
+    def on_event(peer: Any, ev: Any) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            asyncio.get_running_loop().call_later(0.3, respond, peer, ev.stream_id)
+
+    def respond(peer: Any, sid: int) -> None:
+        peer.respond(sid, b"late but fine")
+        answered.set()
+
+    async with RawH2Server(on_event) as srv:
+        client = await aioh2s.connect("127.0.0.1", srv.port)
+        async with client.request(end_stream=True) as stream:
+            closing = asyncio.ensure_future(client.close(grace=5))
+            await asyncio.sleep(0.05)
+            with pytest.raises(aioh2s.ConnectionClosed) as info:
+                async with client.request(end_stream=True):
+                    pass
+            assert info.value.retry_safe
+            await asyncio.wait_for(stream.response_headers(), 3)
+            assert await asyncio.wait_for(stream.reader.read(), 3) == b"late but fine"
+        await asyncio.wait_for(closing, 3)

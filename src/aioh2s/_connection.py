@@ -46,7 +46,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from . import _h2ext
+from . import _aio, _h2ext
 from ._budgets import Abuse
 from ._h2headers import decode
 from ._lifecycle import Lifecycle, not_sent
@@ -92,6 +92,7 @@ class StreamSlots:
         def send_headers(
             self, s: Stream, headers: list[tuple[bytes, bytes]], end: bool
         ) -> None: ...
+        def start_close(self, grace: float | None = None) -> None: ...
 
     def _refusal(self) -> ConnectionClosed | None:
         """Why a new request may not start now (None: it may)."""
@@ -130,7 +131,18 @@ class StreamSlots:
                 raise refused or ConnectionClosed("connection ended", retry_safe=True)
         else:
             self.open_outbound += 1
-        sid = self.h2.get_next_available_stream_id()
+        try:
+            sid = self.h2.get_next_available_stream_id()
+        except h2.exceptions.NoAvailableStreamIDError:
+            # After ~10^9 requests: this connection can open no more streams.
+            self.open_outbound -= 1
+            self._grant_slots()
+            self.start_close()
+            err = self._refusal()
+            assert err is not None
+            raise ConnectionClosed(
+                f"{err}; no stream ids are left on this connection", retry_safe=True
+            ) from None
         s = Stream(cast("Connection", self), sid)
         self.streams[sid] = s
         self.idle_since = None
@@ -233,6 +245,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
 
     def initiate(self) -> None:
         """Send our preface (SETTINGS and the connection window)."""
+        if self.closed:
+            return  # closed while the front door read (server.close(), a timeout)
         h2c = self.h2
         h2c.initiate_connection()
         extra = self.config.connection_window - 65535
@@ -249,6 +263,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         The caller already sent ``101 Switching Protocols``. The body arrived over HTTP/1.1,
         outside HTTP/2 flow control, so it is buffered without granting window for it.
         """
+        if self.closed:
+            return
         h2c = self.h2
         h2c.initiate_upgrade_connection(settings_header)
         extra = self.config.connection_window - 65535
@@ -270,7 +286,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         """Wait for the peer's first SETTINGS (the end of the handshake)."""
         timeout = self.config.handshake_timeout
         try:
-            await asyncio.wait_for(asyncio.shield(self._remote_settings), timeout)
+            await _aio.wait_for(asyncio.shield(self._remote_settings), timeout)
         except asyncio.TimeoutError:
             exc = ConnectionClosed(
                 f"handshake timed out: no SETTINGS from the peer within {timeout} s"

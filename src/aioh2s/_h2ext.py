@@ -286,6 +286,17 @@ class H2(h2.connection.H2Connection):
             return [rst], []
         except h2.exceptions.DenialOfServiceError:
             raise
+        except _h2headers.MalformedHeaders as e:
+            # RFC 9113 §8.1.1: a malformed request or response is a stream error; the block
+            # was decoded, so the connection (and every other stream on it) carries on.
+            sid = frame.stream_id
+            try:
+                self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)  # counted in auto_resets
+            except h2.exceptions.ProtocolError:
+                raise e from None
+            ev = h2.events.StreamReset(stream_id=sid, error_code=ErrorCodes.PROTOCOL_ERROR,
+                                       remote_reset=False)
+            return [], [ev]
         except h2.exceptions.ProtocolError as e:
             # h2 reports undecodable header blocks as PROTOCOL_ERROR; RFC 9113 §4.3 says
             # COMPRESSION_ERROR (the HPACK context can no longer be trusted).

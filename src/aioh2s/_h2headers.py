@@ -38,13 +38,14 @@ import re
 from typing import Any
 
 import h2
+import h2.exceptions
 import h2.stream
 import h2.utilities
 from hpack import HeaderTuple, NeverIndexedHeaderTuple
 
 from .headers import Headers, remember
 
-__all__ = ["FastInboundStream", "accept", "decode", "install", "supported"]
+__all__ = ["FastInboundStream", "MalformedHeaders", "accept", "decode", "install", "supported"]
 
 # RFC 9113 §8.2.1 as h2 4.x applies it: name bytes 0x21-0x40 and 0x5b-0x7e (no controls,
 # no space, no uppercase, nothing above 0x7e), and a colon only as a pseudo-header sigil.
@@ -151,6 +152,13 @@ def accept(headers: list[Any], flags: Any) -> list[Any] | None:
     return out
 
 
+class MalformedHeaders(h2.exceptions.ProtocolError):
+    """h2 refused a decoded header block (RFC 9113 §8.1.1: a stream error, not a connection one).
+
+    Raised only after the block was decoded, so the HPACK state is in sync with the peer.
+    """
+
+
 class FastInboundStream(h2.stream.H2Stream):
     """An ``H2Stream`` whose inbound header checks take the one-pass path when they can."""
 
@@ -163,9 +171,12 @@ class FastInboundStream(h2.stream.H2Stream):
             out = accept(headers, header_validation_flags)
             if out is not None:
                 return out
-        return super()._process_received_headers(
-            headers, header_validation_flags, header_encoding
-        )
+        try:
+            return super()._process_received_headers(
+                headers, header_validation_flags, header_encoding
+            )
+        except h2.exceptions.ProtocolError as e:
+            raise MalformedHeaders(str(e)) from e
 
     def _build_hdr_validation_flags(self, events: Any) -> Any:
         # The flags depend only on the first event's class and the side; h2 builds a new

@@ -288,6 +288,8 @@ async def front_door(conn: Connection, data: bytes) -> bytes:
     kind = classify(data)
     while kind == MORE:
         more = await reader.read(conn.config.read_size)
+        if conn.closed:
+            return b""  # closed while we waited (server.close(), handshake timeout)
         if not more:
             if PREFACE.startswith(data):
                 return data  # h2 sees the truncated preface, then the EOF
@@ -310,6 +312,8 @@ async def front_door(conn: Connection, data: bytes) -> bytes:
         return b""
     try:
         head, rest = await read_request(reader, data)
+        if conn.closed:
+            return b""
         req = parse_request(head)
         settings = req.upgrade_settings()
         if settings is None:
@@ -327,6 +331,8 @@ async def front_door(conn: Connection, data: bytes) -> bytes:
         return b""
     while len(rest) < length:
         more = await reader.read(conn.config.read_size)
+        if conn.closed:
+            return b""
         if not more:
             conn.abort(ConnectionClosed("connection closed in the h2c Upgrade body"), None)
             return b""

@@ -11,7 +11,8 @@ Graceful close (RFC 9113 §6.8), started by :meth:`Lifecycle.start_close`:
    client opened before it saw that are still processed. When the PING's ACK arrives (one
    round trip: every such stream has arrived by then) or after at most a second, the final
    GOAWAY names the last stream we processed; later streams are refused (REFUSED_STREAM,
-   safe to retry). A client takes no streams, so it sends the final GOAWAY at once.
+   safe to retry). A client takes no streams: it refuses new requests at once and sends its
+   GOAWAY when its last request ended (stock h2 servers answer nothing after a GOAWAY).
 2. Open streams may finish until the grace period ends; then they are reset (CANCEL). A
    second ``start_close`` with a shorter grace shortens it.
 3. With no stream left, the connection *lingers*: our write side is shut (TCP FIN after the
@@ -41,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from h2.errors import ErrorCodes
 from h2.events import ConnectionTerminated as GoAwayReceived
 
+from . import _aio
 from ._state import LIFE_MOVES, Life
 from .errors import ConnectionClosed, ConnectionTerminated, ProtocolError
 
@@ -163,11 +165,14 @@ class Lifecycle:
                 "the connection is closing (this side sent GOAWAY)", 0, None, True
             )
         self._fail_slot_waiters()
-        if self.goaway_sent is None and self._shutdown_timer is None:
-            if self.client or g == 0:
+        if self.goaway_sent is None and self._shutdown_timer is None and not self.client:
+            if g == 0:
                 self._send_final_goaway()
             else:
                 self._warn_of_goaway(min(_SHUTDOWN_RTT, g))
+        # A client's GOAWAY tells the server nothing it needs while our requests run (we take
+        # no pushes: its last stream id is 0), and stock h2 servers stop answering once they
+        # received one: the client sends it when its last stream ended (maybe_finish_close).
         self.maybe_finish_close()
 
     def _warn_of_goaway(self, wait: float) -> None:
@@ -315,7 +320,7 @@ class Lifecycle:
         self.h2.ping(opaque)
         self.flush()
         try:
-            end = await asyncio.wait_for(fut, timeout)
+            end = await _aio.wait_for(fut, timeout)
         finally:
             self._ping_waiters.pop(opaque, None)
         return end - start

@@ -28,18 +28,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 from typing import TYPE_CHECKING
 
 import h2.exceptions
 
 from ._state import Life, Send
 from ._stream import Stream
+from .errors import ConnectionClosed, ProtocolError
 
 if TYPE_CHECKING:
     from ._h2ext import H2
     from .config import Config
 
 __all__ = ["Sender"]
+
+log = logging.getLogger("aioh2s")
 
 # Most bytes the pump lets h2 hold before writing them out (below glibc's 128 KiB mmap
 # threshold, so the buffers come from the heap and are reused).
@@ -62,6 +66,9 @@ class Sender:
     _flush_handle: asyncio.Handle | None
     _drain_task: asyncio.Task[None] | None
 
+    if TYPE_CHECKING:
+        def abort(self, exc: ConnectionClosed | ProtocolError, code: int | None) -> None: ...
+
     def want_send(self, s: Stream) -> None:
         """``s`` has bytes or an end to send: give it a turn and schedule a flush."""
         if not s.queued:
@@ -80,7 +87,16 @@ class Sender:
             return
         if self._sendable:
             self._budget_hit = False
-            self._pump()
+            try:
+                self._pump()
+            except Exception as e:
+                # A bug here would strand every queued stream without a word: end the
+                # connection loudly instead, so every waiter gets an error.
+                log.exception("aioh2s: internal error while sending")
+                err = ConnectionClosed(f"internal error in aioh2s: {e!r}", 2)
+                err.__cause__ = e
+                self.abort(err, 2)  # INTERNAL_ERROR
+                return
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)

@@ -231,7 +231,7 @@ class Stream:
             self._raise_if_reset()
         client = self.conn.client
         wire = to_wire(headers, REQUEST if client else RESPONSE)
-        informational = not client and _is_informational(wire)
+        informational = not client and _status_class(wire, self.id) == 1
         if informational and end_stream:
             raise LocalProtocolError(
                 f"a 1xx response cannot end stream {self.id}: send a final response"
@@ -268,7 +268,8 @@ class Stream:
         if check_send("end", self.send, self.id) != "ok":
             return
         wire = to_wire(trailers, TRAILERS) if trailers is not None else None
-        self.trailers_out = wire
+        # No fields is no trailers: a HEADERS frame cannot be empty, END_STREAM alone says it.
+        self.trailers_out = wire or None
         self.send = Send.ENDING
         self.conn.want_send(self)
 
@@ -318,7 +319,9 @@ class Stream:
             await asyncio.sleep(0)
         else:
             low = conn.config.write_low_water
-            while self.send is not Send.RESET and (self.out_size > low or conn.write_blocked):
+            # Only a side still sending waits: once ENDED everything was handed to h2 (and the
+            # stream may already have left the table, where nothing would wake it again).
+            while not send_terminal(self.send) and (self.out_size > low or conn.write_blocked):
                 if self._drain_waiters is None:
                     self._drain_waiters = []
                 await wait_in(self._drain_waiters, conn.loop.create_future())
@@ -413,8 +416,18 @@ class Stream:
             self.conn.stream_closed(self)
 
 
-def _is_informational(wire: list[tuple[bytes, bytes]]) -> bool:
+def _status_class(wire: list[tuple[bytes, bytes]], stream_id: int) -> int:
+    """The first digit of ``:status`` (RFC 9110 §15: three digits, 100-599; no 101 in h2)."""
     for n, v in wire:
         if n == b":status":
-            return v[:1] == b"1"
-    return False
+            if len(v) != 3 or not v.isdigit() or not b"100" <= v <= b"599":
+                raise LocalProtocolError(
+                    f":status {v!r} passed by the application on stream {stream_id} is not a "
+                    "three-digit status code from 100 to 599 (RFC 9110 §15)"
+                )
+            if v == b"101":
+                raise LocalProtocolError(
+                    "101 Switching Protocols does not exist in HTTP/2 (RFC 9113 §8.6)"
+                )
+            return v[0] - 0x30
+    return 0

@@ -21,6 +21,7 @@ import ssl as _ssl
 from types import TracebackType
 from typing import Any
 
+from . import _aio
 from ._connection import Connection
 from ._stream import Stream
 from .config import Config
@@ -235,10 +236,9 @@ async def connect(
 
     try:
         opening = loop.create_connection(make_protocol, host, port, **kwargs)
-        if timeout is not None:
-            transport, protocol = await asyncio.wait_for(opening, timeout)
-        else:
-            transport, protocol = await opening
+        transport, protocol = await _aio.wait_for(
+            opening, timeout, orphan=lambda pair: pair[0].abort()
+        )
     except (OSError, asyncio.TimeoutError) as e:  # ssl.SSLError and socket.gaierror included
         if isinstance(e, asyncio.TimeoutError) and not e.args:  # from wait_for()
             why = f"{stage} timed out after {timeout} s"

@@ -10,7 +10,8 @@ where the meaning carries over, so code written for ``asyncio.open_connection`` 
   slows the sender instead of growing a buffer.
 - ``readline``/``readuntil`` have a limit (``read_limit``, default 64 KiB) like asyncio's, but it
   is clamped to half the stream window: a separator that never comes would otherwise fill the
-  window, stop the peer, and wait forever.
+  window, stop the peer, and wait forever. While they wait they grant window for the partial
+  line, so partial lines on many streams cannot use up the connection window.
 - ``async for chunk in reader`` yields body *chunks* as they arrive (asyncio's StreamReader
   yields lines; an HTTP body has no lines to speak of). Use ``readline()`` for lines.
 - ``write``/``writelines`` never block and never raise for a full window; ``drain()`` waits for
@@ -202,6 +203,10 @@ class H2StreamReader:
                     )
             if s.recv is Recv.ENDED:
                 raise asyncio.IncompleteReadError(s.consume(buflen), None)
+            # Grant window for the partial line: kept unacknowledged, partial lines on many
+            # streams would use up the *connection* window and no separator could arrive.
+            # The limit (at most half the stream window) still bounds what one stream holds.
+            s.grant_buffered()
             await s.wait_inbound()
 
     def __aiter__(self) -> H2StreamReader:

@@ -162,7 +162,7 @@ class Lifecycle:
         self.enter(Life.CLOSING)
         if self.closing_error is None:
             self.closing_error = ConnectionClosed(
-                "the connection is closing (this side sent GOAWAY)", 0, None, True
+                "the connection is closing (close() was called on this side)", 0, None, True
             )
         self._fail_slot_waiters()
         if self.goaway_sent is None and self._shutdown_timer is None and not self.client:

@@ -611,3 +611,57 @@ async def test_running_out_of_stream_ids_is_a_clear_retry_safe_error() -> None:
                 outcomes.append("refused")
         assert outcomes[:2] == ["ok", "ok"] and set(outcomes[2:]) == {"refused"}
         assert conn.open_outbound == 0 and client.is_closing()
+
+
+async def test_server_close_after_peers_vanished_reaches_every_connection() -> None:
+    """F13: write_eof() on a socket the peer had reset raised out of server.close()."""
+    import socket
+
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")
+    server = await aioh2s.start_server(lambda r, w: None, "127.0.0.1", 0)  # type: ignore[arg-type]
+    port = server.sockets[0].getsockname()[1]
+    socks = []
+    try:
+        for _ in range(6):
+            s = socket.socket()
+            s.connect(("127.0.0.1", port))
+            s.sendall(preface)
+            socks.append(s)
+        await asyncio.sleep(0.3)
+        for s in socks:
+            s.setblocking(False)
+            try:
+                s.recv(65536)
+            except BlockingIOError:
+                pass
+        for s in socks[:3]:
+            s.close()  # the server has not seen these EOFs yet
+        server.close(0)  # must not raise
+        await asyncio.wait_for(server.wait_closed(), 5)
+        assert server.connections == 0
+    finally:
+        for s in socks:
+            s.close()
+
+
+async def test_a_client_does_not_hold_a_servers_resets_against_it() -> None:
+    """F12: a server refusing uploads with RST_STREAM is not Rapid Reset *to the client*."""
+
+    async def refuse(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.reset(ErrorCodes.REFUSED_STREAM)
+
+    async with client_for(refuse, max_reset_burst=5, max_reset_rate=0.001) as (client, _):
+        for _ in range(30):
+            async with client.request({":method": "POST"}) as stream:
+                stream.writer.write(b"u" * 1000)
+                with pytest.raises(aioh2s.StreamReset) as info:
+                    await asyncio.wait_for(stream.response_headers(), 3)
+                assert info.value.retry_safe
+        assert not client.is_closing()
+
+
+@pytest.mark.parametrize("option", ["idle_timeout", "keepalive_interval", "handshake_timeout"])
+def test_zero_or_negative_timers_are_refused(option: str) -> None:
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match=option):
+            aioh2s.Config(**{option: bad})

@@ -318,14 +318,14 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 if self.life is Life.LINGER:
                     pass  # only waiting for the peer to close: what it still sends is moot
                 else:
+                    # We go on reading while our transport is blocked: two peers that both
+                    # stopped reading until the other read would deadlock a full-duplex
+                    # stream. What reading can make us send is bounded anyway: DATA by flow
+                    # control, replies to PING/SETTINGS by max_queued_control, resets by the
+                    # reset budget, and frames on streams we reset get no answer at all.
                     self.receive(data)
                     if self.closed:
                         return
-                    if self.write_blocked:
-                        # Stop reading while the peer is not reading what we send.
-                        await self.wait_writable()
-                        if self.closed:
-                            return
                 data = await reader.read(size)
             self.fail(self.ended_error("the peer closed the connection"))
         except asyncio.CancelledError:
@@ -428,9 +428,6 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 self._glitch("tiny WINDOW_UPDATE")  # data dribble / resource loop
             self._on_window_updated(ev.stream_id)  # type: ignore[attr-defined]
         elif t is h2.events.StreamReset:
-            if not self.abuse.reset():
-                self.calm_down("too many stream resets (Rapid Reset)")
-                return
             self._on_reset(ev)  # type: ignore[arg-type]
         elif t is h2.events.RemoteSettingsChanged:
             self._control_reply()
@@ -499,6 +496,11 @@ class Connection(Sender, Lifecycle, StreamSlots):
     def _on_reset(self, ev: h2.events.StreamReset) -> None:
         s = self.streams.get(ev.stream_id)
         if s is None:
+            return  # a stream we had ended or reset already: the resets crossed, no abuse
+        # Rapid Reset is a server's problem: a server resetting our requests (shedding load,
+        # refusing uploads) is no abuse of a client.
+        if ev.remote_reset and not self.client and not self.abuse.reset():
+            self.calm_down("too many stream resets (Rapid Reset)")
             return
         code = ev.error_code or 0
         err = StreamReset(ev.stream_id, code, remote=ev.remote_reset)

@@ -59,8 +59,6 @@ H2_VERSION = _version(h2.__version__)
 #: True for the h2 releases the private-API uses here were checked against (4.4).
 SUPPORTED = (4, 4) <= H2_VERSION < (5,)
 
-# FrameBuffer's byte buffer: ``_data`` since h2 4.3, ``data`` before.
-_BUF_ATTR = "_data" if hasattr(h2.frame_buffer.FrameBuffer(), "_data") else "data"
 
 
 def describe(e: h2.exceptions.H2Error) -> str:
@@ -110,7 +108,7 @@ class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     _first = True
 
     def __next__(self) -> Any:
-        data = getattr(self, _BUF_ATTR)
+        data = self._data
         if len(data) >= 9:
             length = (data[0] << 16) | (data[1] << 8) | data[2]
             ftype = data[3]
@@ -161,6 +159,7 @@ _QUIET_RECEIVE = _check_quiet_receive()
 
 
 _RST_FRAME = hyperframe.frame.RstStreamFrame
+_RST_SENT_MAX = 4096
 _h2_prepare_for_sending = h2.connection.H2Connection._prepare_for_sending
 
 
@@ -187,6 +186,9 @@ class H2(h2.connection.H2Connection):
         # Upper bounds of open streams by id parity, and when to prune closed streams next.
         self._upper = [0, 0]
         self._prune_at = 128
+        # Streams we sent RST_STREAM on: frames the peer sent before it saw the reset are
+        # ignored (RFC 9113 §5.1) instead of answered with one more reset each.
+        self._rst_sent: set[int] = set()
 
     # h2 counts open streams by walking every stream it holds (and prunes closed ones) each
     # time a stream is opened: O(n) per stream, O(n²) for a busy connection, and the biggest
@@ -233,7 +235,11 @@ class H2(h2.connection.H2Connection):
         try:
             frames, events = self._frame_dispatch_table[frame.__class__](frame)
         except h2.exceptions.StreamClosedError as e:
-            if self._stream_is_closed_by_reset(e.stream_id):
+            if e.stream_id in self._rst_sent:
+                # RFC 9113 §5.1: frames still in flight after *our* RST_STREAM are ignored;
+                # answering each with another reset only feeds a peer's reset budget.
+                events = e._events
+            elif self._stream_is_closed_by_reset(e.stream_id):
                 f = hyperframe.frame.RstStreamFrame(e.stream_id)
                 f.error_code = e.error_code
                 self._prepare_for_sending([f])
@@ -304,12 +310,25 @@ class H2(h2.connection.H2Connection):
                 raise _CompressionError(str(e)) from e
             raise
 
+    def _handle_data_on_closed_stream(self, events: Any, exc: Any, frame: Any) -> Any:
+        already_reset = exc.stream_id in self._rst_sent
+        frames, events = super()._handle_data_on_closed_stream(events, exc, frame)
+        if already_reset:
+            # Data in flight after our own reset (§5.1): keep the connection window update,
+            # drop h2's RST_STREAM reply.
+            frames = [f for f in frames if f.__class__ is not _RST_FRAME]
+        return frames, events
+
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         # Runs for every frame batch h2 queues: kept to a plain loop and a direct call.
-        if not self._app_reset:
-            for f in frames:
-                if f.__class__ is _RST_FRAME:
+        for f in frames:
+            if f.__class__ is _RST_FRAME:
+                if not self._app_reset:
                     self.auto_resets += 1
+                sent = self._rst_sent
+                if len(sent) >= _RST_SENT_MAX:
+                    sent.clear()  # bounded: at worst one more reply to a late frame
+                sent.add(f.stream_id)
         _h2_prepare_for_sending(self, frames)
 
     def app_reset_stream(self, stream_id: int, error_code: int) -> None:

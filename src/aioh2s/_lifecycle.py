@@ -230,10 +230,14 @@ class Lifecycle:
         t = self.transport
         if t.is_closing():
             return
-        if t.can_write_eof():
-            t.write_eof()
-        else:
-            t.close()  # TLS: close_notify after the buffered bytes; asyncio then waits
+        try:
+            if t.can_write_eof():
+                t.write_eof()
+            else:
+                t.close()  # TLS: close_notify after the buffered bytes; asyncio then waits
+        except (OSError, RuntimeError) as e:
+            # The peer is already gone (ENOTCONN after its reset): nothing left to linger for.
+            self.fail(self.ended_error(f"the connection was lost: {e!r}"), abort=True)
 
     def _linger_expired(self) -> None:
         self._linger_timer = None

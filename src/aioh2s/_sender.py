@@ -16,9 +16,10 @@ stream in a round-robin (``_sendable``) and schedules one :meth:`Sender.flush` w
 2. writes h2's output (in 64 KiB pieces while pumping: a transient buffer of hundreds of KiB
    would be a fresh mmap page-faulted in on every flush);
 3. checks backpressure: once the transport holds more than ``transport_high_water`` the
-   connection is ``write_blocked``: drain() waiters keep waiting, the reader task stops
-   reading (a peer that does not read cannot make us queue replies without bound), and a
-   task waits for the transport to drain, then unblocks and flushes again.
+   connection is ``write_blocked``: drain() waiters keep waiting and a task waits for the
+   transport to drain, then unblocks and flushes again. The reader task goes on reading
+   (stopping would deadlock two full-duplex peers); what reading makes us send is bounded by
+   flow control and the abuse budgets.
 
 Nothing is written once the connection stops writing (``Life.may_write``) or asyncio has
 begun closing the transport: writing into a dead socket only produces asyncio warnings.
@@ -206,9 +207,3 @@ class Sender:
             self.flush()
         for s in list(self.streams.values()):
             s.wake_drain()
-
-    async def wait_writable(self) -> None:
-        """Return once the transport no longer holds more than its high-water mark."""
-        task = self._drain_task
-        if task is not None:
-            await asyncio.shield(task)

@@ -27,8 +27,8 @@ import asyncio
 import collections
 from typing import TYPE_CHECKING
 
-from ._state import Recv, Send, check_send, recv_terminal, send_terminal
-from .errors import LocalProtocolError, StreamReset
+from ._state import Recv, Send, check_send, send_terminal
+from .errors import LocalProtocolError
 from .headers import REQUEST, RESPONSE, TRAILERS, Headers, HeadersLike, to_wire
 
 if TYPE_CHECKING:
@@ -106,7 +106,10 @@ class Stream:
     @property
     def closed(self) -> bool:
         """Both directions are over: the stream has left its connection's table."""
-        return send_terminal(self.send) and recv_terminal(self.recv)
+        send, recv = self.send, self.recv
+        return (send is Send.ENDED or send is Send.RESET) and (
+            recv is Recv.ENDED or recv is Recv.RESET
+        )
 
     @property
     def error(self) -> BaseException | None:
@@ -227,7 +230,8 @@ class Stream:
 
     def send_headers(self, headers: HeadersLike, end_stream: bool = False) -> None:
         """Send final (or, on a server, 1xx) headers; validated before anything changes."""
-        if check_send("send_headers", self.send, self.id) == "error":
+        # The state table is consulted only off the common path (a hot spot per request).
+        if self.send is not Send.IDLE and check_send("send_headers", self.send, self.id) == "error":
             self._raise_if_reset()
         client = self.conn.client
         wire = to_wire(headers, REQUEST if client else RESPONSE)
@@ -249,7 +253,7 @@ class Stream:
         """Queue body bytes; dropped silently on a reset stream (drain() raises)."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
-        if check_send("write", self.send, self.id) != "ok":
+        if self.send is not Send.OPEN and check_send("write", self.send, self.id) != "ok":
             return
         n = len(data)
         if not n:
@@ -265,7 +269,7 @@ class Stream:
 
     def end(self, trailers: HeadersLike | None = None) -> None:
         """Queue the end of our side: END_STREAM after the queued body, with trailers if given."""
-        if check_send("end", self.send, self.id) != "ok":
+        if self.send is not Send.OPEN and check_send("end", self.send, self.id) != "ok":
             return
         wire = to_wire(trailers, TRAILERS) if trailers is not None else None
         # No fields is no trailers: a HEADERS frame cannot be empty, END_STREAM alone says it.
@@ -353,10 +357,14 @@ class Stream:
         """END_STREAM (with the trailers, if any) was handed to h2: our side is over."""
         self.send = Send.ENDED
         self.trailers_out = None
-        _wake_all(self._sent_waiters)
-        _wake_all(self._drain_waiters)
-        if not self._discard_rest():
-            self._check_closed()
+        if self._sent_waiters:
+            _wake_all(self._sent_waiters)
+        if self._drain_waiters:
+            _wake_all(self._drain_waiters)
+        if self.recv is Recv.DISCARDING and self._discard_rest():
+            return
+        if self.recv is Recv.ENDED or self.recv is Recv.RESET:
+            self.conn.stream_closed(self)
 
     def _discard_rest(self) -> bool:
         """Server, RFC 9113 §8.1: after a complete response, stop an unwanted request body.
@@ -406,10 +414,6 @@ class Stream:
             # busy elsewhere it is cancelled, so reset streams cannot pile up running work.
             self.conn.loop.call_later(self.conn.config.reset_handler_timeout, _cancel, task)
         self._check_closed()
-
-    def reset_error(self, code: int, remote: bool) -> StreamReset:
-        """The error a reset with ``code`` gives this stream's waiters."""
-        return StreamReset(self.id, code, remote=remote)
 
     def _check_closed(self) -> None:
         if self.closed:

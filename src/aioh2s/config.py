@@ -96,6 +96,13 @@ class Config:
             raise ValueError("write_low_water must be between 0 and write_high_water")
         if self.max_header_list_size < 1 * KiB:
             raise ValueError("max_header_list_size must be at least 1024")
+        for name in ("handshake_timeout", "idle_timeout", "keepalive_interval"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds or None")
+        for name in ("keepalive_timeout", "grace", "reset_handler_timeout", "linger"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0")
 
     @classmethod
     def from_options(cls, config: Config | None = None, **options: Any) -> Config:

@@ -41,6 +41,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, cast
 
+import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
@@ -64,6 +65,8 @@ from .errors import (
 __all__ = ["Connection", "Stream"]
 
 log = logging.getLogger("aioh2s")
+
+_SLICE = 64 * 1024  # bytes fed to h2 at once (see Connection.receive)
 
 _HEADER_KINDS: dict[type, str] = {
     h2.events.ResponseReceived: "response",
@@ -360,24 +363,37 @@ class Connection(Sender, Lifecycle, StreamSlots):
         return getattr(self.h2.incoming_buffer, "_preamble_len", 0) == 0
 
     def receive(self, data: bytes) -> None:
-        """Feed bytes to h2, dispatch events, check the abuse budgets, flush once."""
+        """Feed bytes to h2 in slices, dispatch events, check the abuse budgets, flush.
+
+        One read can hold half a megabyte of frames (more on newer Pythons, whose transports
+        read larger chunks). Slicing bounds the work and the replies queued before a budget
+        is checked, and the flush between slices lets the control-reply budget see replies
+        the peer leaves unread (DESIGN notes: "feed receive_data in slices").
+        """
         h2c = self.h2
-        try:
-            events = h2c.receive_data(data)
-        except h2.exceptions.ProtocolError as e:
-            code = getattr(e, "error_code", ErrorCodes.PROTOCOL_ERROR)
-            # h2 already queued a GOAWAY with that code; send it, then end.
-            err = RemoteProtocolError(f"the peer violated HTTP/2: {_h2ext.describe(e)}", code)
-            err.__cause__ = e
-            self.abort(err, None)
-            return
-        for ev in events:
-            self.dispatch(ev)
-            if self.closed:
+        n = len(data)
+        for start in range(0, n, _SLICE):
+            chunk = data if n <= _SLICE else data[start:start + _SLICE]
+            try:
+                events = h2c.receive_data(chunk)
+            except h2.exceptions.ProtocolError as e:
+                code = getattr(e, "error_code", ErrorCodes.PROTOCOL_ERROR)
+                err = RemoteProtocolError(f"the peer violated HTTP/2: {_h2ext.describe(e)}", code)
+                err.__cause__ = e
+                # h2 queued a GOAWAY with that code unless it failed before parsing a frame
+                # (a bad preface): then we send it.
+                closed = h2c.state_machine.state is h2.connection.ConnectionState.CLOSED
+                self.abort(err, None if closed else code)
                 return
-        if not self.abuse.provoked_resets(h2c.auto_resets):
-            self.calm_down("too many streams reset because of the peer's errors or refused")
-            return
+            for ev in events:
+                self.dispatch(ev)
+                if self.closed:
+                    return
+            if not self.abuse.provoked_resets(h2c.auto_resets):
+                self.calm_down("too many streams reset because of the peer's errors or refused")
+                return
+            if start + _SLICE < n:
+                self.flush()
         self.flush()
         if self._spawned:
             # Handlers started by this batch run in the next loop iteration; a flush queued
@@ -400,7 +416,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
             self.calm_down(f"too many frames without progress ({what})")
 
     def _control_reply(self) -> None:
-        if not self.abuse.control_reply(self.transport.get_write_buffer_size()):
+        if not self.abuse.control_reply(self.buffered()):
             self.calm_down("control frames flooded while our replies go unread")
 
     # -- event dispatch ------------------------------------------------------------------------

@@ -115,7 +115,7 @@ class Sender:
         max_frame = h2c.max_outbound_frame_size
         # asyncio pauses the transport when it holds *more* than the high-water mark; stop at
         # the same point so that waiting for drain() then really waits.
-        budget = self.config.transport_high_water + 1 - self.transport.get_write_buffer_size()
+        budget = self.config.transport_high_water + 1 - self.buffered()
         stuck: list[Stream] = []  # have data, but no connection window or transport budget
         unwritten = 0
         ending = Send.ENDING
@@ -178,8 +178,17 @@ class Sender:
 
     # -- transport backpressure ----------------------------------------------------------------
 
+    def buffered(self) -> int:
+        """Bytes the transport holds, 0 once it is gone."""
+        try:
+            return self.transport.get_write_buffer_size()
+        except AttributeError:
+            # Python 3.10's SSL transport after connection_lost (its _transport is None);
+            # the reader task is about to see the loss and end the connection.
+            return 0
+
     def _check_write_blocked(self) -> None:
-        blocked = self.transport.get_write_buffer_size() > self.config.transport_high_water
+        blocked = self.buffered() > self.config.transport_high_water
         if blocked and not self.write_blocked:
             self.write_blocked = True
             self._resume_when_drained()

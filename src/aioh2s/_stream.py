@@ -269,9 +269,11 @@ class Stream:
 
     def end(self, trailers: HeadersLike | None = None) -> None:
         """Queue the end of our side: END_STREAM after the queued body, with trailers if given."""
+        # Trailers are checked first: a bad field is a programming error even on a stream
+        # that was reset meanwhile (where the call is otherwise dropped).
+        wire = to_wire(trailers, TRAILERS) if trailers is not None else None
         if self.send is not Send.OPEN and check_send("end", self.send, self.id) != "ok":
             return
-        wire = to_wire(trailers, TRAILERS) if trailers is not None else None
         # No fields is no trailers: a HEADERS frame cannot be empty, END_STREAM alone says it.
         self.trailers_out = wire or None
         self.send = Send.ENDING

@@ -1,14 +1,89 @@
-"""nox sessions: tests, lint, typecheck, bench."""
+"""nox sessions: tests (every supported Python), tests_lowest, lint, typecheck, bench.
+
+The test command of README.md and .ci/run is ``nox -s tests tests_lowest``: the whole suite on
+Python 3.10 to 3.13, then once more on the oldest of them with the lowest h2 and hpack that
+pyproject.toml admits (the corner a user on an old distribution is in).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+
+nox.options.sessions = ["tests", "tests_lowest", "lint", "typecheck"]
+nox.options.download_python = "never"  # only interpreters that are on this machine
 
 
-@nox.session
+def _put_pythons_on_path() -> None:
+    """Make every ``pythonX.Y`` of PYTHONS that pyenv installed findable by nox.
+
+    pyenv's shims only run the versions named by ``pyenv global``/``local``, so on a machine
+    where only 3.11 is global, ``python3.10`` on PATH is a shim that fails. Link each pyenv
+    interpreter into .nox/pythons and put that directory first on PATH; a Python that is not
+    installed through pyenv is still looked up on PATH as usual (and on CI a missing one fails
+    the run instead of being skipped).
+    """
+    root = os.environ.get("PYENV_ROOT") or os.path.expanduser("~/.pyenv")
+    links = os.path.join(os.path.dirname(os.path.abspath(__file__)), ".nox", "pythons")
+    os.makedirs(links, exist_ok=True)
+    for version in PYTHONS:
+        found = glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}"))
+        found = [p for p in found if re.search(rf"/{re.escape(version)}\.\d+/bin/", p)]
+        if not found:
+            continue
+        newest = max(found, key=lambda p: int(p.split(f"/{version}.")[1].split("/")[0]))
+        link = os.path.join(links, f"python{version}")
+        if os.path.islink(link) and os.readlink(link) != newest:
+            os.unlink(link)
+        if not os.path.lexists(link):
+            os.symlink(newest, link)
+    os.environ["PATH"] = links + os.pathsep + os.environ.get("PATH", "")
+
+
+_put_pythons_on_path()
+
+
+def _lowest_dependencies() -> list[str]:
+    """``name==X`` for each run-time dependency's ``>=X`` bound in pyproject.toml."""
+    pins = []
+    for dep in nox.project.load_toml("pyproject.toml")["project"]["dependencies"]:
+        m = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*(?:\[[^]]*\])?\s*(.*)", dep)
+        assert m, dep
+        name, spec = m.groups()
+        low = re.search(r">=\s*([0-9][0-9A-Za-z.]*)", spec)
+        assert low, f"dependency {dep!r} has no lower bound to test"
+        pins.append(f"{name}=={low.group(1)}")
+    return pins
+
+
+@nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
+    """The whole suite (pass pytest arguments after --)."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *session.posargs)
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0])
+def tests_lowest(session: nox.Session) -> None:
+    """The whole suite on the oldest Python with the lowest h2 and hpack pyproject admits."""
+    pins = _lowest_dependencies()
+    session.install("-e", ".[test]", *pins)
+    code = (
+        "import importlib.metadata as m, sys\n"
+        "from packaging.version import Version\n"
+        "for pin in sys.argv[1:]:\n"
+        "    name, want = pin.split('==')\n"
+        "    got = m.version(name)\n"
+        "    assert Version(got) == Version(want), f'{name} {got} installed, {want} wanted'\n"
+        "    print('tests_lowest:', name, got)\n"
+    )
+    session.run("python", "-c", code, *pins)
+    session.run("python", "-m", "pytest", "-q", *session.posargs)
 
 
 @nox.session

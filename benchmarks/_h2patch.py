@@ -1,4 +1,4 @@
-"""Per-connection removal of h2's eager ``repr(frame)`` cost.
+"""Per-connection removal of h2's eager ``repr(frame)`` cost (for the raw-h2 benchmark peers).
 
 Theory of operation
 -------------------

@@ -7,7 +7,9 @@ import contextlib
 import hashlib
 import os
 import shutil
+import ssl
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -79,3 +81,75 @@ async def echo_handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWri
         writer.write(chunk)
         await writer.drain()
     writer.send_trailers({"x-len": str(n), "x-sha256": h.hexdigest()})
+
+
+@dataclass(frozen=True)
+class Wire:
+    """How a test's connections travel: ``h2c`` (cleartext) or ``tls`` (TLS with ALPN h2).
+
+    The ``wire`` fixture (tests/conftest.py) runs a test once per kind. ``certs`` is
+    conftest's ``CertFiles`` (a leaf for localhost and 127.0.0.1, and its CA) for TLS.
+    """
+
+    name: str
+    certs: Any = None
+
+    @property
+    def tls(self) -> bool:
+        return self.certs is not None
+
+    def server_options(self) -> dict[str, Any]:
+        """Keywords for ``aioh2s.start_server``."""
+        if not self.tls:
+            return {}
+        return {"ssl": aioh2s.server_ssl_context(self.certs.cert, self.certs.key)}
+
+    def client_options(self) -> dict[str, Any]:
+        """Keywords for ``aioh2s.connect``."""
+        if not self.tls:
+            return {}
+        return {"ssl": aioh2s.client_ssl_context(self.certs.ca), "server_hostname": "localhost"}
+
+    def raw_server_ssl(self) -> ssl.SSLContext | None:
+        """A plain (not aioh2s) server context offering ALPN h2, for non-aioh2s peers."""
+        if not self.tls:
+            return None
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.certs.cert, self.certs.key)
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
+
+    def raw_client_options(self) -> dict[str, Any]:
+        """Keywords for ``asyncio.open_connection`` by a non-aioh2s client (ALPN h2)."""
+        if not self.tls:
+            return {}
+        ctx = ssl.create_default_context(cafile=self.certs.ca)
+        ctx.set_alpn_protocols(["h2"])
+        return {"ssl": ctx, "server_hostname": "localhost"}
+
+    def serving(self, handler: Any, **options: Any) -> Any:
+        return serving(handler, **self.server_options(), **options)
+
+    def client_for(
+        self, handler: Any, server_options: dict[str, Any] | None = None, **client_options: Any
+    ) -> Any:
+        return client_for(
+            handler,
+            {**self.server_options(), **(server_options or {})},
+            **self.client_options(),
+            **client_options,
+        )
+
+    async def connect(self, port: int, **options: Any) -> aioh2s.Client:
+        return await asyncio.wait_for(
+            aioh2s.connect("127.0.0.1", port, **self.client_options(), **options), 10
+        )
+
+    async def open_raw(self, port: int, **options: Any) -> tuple[
+        asyncio.StreamReader, asyncio.StreamWriter
+    ]:
+        """A plain asyncio stream to 127.0.0.1:port (TLS with ALPN h2 on a TLS wire)."""
+        return await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", port, **self.raw_client_options(), **options),
+            10,
+        )

@@ -2,12 +2,14 @@
 
 ``RawH2Server(on_event)`` accepts connections on 127.0.0.1; for every h2 event it calls
 ``on_event(peer, event)``, where ``peer.conn`` is the ``h2.connection.H2Connection`` and
-``peer.flush()`` / ``peer.close()`` act on the socket. Nothing here comes from aioh2s.
+``peer.flush()`` / ``peer.close()`` act on the socket. ``RawH2Server(on_event, ssl=ctx)``
+serves TLS instead of h2c (give ``ctx`` ALPN ``h2``). Nothing here comes from aioh2s.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl as _ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -76,9 +78,13 @@ class RawPeer(asyncio.Protocol):
 
 class RawH2Server:
     def __init__(
-        self, on_event: Callable[[RawPeer, Any], None], auto_ack_pings: bool = True
+        self,
+        on_event: Callable[[RawPeer, Any], None],
+        auto_ack_pings: bool = True,
+        ssl: _ssl.SSLContext | None = None,
     ) -> None:
         self.on_event = on_event
+        self.ssl = ssl
         self.peers: list[RawPeer] = []
         self.auto_ack_pings = auto_ack_pings
         self.pings_seen = 0
@@ -87,7 +93,9 @@ class RawH2Server:
 
     async def __aenter__(self) -> RawH2Server:
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: RawPeer(self), "127.0.0.1", 0)
+        self._server = await loop.create_server(
+            lambda: RawPeer(self), "127.0.0.1", 0, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 

@@ -554,6 +554,8 @@ async def test_leaving_request_early_sends_cancel_and_handler_sees_reset() -> No
             assert await stream.reader.read() == b"fine"
 
 
+@pytest.mark.expect_log("aioh2s", "ERROR", "handler failed on stream")
+@pytest.mark.expect_log("aioh2s", "ERROR", "handler returned without a response")
 async def test_handler_errors_become_500_or_internal_error() -> None:
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         path = reader.headers[":path"]
@@ -712,6 +714,7 @@ async def test_no_leaks_after_10000_streams_on_one_connection() -> None:
         assert len(served.conn.h2.streams) < 200  # h2 prunes closed streams lazily
 
 
+@pytest.mark.expect_log("aioh2s", "ERROR", "internal error in the connection reader task")
 async def test_reader_task_never_dies_silently() -> None:
     """An exception inside the connection's machinery ends the connection and fails waiters."""
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:

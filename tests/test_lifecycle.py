@@ -270,6 +270,15 @@ async def _read_until_closed(reader: asyncio.StreamReader, limit: float) -> byte
         got += chunk
 
 
+async def _until_no_connections(server: aioh2s.Server, limit: float = 3) -> None:
+    """The server forgets a connection once the transport is gone; over TLS that waits for the
+    peer's close_notify or EOF, a moment after the client saw the end."""
+    deadline = time.monotonic() + limit
+    while server.connections and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert server.connections == 0
+
+
 @pytest.mark.parametrize("send", [b"", b"PRI * HTTP/2.0\r\n", b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"])
 async def test_handshake_timeout(wire: Wire, send: bytes) -> None:
     async with wire.serving(echo_handler, handshake_timeout=0.3) as (server, port):
@@ -281,7 +290,7 @@ async def test_handshake_timeout(wire: Wire, send: bytes) -> None:
             assert time.monotonic() - start < 3
         finally:
             writer.close()
-        assert server.connections == 0
+        await _until_no_connections(server)
 
 
 async def test_tls_handshake_timeout_when_the_client_never_says_hello(cert_files: Any) -> None:
@@ -295,7 +304,7 @@ async def test_tls_handshake_timeout_when_the_client_never_says_hello(cert_files
             assert time.monotonic() - start < 3
         finally:
             writer.close()
-        assert server.connections == 0
+        await _until_no_connections(server)
 
 
 async def test_client_connect_handshake_timeout(wire: Wire) -> None:
@@ -587,22 +596,29 @@ async def test_graceful_close_delivers_responses_still_in_the_transport(wire: Wi
 # -- TLS teardown paths (each with its h2c twin) ---------------------------------------------------
 
 
-async def _peer_vanishes(wire: Wire, *, request_open: bool) -> None:
-    """A non-aioh2s client aborts its transport (no GOAWAY, no close_notify) with a request
-    open or while idle. The server must notice, end the handler's reads with ConnectionClosed,
-    log nothing at WARNING+ (no "internal error in the connection reader task") and close."""
+async def _peer_vanishes(wire: Wire, when: str) -> None:
+    """A non-aioh2s client aborts its transport (no GOAWAY, no close_notify) while idle, with a
+    request open, or while the server streams a response into full buffers. The server must
+    notice, fail the handler's reads and drains with ConnectionClosed, log nothing at WARNING+
+    (no "internal error in the connection reader task", no "socket.send() raised exception")
+    and close within seconds."""
     handler_saw: list[BaseException] = []
     handler_in = asyncio.Event()
 
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         writer.send_headers({":status": "200"})
-        await writer.drain()
-        if not request_open:
+        await asyncio.wait_for(writer.drain(), 5)
+        if when == "idle":
             writer.write_eof()
             return
         handler_in.set()
         try:
-            await asyncio.wait_for(reader.read(), 10)  # the client never ends its body
+            if when == "request-open":
+                await asyncio.wait_for(reader.read(), 10)  # the client never ends its body
+            else:
+                for _ in range(1000):  # bounded: at most 100 MB
+                    writer.write(b"x" * 100_000)
+                    await asyncio.wait_for(writer.drain(), 10)
         except (aioh2s.H2Error, asyncio.TimeoutError) as e:
             handler_saw.append(e)
             raise
@@ -614,30 +630,40 @@ async def _peer_vanishes(wire: Wire, *, request_open: bool) -> None:
         try:
             c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
             c.initiate_connection()
-            c.send_headers(1, POST if request_open else GET, end_stream=not request_open)
+            if when == "sending":  # windows wide open: the server may fill every buffer
+                c.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+                c.increment_flow_control_window(2**31 - 1 - 65535)
+            opened = when == "request-open"
+            c.send_headers(1, POST if opened else GET, end_stream=not opened)
             writer.write(c.data_to_send())
+            got = 0
             done = False
-            while not done:  # until response headers (open) or the whole response (idle)
+            while not done:  # response headers / the whole response / 200 kB of it
                 data = await asyncio.wait_for(reader.read(65536), 5)
                 assert data, "the server closed first"
                 for ev in c.receive_data(data):
-                    if isinstance(ev, h2.events.ResponseReceived) and request_open:
+                    if isinstance(ev, h2.events.ResponseReceived) and when == "request-open":
                         done = True
+                    elif isinstance(ev, h2.events.DataReceived):
+                        got += len(ev.data)
+                        done = done or (when == "sending" and got >= 200_000)
                     elif isinstance(ev, h2.events.StreamEnded):
                         done = True
                 writer.write(c.data_to_send())
-            if request_open:
+            if when != "idle":
                 await asyncio.wait_for(handler_in.wait(), 5)
+            if when == "sending":
+                await asyncio.sleep(0.3)  # not reading: the server's buffers fill up
             assert server.connections == 1
             writer.transport.abort()
         finally:
             writer.close()
         for _ in range(500):  # the server notices the reset: at most 5 s
-            if server.connections == 0 and (handler_saw or not request_open):
+            if server.connections == 0 and (handler_saw or when == "idle"):
                 break
             await asyncio.sleep(0.01)
         assert server.connections == 0
-        if request_open:
+        if when != "idle":
             assert len(handler_saw) == 1, handler_saw
             assert isinstance(handler_saw[0], ConnectionClosed), handler_saw
     finally:
@@ -648,19 +674,27 @@ async def _peer_vanishes(wire: Wire, *, request_open: bool) -> None:
 
 
 async def test_tls_peer_vanishes_with_a_request_open(cert_files: Any) -> None:
-    await _peer_vanishes(Wire("tls", cert_files), request_open=True)
+    await _peer_vanishes(Wire("tls", cert_files), "request-open")
+
+
+async def test_tls_peer_vanishes_while_the_server_sends(cert_files: Any) -> None:
+    await _peer_vanishes(Wire("tls", cert_files), "sending")
 
 
 async def test_tls_peer_vanishes_while_idle(cert_files: Any) -> None:
-    await _peer_vanishes(Wire("tls", cert_files), request_open=False)
+    await _peer_vanishes(Wire("tls", cert_files), "idle")
 
 
 async def test_h2c_peer_vanishes_with_a_request_open() -> None:
-    await _peer_vanishes(Wire("h2c"), request_open=True)
+    await _peer_vanishes(Wire("h2c"), "request-open")
+
+
+async def test_h2c_peer_vanishes_while_the_server_sends() -> None:
+    await _peer_vanishes(Wire("h2c"), "sending")
 
 
 async def test_h2c_peer_vanishes_while_idle() -> None:
-    await _peer_vanishes(Wire("h2c"), request_open=False)
+    await _peer_vanishes(Wire("h2c"), "idle")
 
 
 async def _client_outlives_server_idle_timeout(wire: Wire) -> None:
@@ -682,11 +716,7 @@ async def _client_outlives_server_idle_timeout(wire: Wire) -> None:
                     pass
         finally:
             await asyncio.wait_for(client.close(), 5)
-        for _ in range(300):
-            if server.connections == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert server.connections == 0
+        await _until_no_connections(server)
 
 
 async def test_tls_client_outlives_server_idle_timeout(cert_files: Any) -> None:

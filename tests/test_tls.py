@@ -1,4 +1,8 @@
-"""TLS context helpers and the ALPN check (issue 3, "TLS and ALPN"), on real sockets."""
+"""TLS context helpers and the ALPN check (issue 3, "TLS and ALPN"), on real sockets.
+
+The ``ca`` and ``cert_files`` fixtures (a trustme CA and a leaf for localhost and 127.0.0.1)
+live in tests/conftest.py; the TLS close and teardown paths are in tests/test_lifecycle.py.
+"""
 
 from __future__ import annotations
 
@@ -9,33 +13,18 @@ from typing import Any
 
 import pytest
 
-trustme = pytest.importorskip("trustme")
+import aioh2s
+from aioh2s.errors import H2Error, ProtocolError
+from aioh2s.tls import ALPNError, check_alpn, client_ssl_context, server_ssl_context
 
-from aioh2s.errors import H2Error, ProtocolError  # noqa: E402
-from aioh2s.tls import ALPNError, check_alpn, client_ssl_context, server_ssl_context  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def ca() -> Any:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def cert_files(ca: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str, str]:
-    d = tmp_path_factory.mktemp("certs")
-    leaf = ca.issue_cert("localhost", "127.0.0.1")
-    cert, key, ca_path = d / "cert.pem", d / "key.pem", d / "ca.pem"
-    cert.write_bytes(b"".join(p.bytes() for p in leaf.cert_chain_pems))
-    leaf.private_key_pem.write_to_path(str(key))
-    ca.cert_pem.write_to_path(str(ca_path))
-    return str(cert), str(key), str(ca_path)
+pytest.importorskip("trustme")
 
 
 def _tls12_ciphers(ctx: ssl.SSLContext) -> list[Any]:
     return [c for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"]
 
 
-def test_server_context_options(cert_files: tuple[str, str, str]) -> None:
+def test_server_context_options(cert_files: Any) -> None:
     cert, key, _ = cert_files
     ctx = server_ssl_context(cert, key)
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
@@ -50,7 +39,7 @@ def test_server_context_options(cert_files: tuple[str, str, str]) -> None:
         assert c["aead"], c["name"]
 
 
-def test_client_context_options(cert_files: tuple[str, str, str]) -> None:
+def test_client_context_options(cert_files: Any) -> None:
     _, _, ca_path = cert_files
     ctx = client_ssl_context(ca_path)
     assert ctx.minimum_version >= ssl.TLSVersion.TLSv1_2
@@ -107,7 +96,7 @@ async def _handshake(
         await server.wait_closed()
 
 
-async def test_handshake_selects_h2(cert_files: tuple[str, str, str]) -> None:
+async def test_handshake_selects_h2(cert_files: Any) -> None:
     cert, key, ca_path = cert_files
     client_obj, server_obj = await _handshake(
         server_ssl_context(cert, key), client_ssl_context(ca_path)
@@ -119,7 +108,7 @@ async def test_handshake_selects_h2(cert_files: tuple[str, str, str]) -> None:
     assert client_obj.version() in ("TLSv1.2", "TLSv1.3")
 
 
-async def test_tls12_handshake_uses_ecdhe_aead(cert_files: tuple[str, str, str]) -> None:
+async def test_tls12_handshake_uses_ecdhe_aead(cert_files: Any) -> None:
     cert, key, ca_path = cert_files
     client_ctx = client_ssl_context(ca_path)
     client_ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -132,7 +121,7 @@ async def test_tls12_handshake_uses_ecdhe_aead(cert_files: tuple[str, str, str])
     check_alpn(client_obj)
 
 
-async def test_blocklisted_tls12_suite_is_refused(cert_files: tuple[str, str, str]) -> None:
+async def test_blocklisted_tls12_suite_is_refused(cert_files: Any) -> None:
     cert, key, ca_path = cert_files
     # AES128-GCM-SHA256: AEAD but static RSA key exchange, on the RFC 9113 blocklist.
     client_ctx = ssl.create_default_context(cafile=ca_path)
@@ -143,7 +132,7 @@ async def test_blocklisted_tls12_suite_is_refused(cert_files: tuple[str, str, st
         await _handshake(server_ssl_context(cert, key), client_ctx)
 
 
-async def test_tls11_is_refused(cert_files: tuple[str, str, str]) -> None:
+async def test_tls11_is_refused(cert_files: Any) -> None:
     cert, key, ca_path = cert_files
 
     def tls11_client() -> ssl.SSLContext:
@@ -175,7 +164,7 @@ async def test_tls11_is_refused(cert_files: tuple[str, str, str]) -> None:
 
 
 async def test_client_offering_only_http11_fails_check_alpn(
-    cert_files: tuple[str, str, str],
+    cert_files: Any,
 ) -> None:
     cert, key, ca_path = cert_files
     client_ctx = client_ssl_context(ca_path)
@@ -189,7 +178,7 @@ async def test_client_offering_only_http11_fails_check_alpn(
         assert "no ALPN protocol" in str(info.value) and "h2" in str(info.value)
 
 
-async def test_server_selecting_http11_names_it(cert_files: tuple[str, str, str]) -> None:
+async def test_server_selecting_http11_names_it(cert_files: Any) -> None:
     cert, key, ca_path = cert_files
     server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server_ctx.load_cert_chain(cert, key)
@@ -203,3 +192,45 @@ async def test_server_selecting_http11_names_it(cert_files: tuple[str, str, str]
     assert err.negotiated == "http/1.1"
     assert "'http/1.1'" in str(err)
     assert isinstance(err, ProtocolError) and isinstance(err, H2Error)
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=str)
+async def test_aioh2s_round_trip(cert_files: Any, version: ssl.TLSVersion) -> None:
+    """aioh2s on both sides over TLS 1.2 and 1.3: ALPN h2 on both ends, the body both ways,
+    and a close that logs nothing and leaks nothing (tests/conftest.py checks)."""
+    cert, key, ca_path = cert_files
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        obj = writer.get_extra_info("ssl_object")
+        seen.append((obj.version(), obj.selected_alpn_protocol()))
+        body = await reader.read()
+        writer.send_headers({":status": "200"})
+        writer.write(body[::-1])
+        writer.write_eof()
+
+    server = await aioh2s.start_server(
+        handler, "127.0.0.1", 0, ssl=server_ssl_context(cert, key)
+    )
+    port = server.sockets[0].getsockname()[1]
+    try:
+        client_ctx = client_ssl_context(ca_path)
+        client_ctx.minimum_version = client_ctx.maximum_version = version
+        client = await asyncio.wait_for(
+            aioh2s.connect("127.0.0.1", port, ssl=client_ctx, server_hostname="localhost"), 10
+        )
+        try:
+            obj = client.get_extra_info("ssl_object")
+            assert obj.selected_alpn_protocol() == "h2"
+            assert obj.version() == version.name.replace("_", ".")
+            async with client.request({":method": "POST"}) as stream:
+                stream.writer.write(b"over tls")
+                stream.writer.write_eof()
+                assert (await asyncio.wait_for(stream.response_headers(), 5))[":status"] == "200"
+                assert await asyncio.wait_for(stream.reader.read(), 5) == b"slt revo"
+        finally:
+            await asyncio.wait_for(client.close(), 5)
+        assert seen == [(version.name.replace("_", "."), "h2")]
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)

@@ -74,6 +74,7 @@ FLOODS = ["ping", "settings", "reset"]
 
 
 @pytest.mark.parametrize("kind", FLOODS)
+@pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_control_flood_while_not_reading(serve, kind):
     srv = await serve()
     # A few KiB of kernel buffer: past ~1000 replies they must queue in the server itself,

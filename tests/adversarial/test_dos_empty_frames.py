@@ -31,6 +31,7 @@ KINDS = {
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_empty_frames_flood(serve, kind):
     srv = await serve()
     checks = Checks(f"empty frames flood ({kind})")

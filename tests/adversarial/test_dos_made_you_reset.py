@@ -45,6 +45,7 @@ PROVOCATIONS = {
 
 
 @pytest.mark.parametrize("case", list(PROVOCATIONS.values()), ids=list(PROVOCATIONS))
+@pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_made_you_reset(serve, case):
     provoke, provoked_code = case
     srv = await serve()

@@ -26,6 +26,7 @@ BATCH = 100
 BOUND = 4 * MiB  # 100 open streams with handlers, plus ~1000 refusals' worth of state
 
 
+@pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_max_concurrent_streams(serve):
     srv = await serve()
     checks = Checks("max concurrent streams")

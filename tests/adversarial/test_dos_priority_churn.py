@@ -25,6 +25,7 @@ PER_BLOB = 1000
 BOUND = 512 * KiB  # an ignored PRIORITY frame costs nothing to keep
 
 
+@pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_priority_churn(serve):
     srv = await serve()
     checks = Checks("PRIORITY churn")

@@ -23,6 +23,7 @@ BATCH = 100
 BOUND = 4 * MiB  # ~1000 streams of h2 + aioh2s state; an unbounded server passes 50 MiB
 
 
+@pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_rapid_reset(serve):
     srv = await serve()
     checks = Checks("rapid reset")

@@ -34,6 +34,7 @@ def _block() -> bytes:
     return b"\x82\x86" + path + authority + b"\x00\x00\x00" * EMPTY_FIELDS
 
 
+@pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_zero_length_header_names(serve):
     srv = await serve()
     checks = Checks("0-length header names")

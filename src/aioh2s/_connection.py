@@ -66,7 +66,7 @@ __all__ = ["Connection", "Stream"]
 
 log = logging.getLogger("aioh2s")
 
-_SLICE = 64 * 1024  # bytes fed to h2 at once (see Connection.receive)
+_SLICE = 16 * 1024  # bytes fed to h2 at once (see Connection.receive)
 
 _HEADER_KINDS: dict[type, str] = {
     h2.events.ResponseReceived: "response",

@@ -411,7 +411,7 @@ class Lifecycle:
         t.close()
         # close() waits for the buffer to drain (and TLS for the peer's close_notify); a peer
         # that never reads or answers must not keep the socket open for long.
-        self.loop.call_later(self.config.linger, t.abort)
+        self.loop.call_later(self.config.linger, _abort_quietly, t)
 
     async def wait_closed(self) -> None:
         """Wait until the connection ended and the reader task finished."""
@@ -426,6 +426,13 @@ class Lifecycle:
             await self._writer.wait_closed()
         except (ConnectionError, OSError):
             pass
+
+
+def _abort_quietly(t: asyncio.WriteTransport) -> None:
+    try:
+        t.abort()
+    except (AttributeError, RuntimeError):
+        pass  # closed for good meanwhile (3.12's transports drop their loop when done)
 
 
 def _as_closed(exc: ConnectionClosed | ProtocolError) -> ConnectionClosed:

@@ -16,8 +16,8 @@ read before the server gives up on it, so seeing one is not required.)
 from __future__ import annotations
 
 import asyncio
-import sys
 
+import dosharness
 import pytest
 import rawpeer as rp
 from dosharness import (
@@ -74,12 +74,7 @@ class _ResetProvoker:
 FLOODS = ["ping", "settings", "reset"]
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    reason="known on Python 3.12+: memory or the healthy client's latency exceeds this bound "
-    "(also before the trust-core rewrite); open in the issue tracker (aggregate-abuse work)",
-    strict=False,
-)
+@dosharness.OVER_BOUND_ON_312
 @pytest.mark.parametrize("kind", FLOODS)
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_control_flood_while_not_reading(serve, kind):

@@ -9,8 +9,7 @@ CONTINUATION frames at 64 per block (PROTOCOL_ERROR), so that answer is accepted
 
 from __future__ import annotations
 
-import sys
-
+import dosharness
 import pytest
 import rawpeer as rp
 from dosharness import Checks, HealthProbe, KiB, MemoryMeter, attack_checks
@@ -32,12 +31,7 @@ KINDS = {
 }
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    reason="known on Python 3.12+: memory or the healthy client's latency exceeds this bound "
-    "(also before the trust-core rewrite); open in the issue tracker (aggregate-abuse work)",
-    strict=False,
-)
+@dosharness.OVER_BOUND_ON_312
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_empty_frames_flood(serve, kind):

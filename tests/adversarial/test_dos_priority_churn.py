@@ -11,8 +11,8 @@ frames as glitches and ends the connection with GOAWAY(ENHANCE_YOUR_CALM).
 from __future__ import annotations
 
 import random
-import sys
 
+import dosharness
 import pytest
 import rawpeer as rp
 from dosharness import Checks, HealthProbe, KiB, MemoryMeter, attack_checks
@@ -26,12 +26,7 @@ PER_BLOB = 1000
 BOUND = 512 * KiB  # an ignored PRIORITY frame costs nothing to keep
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    reason="known on Python 3.12+: memory or the healthy client's latency exceeds this bound "
-    "(also before the trust-core rewrite); open in the issue tracker (aggregate-abuse work)",
-    strict=False,
-)
+@dosharness.OVER_BOUND_ON_312
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_priority_churn(serve):
     srv = await serve()

@@ -10,8 +10,7 @@ attacker provoked -- stop after a bounded number of them.
 
 from __future__ import annotations
 
-import sys
-
+import dosharness
 import pytest
 import rawpeer as rp
 from dosharness import Checks, HealthProbe, KiB, MemoryMeter, attack_checks
@@ -36,12 +35,7 @@ def _block() -> bytes:
     return b"\x82\x86" + path + authority + b"\x00\x00\x00" * EMPTY_FIELDS
 
 
-@pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    reason="known on Python 3.12+: memory or the healthy client's latency exceeds this bound "
-    "(also before the trust-core rewrite); open in the issue tracker (aggregate-abuse work)",
-    strict=False,
-)
+@dosharness.OVER_BOUND_ON_312
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_zero_length_header_names(serve):
     srv = await serve()

@@ -65,7 +65,6 @@ __all__ = [
     "Recv",
     "Send",
     "check_send",
-    "recv_terminal",
     "send_terminal",
 ]
 
@@ -133,10 +132,6 @@ def send_terminal(state: Send) -> bool:
     """True once our side can change no more (END_STREAM handed to h2, or reset)."""
     return state is Send.ENDED or state is Send.RESET
 
-
-def recv_terminal(state: Recv) -> bool:
-    """True once nothing more can arrive from the peer."""
-    return state is Recv.ENDED or state is Recv.RESET
 
 
 class Life(enum.Enum):

@@ -665,3 +665,120 @@ def test_zero_or_negative_timers_are_refused(option: str) -> None:
     for bad in (0, -1):
         with pytest.raises(ValueError, match=option):
             aioh2s.Config(**{option: bad})
+
+
+# -- review gaps: client request rules, writelines, reset codes, waiters, 1xx floods -----------
+
+
+async def _count_requests() -> tuple[list[str], Any]:
+    seen: list[str] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        seen.append(str(reader.headers.get(":authority")))
+        writer.send_headers({":status": "204"}, end_stream=True)
+
+    return seen, handler
+
+
+@pytest.mark.parametrize(
+    ("headers", "match"),
+    [
+        ({":authority": "a.example", "host": "b.example"}, "differs from :authority"),
+        ({":method": ""}, "not a token"),
+        ({":method": "GE T"}, "not a token"),
+        ({":path": "/a b"}, "space or control"),
+        ({":path": "/a\tb"}, "space or control"),
+    ],
+)
+async def test_client_refuses_a_bad_request_before_sending_it(
+    headers: dict[str, str], match: str
+) -> None:
+    seen, handler = await _count_requests()
+    async with client_for(handler) as (client, _):
+        with pytest.raises(aioh2s.LocalProtocolError, match=match):
+            client.request(headers, end_stream=True)
+        # Nothing was sent and the connection is fine.
+        async with client.request(end_stream=True) as stream:
+            assert (await asyncio.wait_for(stream.response_headers(), 3))[":status"] == "204"
+    assert len(seen) == 1
+
+
+async def test_a_host_given_without_authority_becomes_the_authority() -> None:
+    seen, handler = await _count_requests()
+    async with client_for(handler) as (client, _):
+        async with client.request({"host": "named.example"}, end_stream=True) as stream:
+            await asyncio.wait_for(stream.response_headers(), 3)
+    assert seen == ["named.example"]
+
+
+async def test_writelines_with_a_bad_item_queues_nothing() -> None:
+    got: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        with pytest.raises(TypeError, match="str"):
+            writer.writelines([b"lost?", "text"])
+        with pytest.raises(ValueError):
+            writer.reset(True)  # a bool is no error code
+        writer.writelines(iter([b"a", bytearray(b"b"), memoryview(b"c")]))
+        writer.write_eof()
+
+    async with client_for(handler) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            got.set_result(await asyncio.wait_for(stream.reader.read(), 3))
+    assert got.result() == b"abc"
+
+
+async def test_a_woken_reader_does_not_clear_the_next_readers_waiter() -> None:
+    """A reader woken but not yet resumed must leave a newer waiter in place."""
+    release = asyncio.Event()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        await release.wait()
+        writer.write(b"late")
+        writer.write_eof()
+
+    async with client_for(handler) as (client, _):
+        async with client.request(end_stream=True) as stream:
+            await asyncio.wait_for(stream.response_headers(), 3)
+            s = stream.reader._s  # type: ignore[attr-defined]
+            first = asyncio.ensure_future(s.wait_inbound())
+            await asyncio.sleep(0)
+            fut = s._in_waiter
+            assert fut is not None
+            fut.set_result(None)  # woken; it resumes in a later loop iteration
+            second = s.wait_inbound()
+            second.send(None)  # the next reader starts waiting before the first resumes
+            await first
+            assert s._in_waiter is not None and not s._in_waiter.done()
+            second.close()
+            release.set()
+            assert await asyncio.wait_for(stream.reader.read(), 3) == b"late"
+
+
+async def test_a_flood_of_1xx_responses_resets_the_stream() -> None:
+    def on_event(peer: Any, ev: Any) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            for _ in range(40):
+                peer.conn.send_headers(ev.stream_id, [(":status", "103"), ("link", "</x>")])
+            peer.flush()
+        elif isinstance(ev, h2.events.StreamReset):
+            resets.append(ev.error_code)
+
+    resets: list[int] = []
+    async with RawH2Server(on_event) as srv:
+        client = await aioh2s.connect("127.0.0.1", srv.port)
+        try:
+            async with client.request(end_stream=True) as stream:
+                with pytest.raises(aioh2s.RemoteProtocolError, match="1xx") as info:
+                    await asyncio.wait_for(stream.response_headers(), 3)
+                assert info.value.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+            for _ in range(100):
+                if resets:
+                    break
+                await asyncio.sleep(0.01)
+            assert resets == [ErrorCodes.ENHANCE_YOUR_CALM]
+            assert not client.is_closing()
+        finally:
+            await client.close()

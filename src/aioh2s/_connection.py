@@ -3,8 +3,8 @@
 Theory of operation
 -------------------
 A :class:`Connection` owns exactly one h2 connection (``_h2ext.H2``) and is the only code that
-touches it. Its *reader task* (:meth:`Connection.run`) reads bytes from the
-``asyncio.StreamReader``, feeds them to h2, dispatches the resulting events through one
+touches it. Its *reader task* (:meth:`Connection.run`) reads bytes from its
+:class:`~._wire.Wire` protocol, feeds them to h2, dispatches the resulting events through one
 table-like method (:meth:`Connection.dispatch`) to per-stream :class:`~._stream.Stream`
 objects, and then flushes once. Everything the application does (send headers, write, end,
 reset) changes a ``Stream`` and asks for a flush; flushes are coalesced with
@@ -54,6 +54,7 @@ from ._lifecycle import Lifecycle, not_sent
 from ._sender import Sender
 from ._state import Life, Recv, Send
 from ._stream import Stream
+from ._wire import Wire
 from .config import Config
 from .errors import (
     ConnectionClosed,
@@ -66,7 +67,15 @@ __all__ = ["Connection", "Stream"]
 
 log = logging.getLogger("aioh2s")
 
-_SLICE = 16 * 1024  # bytes fed to h2 at once (see Connection.receive)
+# One reader turn (see Connection.receive): bytes fed to h2 per call, frames it may parse per
+# call, and the work (frames, plus one unit per 8 header fields decoded) or bytes after which
+# the reader task yields to the loop, so one connection cannot hold the loop for a whole read.
+_SLICE = 16 * 1024
+_BATCH_FRAMES = 128
+_TURN_COST = 512
+_TURN_BYTES = 256 * 1024
+_NOTHING = memoryview(b"")
+_MAX_INFORMATIONAL = 32  # 1xx responses kept per stream (client); more is abuse
 
 _HEADER_KINDS: dict[type, str] = {
     h2.events.ResponseReceived: "response",
@@ -178,7 +187,7 @@ class StreamSlots:
 
 
 class Connection(Sender, Lifecycle, StreamSlots):
-    """One HTTP/2 connection over an asyncio stream pair, client or server side.
+    """One HTTP/2 connection over a :class:`~._wire.Wire` protocol, client or server side.
 
     ``on_request`` (server side) is called with each new peer-opened :class:`Stream` whose
     request headers arrived.
@@ -186,8 +195,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        wire: Wire,
         *,
         client: bool,
         config: Config,
@@ -196,9 +204,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.loop = asyncio.get_running_loop()
         self.client = client
         self.config = config
-        self._reader = reader
-        self._writer = writer
-        self.transport = writer.transport
+        self.wire = wire
+        assert wire.transport is not None
+        self.transport = wire.transport
         self._on_request = on_request
         self.h2 = _h2ext.new_h2(client, config)
         self.life = Life.NEW
@@ -211,6 +219,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.write_blocked = False
         self._budget_hit = False
         self._spawned = False  # this batch started handlers (see receive())
+        self._frames = cast(_h2ext.GuardedFrameBuffer, self.h2.incoming_buffer)
+        self._unfed = _NOTHING  # input of an unfinished turn (see receive())
+        self._turn_cost = 0
         # asyncio pauses the transport (and our drain task waits) at our own high-water mark.
         self.transport.set_write_buffer_limits(high=config.transport_high_water)
         self._sendable: collections.deque[Stream] = collections.deque()
@@ -230,7 +241,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self._shutdown_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         #: Server: called with the first bytes read; handles HTTP/1.1 and returns h2 bytes.
-        self.front_door: Callable[[Connection, bytes], Awaitable[bytes]] | None = None
+        self.front_door: (
+            Callable[[Connection, bytes | bytearray], Awaitable[bytes | bytearray]] | None
+        ) = None
         self.abuse = Abuse(config)
         self._header_priority: object = None
         self.idle_since: float | None = time.monotonic()
@@ -299,11 +312,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
 
     async def run(self) -> None:
         """The reader task: read, feed h2, dispatch, flush; until the connection ends."""
-        reader = self._reader
-        # Take everything the StreamReader holds (it pauses the transport above 4x read_size,
-        # plus at most one 256 KiB recv): a partial read makes asyncio move the rest of its
-        # buffer to the front, which cost more than h2's parsing on bulk uploads.
-        size = 4 * self.config.read_size + 256 * 1024
+        wire = self.wire
         timeout = self.config.handshake_timeout
         try:
             if timeout is not None and not self._remote_settings.done():
@@ -311,11 +320,11 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 # reads may idle as long as the idle/keepalive policy allows.
                 self._handshake_timer = self.loop.call_later(timeout, self._handshake_expired)
             self.start_timers()
-            data = await reader.read(size)
+            data: bytes | bytearray = await wire.read()
             if data and self.front_door is not None:
                 data = await self.front_door(self, data)
                 if not data and not self.closed:
-                    data = await reader.read(size)
+                    data = await wire.read()
             while data:
                 self.last_activity = time.monotonic()
                 if self.life is Life.LINGER:
@@ -326,10 +335,13 @@ class Connection(Sender, Lifecycle, StreamSlots):
                     # stream. What reading can make us send is bounded anyway: DATA by flow
                     # control, replies to PING/SETTINGS by max_queued_control, resets by the
                     # reset budget, and frames on streams we reset get no answer at all.
-                    self.receive(data)
+                    more = self.receive(data)
+                    while more:
+                        await asyncio.sleep(0)  # fairness: the others' turn (see receive())
+                        more = self.life.may_write and self.receive(_NOTHING)
                     if self.closed:
                         return
-                data = await reader.read(size)
+                data = await wire.read()
             self.fail(self.ended_error("the peer closed the connection"))
         except asyncio.CancelledError:
             self.fail(ConnectionClosed("the connection was closed locally"))
@@ -362,18 +374,28 @@ class Connection(Sender, Lifecycle, StreamSlots):
             return True
         return getattr(self.h2.incoming_buffer, "_preamble_len", 0) == 0
 
-    def receive(self, data: bytes) -> None:
-        """Feed bytes to h2 in slices, dispatch events, check the abuse budgets, flush.
+    def receive(self, data: bytes | bytearray | memoryview) -> bool:
+        """One reader turn: feed input to h2, dispatch its events, check the budgets, flush.
 
-        One read can hold half a megabyte of frames (more on newer Pythons, whose transports
-        read larger chunks). Slicing bounds the work and the replies queued before a budget
-        is checked, and the flush between slices lets the control-reply budget see replies
-        the peer leaves unread (DESIGN notes: "feed receive_data in slices").
+        ``data`` is new input, or empty to go on with the input of the previous turn. A turn
+        ends when the input is used up (False) or when it has done ``_TURN_COST`` work or fed
+        ``_TURN_BYTES`` (True: the reader task yields to the loop, then calls
+        ``receive(b"")``). Within a turn h2 gets at most ``_SLICE`` bytes and may parse at most
+        ``_BATCH_FRAMES`` frames per call (``GuardedFrameBuffer.frames_left``), so one call's
+        event list stays small however tiny the peer's frames; the flush after each call lets
+        the control-reply budget see replies the peer leaves unread.
         """
         h2c = self.h2
-        n = len(data)
-        for start in range(0, n, _SLICE):
-            chunk = data if n <= _SLICE else data[start:start + _SLICE]
+        frames = self._frames
+        unfed = memoryview(data) if data else self._unfed
+        self._turn_cost = fed = 0
+        while True:
+            if frames.has_frame():
+                chunk = _NOTHING  # the last call's batch ran out: parse what h2 holds first
+            else:
+                chunk = unfed[:_SLICE]
+                unfed = unfed[_SLICE:]
+            frames.frames_left = _BATCH_FRAMES
             try:
                 events = h2c.receive_data(chunk)
             except h2.exceptions.ProtocolError as e:
@@ -384,23 +406,30 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 # (a bad preface): then we send it.
                 closed = h2c.state_machine.state is h2.connection.ConnectionState.CLOSED
                 self.abort(err, None if closed else code)
-                return
+                return False
+            self._turn_cost += _BATCH_FRAMES - frames.frames_left
             for ev in events:
                 self.dispatch(ev)
                 if self.closed:
-                    return
+                    return False
+            del events  # before the next call builds its list: one batch alive at a time
             if not self.abuse.provoked_resets(h2c.auto_resets):
                 self.calm_down("too many streams reset because of the peer's errors or refused")
-                return
-            if start + _SLICE < n:
+                return False
+            fed += len(chunk)
+            more = bool(unfed) or frames.has_frame()
+            if more and self._turn_cost < _TURN_COST and fed < _TURN_BYTES:
                 self.flush()
-        self.flush()
-        if self._spawned:
-            # Handlers started by this batch run in the next loop iteration; a flush queued
-            # now runs right after them in that same iteration, so their responses go out
-            # together without waiting for one more iteration.
-            self._spawned = False
-            self.schedule_flush()
+                continue
+            self._unfed = unfed if more else _NOTHING
+            self.flush()
+            if self._spawned:
+                # Handlers started by this turn run in the next loop iteration; a flush
+                # queued now runs right after them in that same iteration, so their
+                # responses go out together without waiting for one more iteration.
+                self._spawned = False
+                self.schedule_flush()
+            return more
 
     def calm_down(self, why: str) -> None:
         """The peer is abusive: GOAWAY(ENHANCE_YOUR_CALM) and close."""
@@ -432,8 +461,14 @@ class Connection(Sender, Lifecycle, StreamSlots):
             self._on_request_headers(ev)
         elif t in _HEADER_KINDS:
             self._header_priority = ev.priority_updated  # type: ignore[attr-defined]
+            self._turn_cost += len(ev.headers) >> 3  # type: ignore[attr-defined]
             s = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
-            if s is not None:
+            if s is not None and t is h2.events.InformationalResponseReceived and len(
+                s.informational or ()
+            ) >= _MAX_INFORMATIONAL:
+                self.stream_error(s, ErrorCodes.ENHANCE_YOUR_CALM,
+                                  f"more than {_MAX_INFORMATIONAL} 1xx responses")
+            elif s is not None:
                 s.on_headers(_HEADER_KINDS[t], decode(ev.headers))  # type: ignore[attr-defined]
         elif t is h2.events.StreamEnded:
             s = self.streams.get(ev.stream_id)  # type: ignore[attr-defined]
@@ -465,6 +500,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
 
     def _on_request_headers(self, ev: Any) -> None:
         sid = ev.stream_id
+        self._turn_cost += len(ev.headers) >> 3
         self._header_priority = ev.priority_updated
         headers = decode(ev.headers)
         if self.goaway_sent is not None and sid > self.goaway_sent:
@@ -564,9 +600,20 @@ class Connection(Sender, Lifecycle, StreamSlots):
             return
         self.schedule_flush()
 
+    def stream_error(self, s: Stream, code: int, why: str) -> None:
+        """The peer broke a rule on stream ``s``: RST_STREAM(code); the stream fails with why."""
+        if s.closed or self.closed:
+            return
+        try:
+            self.h2.app_reset_stream(s.id, code)
+        except h2.exceptions.ProtocolError:
+            pass
+        s.fail(RemoteProtocolError(f"stream {s.id}: the peer sent {why}", code))
+        self.schedule_flush()
+
     def reset_stream(self, s: Stream, code: int) -> None:
         """Send RST_STREAM(code) unless the stream already ended; fail it locally."""
-        if not isinstance(code, int) or not 0 <= code <= 0xFFFFFFFF:
+        if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code <= 0xFFFFFFFF:
             raise ValueError(f"an HTTP/2 error code is an int of 0..2**32-1, not {code!r}")
         if s.closed or self.closed:
             return

@@ -43,7 +43,7 @@ from h2.stream import StreamClosedBy
 from . import _h2headers
 from .config import Config
 
-__all__ = ["H2", "H2_VERSION", "SUPPORTED", "describe", "new_h2"]
+__all__ = ["H2", "H2_VERSION", "SUPPORTED", "GuardedFrameBuffer", "describe", "new_h2"]
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -95,7 +95,7 @@ class _CompressionError(h2.exceptions.ProtocolError):
     error_code = ErrorCodes.COMPRESSION_ERROR
 
 
-class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
+class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     """h2's frame buffer with two checks it lacks (DESIGN.md §7).
 
     - A frame longer than our SETTINGS_MAX_FRAME_SIZE is rejected as soon as its 9-byte
@@ -106,8 +106,16 @@ class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
 
     max_header_block = 2 * 65536
     _first = True
+    #: Frames this ``receive_data`` call may still parse. Once spent, iteration stops with the
+    #: rest left buffered, so one call's event list (and the work behind it) stays bounded
+    #: however small the peer's frames are; ``receive_data(b"")`` continues (see
+    #: ``Connection.receive``).
+    frames_left = 1 << 62
 
     def __next__(self) -> Any:
+        if self.frames_left <= 0:
+            raise StopIteration
+        self.frames_left -= 1
         data = self._data
         if len(data) >= 9:
             length = (data[0] << 16) | (data[1] << 8) | data[2]
@@ -132,6 +140,11 @@ class _GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
                     f"frame of type {ftype:#x} has an invalid length {length}"
                 )
         return super().__next__()
+
+    def has_frame(self) -> bool:
+        """True if a complete frame is buffered (``receive_data(b"")`` would parse it)."""
+        data = self._data
+        return len(data) >= 9 and len(data) >= 9 + ((data[0] << 16) | (data[1] << 8) | data[2])
 
     def _update_header_buffer(self, f: Any) -> Any:
         result = super()._update_header_buffer(f)
@@ -372,7 +385,7 @@ def new_h2(client: bool, config: Config) -> H2:
         initial[sc.ENABLE_PUSH] = 0
     conn.local_settings = h2.settings.Settings(client=client, initial_values=initial)
     conn.max_inbound_frame_size = config.max_frame_size
-    buf = _GuardedFrameBuffer(server=not client)
+    buf = GuardedFrameBuffer(server=not client)
     buf.max_frame_size = config.max_frame_size
     buf.max_header_block = config.header_block_limit
     conn.incoming_buffer = buf

@@ -30,7 +30,6 @@ this is logged above DEBUG: a bad request is the peer's business, not an operato
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import re
@@ -46,6 +45,7 @@ from .headers import valid_name, valid_value
 
 if TYPE_CHECKING:
     from ._connection import Connection
+    from ._wire import Wire
 
 __all__ = [
     "BadRequest",
@@ -107,7 +107,7 @@ def _could_start_request_line(data: bytes) -> bool:
             and version[8:] in (b"", b"\r"))
 
 
-def classify(data: bytes) -> str:
+def classify(data: bytes | bytearray) -> str:
     """What the first bytes of a connection are: ``H2``, ``HTTP1``, ``INVALID`` or ``MORE``.
 
     ``MORE`` means that the bytes so far are a prefix of both valid answers' inputs, or of
@@ -121,7 +121,7 @@ def classify(data: bytes) -> str:
         # A bare LF ending the request line is still recognisably HTTP/1 (RFC 9112 §2.2 lets a
         # recipient accept it); parse_request() then refuses it with a 400.
         return HTTP1 if _REQUEST_LINE.fullmatch(line.removesuffix(b"\r")) else INVALID
-    if len(data) > MAX_HEAD or not _could_start_request_line(data):
+    if len(data) > MAX_HEAD or not _could_start_request_line(bytes(data)):
         return INVALID
     return MORE
 
@@ -180,7 +180,9 @@ class Http1Request:
         return out
 
 
-async def read_request(reader: asyncio.StreamReader, first: bytes) -> tuple[bytes, bytes]:
+async def read_request(
+    wire: Wire, first: bytes | bytearray
+) -> tuple[bytes, bytes]:
     """Read until the end of the request head; return (head, bytes after it). Bounded."""
     data = first
     if not data.partition(b"\n")[0].endswith(b"\r"):
@@ -188,11 +190,11 @@ async def read_request(reader: asyncio.StreamReader, first: bytes) -> tuple[byte
     while b"\r\n\r\n" not in data:
         if len(data) > MAX_HEAD:
             raise BadRequest("request head too large", 431, "Request Header Fields Too Large")
-        chunk = await reader.read(65536)
+        chunk = await wire.read()
         if not chunk:
             raise ConnectionResetError("connection closed in the request head")
         data += chunk
-    head, _, rest = data.partition(b"\r\n\r\n")
+    head, _, rest = bytes(data).partition(b"\r\n\r\n")
     if len(head) > MAX_HEAD:
         raise BadRequest("request head too large", 431, "Request Header Fields Too Large")
     return head, rest
@@ -273,21 +275,21 @@ _505_TEXT = (
 
 
 def _refuse(conn: Connection, status: int, reason: str, text: str, why: str) -> bytes:
-    conn._writer.write(response(status, reason, text))
+    conn.transport.write(response(status, reason, text))
     conn.abort(ConnectionClosed(why), None)
     return b""
 
 
-async def front_door(conn: Connection, data: bytes) -> bytes:
+async def front_door(conn: Connection, data: bytes | bytearray) -> bytes | bytearray:
     """First bytes of a cleartext connection: h2 preface, h2c Upgrade, HTTP/1.1, or garbage.
 
     Returns the bytes to feed h2 (after our preface was sent), or ``b""`` when the connection
     was answered and closed here.
     """
-    reader = conn._reader
+    wire = conn.wire
     kind = classify(data)
     while kind == MORE:
-        more = await reader.read(conn.config.read_size)
+        more = await wire.read()
         if conn.closed:
             return b""  # closed while we waited (server.close(), handshake timeout)
         if not more:
@@ -311,7 +313,7 @@ async def front_door(conn: Connection, data: bytes) -> bytes:
         )
         return b""
     try:
-        head, rest = await read_request(reader, data)
+        head, rest = await read_request(wire, data)
         if conn.closed:
             return b""
         req = parse_request(head)
@@ -330,7 +332,7 @@ async def front_door(conn: Connection, data: bytes) -> bytes:
         conn.abort(ConnectionClosed(str(e)), None)
         return b""
     while len(rest) < length:
-        more = await reader.read(conn.config.read_size)
+        more = await wire.read()
         if conn.closed:
             return b""
         if not more:
@@ -338,7 +340,7 @@ async def front_door(conn: Connection, data: bytes) -> bytes:
             return b""
         rest += more
     body, rest = rest[:length], rest[length:]
-    conn._writer.write(response(
+    conn.transport.write(response(
         101, "Switching Protocols", extra="Connection: Upgrade\r\nUpgrade: h2c\r\n"
     ))
     conn.initiate_upgrade(settings, req.h2_headers(b"http"), body)

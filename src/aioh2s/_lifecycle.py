@@ -49,6 +49,7 @@ from .errors import ConnectionClosed, ConnectionTerminated, ProtocolError
 if TYPE_CHECKING:
     from ._h2ext import H2
     from ._stream import Stream
+    from ._wire import Wire
     from .config import Config
 
 __all__ = ["Lifecycle", "not_sent"]
@@ -93,7 +94,7 @@ class Lifecycle:
     config: Config
     life: Life
     transport: asyncio.WriteTransport
-    _writer: asyncio.StreamWriter
+    wire: Wire
     streams: dict[int, Stream]
     error: ConnectionClosed | None
     closing_error: ConnectionClosed | None
@@ -422,10 +423,7 @@ class Lifecycle:
                 await task
             except asyncio.CancelledError:
                 pass
-        try:
-            await self._writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
+        await self.wire.wait_closed()
 
 
 def _abort_quietly(t: asyncio.WriteTransport) -> None:

@@ -40,6 +40,7 @@ from .errors import ConnectionClosed, ProtocolError
 
 if TYPE_CHECKING:
     from ._h2ext import H2
+    from ._wire import Wire
     from .config import Config
 
 __all__ = ["Sender"]
@@ -59,7 +60,7 @@ class Sender:
     config: Config
     life: Life
     transport: asyncio.WriteTransport
-    _writer: asyncio.StreamWriter
+    wire: Wire
     streams: dict[int, Stream]
     write_blocked: bool
     _budget_hit: bool
@@ -202,7 +203,7 @@ class Sender:
 
     async def _await_transport(self) -> None:
         try:
-            await self._writer.drain()
+            await self.wire.drain()
         except (ConnectionError, OSError, RuntimeError):
             pass  # the reader task sees the loss and ends the connection
         finally:

@@ -129,7 +129,10 @@ class Stream:
         try:
             await fut
         finally:
-            self._in_waiter = None
+            # Woken but not yet resumed, another reader may have started waiting meanwhile:
+            # its waiter is not ours to clear.
+            if self._in_waiter is fut:
+                self._in_waiter = None
 
     async def wait_readable(self) -> None:
         """Return when body bytes are buffered or the body ended; raise the stream's error."""

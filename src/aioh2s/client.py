@@ -24,9 +24,10 @@ from typing import Any
 from . import _aio
 from ._connection import Connection
 from ._stream import Stream
+from ._wire import Wire
 from .config import Config
 from .errors import ErrorCode
-from .headers import PARTIAL_REQUEST, Headers, HeadersLike, to_wire
+from .headers import PARTIAL_REQUEST, Headers, HeadersLike, check_request, to_wire
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn, client_ssl_context
 
@@ -131,6 +132,12 @@ class Client:
     def _complete(self, headers: HeadersLike | None) -> list[tuple[bytes, bytes]]:
         wire = to_wire(headers, PARTIAL_REQUEST) if headers is not None else []
         have = {n for n, _ in wire if n[0] == 0x3A}  # ":" fields, all first (to_wire checks)
+        if b":authority" not in have:
+            # A Host given without :authority names the authority (RFC 9113 §8.3.1).
+            host = next((v for n, v in wire if n == b"host"), None)
+            if host is not None:
+                wire.insert(len(have), (b":authority", host))
+                have.add(b":authority")
         if len(have) < 4:
             method = next((v for n, v in wire if n == b":method"), b"GET")
             # RFC 9113 §8.5: a plain CONNECT has neither :scheme nor :path.
@@ -141,6 +148,7 @@ class Client:
                 and not (plain_connect and field[0] in (b":scheme", b":path"))
             ]
             wire[len(have):len(have)] = fill
+        check_request(wire)
         return wire
 
     async def ping(self, timeout: float | None = None) -> float:
@@ -223,16 +231,15 @@ async def connect(
         kwargs["server_hostname"] = server_hostname if server_hostname is not None else host
         if timeout is not None:
             kwargs["ssl_handshake_timeout"] = timeout
-    # asyncio.open_connection(), spelled out so that we know how far it got: asyncio calls the
-    # protocol factory once the TCP connection is up, before any TLS handshake.
-    reader = asyncio.StreamReader(limit=cfg.read_size * 2)
+    # asyncio calls the protocol factory once the TCP connection is up, before any TLS
+    # handshake: so we know how far it got.
     stage = "TCP connect"
 
-    def make_protocol() -> asyncio.StreamReaderProtocol:
+    def make_protocol() -> Wire:
         nonlocal stage
         if ctx is not None:
             stage = "TLS handshake"
-        return asyncio.StreamReaderProtocol(reader)
+        return Wire(cfg.read_size)
 
     try:
         opening = loop.create_connection(make_protocol, host, port, **kwargs)
@@ -247,7 +254,6 @@ async def connect(
         else:
             why = f"{stage} failed: {str(e) or type(e).__name__}"
         raise ConnectError(f"cannot connect to {where}: {why}") from e
-    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
 
     async def abandon(conn: Connection | None) -> bool:
         """Close what we give up on; wait until its socket is closed and its task ended.
@@ -261,7 +267,7 @@ async def connect(
             waiter = asyncio.ensure_future(conn.wait_closed())
         else:
             transport.close()
-            waiter = asyncio.ensure_future(writer.wait_closed())
+            waiter = asyncio.ensure_future(protocol.wait_closed())
         limit = 1.0
         cancelled = False
         step = 0
@@ -289,8 +295,8 @@ async def connect(
     conn: Connection | None = None
     try:
         if ctx is not None:
-            check_alpn(writer.get_extra_info("ssl_object"), where)
-        conn = Connection(reader, writer, client=True, config=cfg)
+            check_alpn(protocol.get_extra_info("ssl_object"), where)
+        conn = Connection(protocol, client=True, config=cfg)
         conn.start()
         await conn.wait_ready()
     except BaseException as e:

@@ -62,8 +62,9 @@ class Config:
     linger: float = 1.0
     #: Seconds a server handler may keep running after its stream was reset before it is cancelled.
     reset_handler_timeout: float = 1.0
-    #: The connection's read buffer: the transport pauses reading while more than 4x this
-    #: is unread (the asyncio ``StreamReader`` limit is twice it).
+    #: The connection's read buffer: the transport pauses reading while more than this is
+    #: unread (the asyncio ``StreamReader`` limit is half of it). One connection then holds at
+    #: most this plus one 256 KiB ``recv`` of unparsed input.
     read_size: int = 64 * KiB
     #: Server: most connections served at once; more are closed on accept (None: no cap).
     max_connections: int | None = None

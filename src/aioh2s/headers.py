@@ -34,6 +34,7 @@ __all__ = [
     "Headers",
     "HeadersLike",
     "pairs",
+    "check_request",
     "to_wire",
     "valid_name",
     "valid_value",
@@ -226,6 +227,8 @@ _RESPONSE_PSEUDO = frozenset([b":status"])
 # Field names: lowercase tokens (RFC 9110 §5.6.2); values: no NUL, CR or LF (RFC 9113 §8.2.1).
 _BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_METHOD = re.compile(rb"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")  # a token (RFC 9110 §9.1)
+_PATH = re.compile(rb"[\x21-\x7e\x80-\xff]+")  # no space or control (RFC 3986 request-target)
 
 
 def valid_name(name: bytes) -> bool:
@@ -324,6 +327,42 @@ def _wire_field(n: object, v: object) -> tuple[bytes, bytes]:
 _FIELDS: dict[Any, tuple[bytes, bytes]] = {}
 _FIELDS_MAX = 4096
 _FIELD_VALUE_MAX = 128
+
+
+def check_request(fields: list[tuple[bytes, bytes]]) -> None:
+    """Check a complete request header list the application gave; :class:`LocalProtocolError`.
+
+    Beyond :func:`to_wire`'s rules: ``:method`` is a token, ``:path`` is non-empty without
+    spaces or control characters, and a ``Host`` field equals ``:authority`` (RFC 9113 §8.3.1:
+    "clients MUST NOT generate a request with a Host header field that differs from the
+    :authority pseudo-header field").
+    """
+    method = path = authority = None
+    hosts = []
+    for n, v in fields:
+        if n == b":method":
+            method = v
+        elif n == b":path":
+            path = v
+        elif n == b":authority":
+            authority = v
+        elif n == b"host":
+            hosts.append(v)
+    if method is not None and not _METHOD.fullmatch(method):
+        raise LocalProtocolError(
+            f":method {method[:40]!r} passed by the application is not a token (RFC 9110 §9.1)"
+        )
+    if path is not None and not _PATH.fullmatch(path):
+        raise LocalProtocolError(
+            f":path {path[:60]!r} passed by the application is empty or has a space or control"
+            " character (RFC 9113 §8.3.1)"
+        )
+    for host in hosts:
+        if host != authority:
+            raise LocalProtocolError(
+                f"Host {host[:60]!r} passed by the application differs from :authority "
+                f"{(authority or b'')[:60]!r} (RFC 9113 §8.3.1)"
+            )
 
 
 def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, bytes]]:

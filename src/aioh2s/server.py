@@ -33,6 +33,7 @@ from ._connection import Connection
 from ._http1 import front_door as _front_door
 from ._state import Send, send_terminal
 from ._stream import Stream
+from ._wire import Wire
 from .config import Config
 from .errors import ALPNError, ConnectionClosed, ErrorCode, StreamReset
 from .streams import H2StreamReader, H2StreamWriter
@@ -144,18 +145,22 @@ class Server:
         """How many HTTP/2 connections are open now."""
         return len(self._connections)
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._conn_tasks.add(task)
+    def _on_made(self, wire: Wire) -> None:
+        """A connection was accepted (and its TLS handshake done): serve it in its own task."""
+        task = wire.loop.create_task(self._on_connection(wire))
+        self._conn_tasks.add(task)
+        task.add_done_callback(self._conn_tasks.discard)
+
+    async def _on_connection(self, wire: Wire) -> None:
+        writer = wire
+        transport = wire.transport
+        assert transport is not None
         try:
             limit = self.config.max_connections
             if limit is not None and len(self._connections) >= limit:
                 log.warning("aioh2s: max_connections (%d) reached, closing connection from %s",
                             limit, writer.get_extra_info("peername"))
-                writer.transport.abort()
+                transport.abort()
                 return
             if self._ssl is not None:
                 try:
@@ -163,18 +168,18 @@ class Server:
                 except ALPNError as e:
                     log.info("aioh2s: closing connection from %s: %s",
                              writer.get_extra_info("peername"), e)
-                    writer.close()
+                    transport.close()
                     return
 
             def make(served: _ServedConnection) -> Connection:
                 return Connection(
-                    reader, writer, client=False, config=self.config,
+                    wire, client=False, config=self.config,
                     on_request=served.on_request,
                 )
 
             if self._closing:
                 # Accepted just as the listener closed: there is nothing to serve it.
-                writer.transport.abort()
+                transport.abort()
                 return
             served = _ServedConnection(self, make)
             self._connections.add(served)
@@ -191,12 +196,8 @@ class Server:
                 await self._reap(served)
         except asyncio.CancelledError:
             # The loop is shutting down (e.g. asyncio.run() returned with the server open); the
-            # connection was failed and closed by the reader task's own cleanup. Returning
-            # normally keeps asyncio's stream callback from logging the cancellation.
+            # connection was failed and closed by the reader task's own cleanup.
             pass
-        finally:
-            if task is not None:
-                self._conn_tasks.discard(task)
 
     async def _reap(self, served: _ServedConnection) -> None:
         # Handlers of a dead connection get reset_handler_timeout to notice, then are cancelled.
@@ -279,8 +280,9 @@ async def start_server(
     kwargs: dict[str, Any] = {}
     if ssl is not None and cfg.handshake_timeout is not None:
         kwargs["ssl_handshake_timeout"] = cfg.handshake_timeout
-    server._server = await asyncio.start_server(
-        server._on_connection, host, port, ssl=ssl, backlog=backlog,
-        reuse_address=reuse_address, limit=cfg.read_size * 2, **kwargs,
+    loop = asyncio.get_running_loop()
+    server._server = await loop.create_server(
+        lambda: Wire(cfg.read_size, server._on_made), host, port, ssl=ssl, backlog=backlog,
+        reuse_address=reuse_address, **kwargs,
     )
     return server

@@ -261,8 +261,15 @@ class H2StreamWriter:
         self._s.write(data)
 
     def writelines(self, data: Any) -> None:
-        """Queue each bytes-like item of the iterable ``data``."""
-        for chunk in data:
+        """Queue each bytes-like item of the iterable ``data``.
+
+        All items are checked first: a bad one raises ``TypeError`` with nothing queued.
+        """
+        chunks = list(data)
+        for chunk in chunks:
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise TypeError(f"data must be bytes-like, not {type(chunk).__name__}")
+        for chunk in chunks:
             self._s.write(chunk)
 
     async def drain(self) -> None:

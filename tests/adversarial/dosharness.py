@@ -25,25 +25,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-import sys
 import time
 import tracemalloc
 import warnings
 from typing import Any
 
-import pytest
 import rawpeer
 
 KiB = 1024
 
-#: The DoS bounds still exceeded on Python 3.12+ (they were before the trust-core work too; CI
-#: ran 3.11 only): not strict, so they keep running and report, for the aggregate-abuse work.
-OVER_BOUND_ON_312 = pytest.mark.xfail(
-    sys.version_info >= (3, 12),
-    reason="known on Python 3.12+: memory or the healthy client's latency exceeds this bound "
-    "(also before the trust-core rewrite); open in the issue tracker (aggregate-abuse work)",
-    strict=False,
-)
 MiB = 1024 * KiB
 
 CHUNK = b"\xa5" * (64 * KiB)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 
-import dosharness
 import pytest
 import rawpeer as rp
 from dosharness import (
@@ -74,7 +73,6 @@ class _ResetProvoker:
 FLOODS = ["ping", "settings", "reset"]
 
 
-@dosharness.OVER_BOUND_ON_312
 @pytest.mark.parametrize("kind", FLOODS)
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_control_flood_while_not_reading(serve, kind):

@@ -9,7 +9,6 @@ CONTINUATION frames at 64 per block (PROTOCOL_ERROR), so that answer is accepted
 
 from __future__ import annotations
 
-import dosharness
 import pytest
 import rawpeer as rp
 from dosharness import Checks, HealthProbe, KiB, MemoryMeter, attack_checks
@@ -31,7 +30,6 @@ KINDS = {
 }
 
 
-@dosharness.OVER_BOUND_ON_312
 @pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_empty_frames_flood(serve, kind):

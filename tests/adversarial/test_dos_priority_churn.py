@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import random
 
-import dosharness
 import pytest
 import rawpeer as rp
 from dosharness import Checks, HealthProbe, KiB, MemoryMeter, attack_checks
@@ -26,7 +25,6 @@ PER_BLOB = 1000
 BOUND = 512 * KiB  # an ignored PRIORITY frame costs nothing to keep
 
 
-@dosharness.OVER_BOUND_ON_312
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_priority_churn(serve):
     srv = await serve()

@@ -10,7 +10,6 @@ attacker provoked -- stop after a bounded number of them.
 
 from __future__ import annotations
 
-import dosharness
 import pytest
 import rawpeer as rp
 from dosharness import Checks, HealthProbe, KiB, MemoryMeter, attack_checks
@@ -35,7 +34,6 @@ def _block() -> bytes:
     return b"\x82\x86" + path + authority + b"\x00\x00\x00" * EMPTY_FIELDS
 
 
-@dosharness.OVER_BOUND_ON_312
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 async def test_zero_length_header_names(serve):
     srv = await serve()

@@ -1,0 +1,173 @@
+"""The socket side of one connection: a bounded read buffer, write backpressure, a closed signal.
+
+Theory of operation
+-------------------
+:class:`Wire` is the asyncio protocol of every aioh2s connection, in place of the
+``StreamReader``/``StreamWriter`` pair that ``asyncio.open_connection`` builds. It exists for
+memory: a plain ``Protocol`` makes the transport ``recv()`` 256 KiB into a fresh ``bytes``
+each time, which the ``StreamReader`` then copies into a buffer that may hold twice its limit
+plus that read. Under a flood of small frames that is most of a connection's memory. As a
+``BufferedProtocol``, the transport reads into one scratch buffer per event loop (the
+``get_buffer``/``buffer_updated`` pair is a single synchronous step in every asyncio transport
+and in uvloop, so sharing it is safe), and ``buffer_updated`` appends what arrived to this
+connection's input. Reading pauses once the input holds ``limit`` bytes and resumes when the
+reader task takes it; so one connection holds at most ``limit`` plus one scratch's worth of
+unparsed input, and an idle one holds nothing.
+
+The write side mirrors ``StreamWriter``'s flow control: the transport calls
+``pause_writing``/``resume_writing`` around its high-water mark, and :meth:`Wire.drain` waits
+for the resume. :meth:`Wire.wait_closed` returns once ``connection_lost`` was called; it never
+raises.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SCRATCH", "Wire"]
+
+#: Size of the per-loop scratch buffer, and so the most the transport reads in one go.
+SCRATCH = 64 * 1024
+
+_scratch: dict[asyncio.AbstractEventLoop, memoryview] = {}
+
+
+def _scratch_for(loop: asyncio.AbstractEventLoop) -> memoryview:
+    view = _scratch.get(loop)
+    if view is None:
+        if len(_scratch) > 64:  # loops come and go in tests; keep the live ones only
+            for old in [k for k in _scratch if k.is_closed()]:
+                del _scratch[old]
+        view = _scratch[loop] = memoryview(bytearray(SCRATCH))
+    return view
+
+
+class Wire(asyncio.BufferedProtocol):
+    """One connection's protocol: input buffer, ``read``, ``drain``, ``wait_closed``.
+
+    ``on_made`` is called from ``connection_made`` (a server starts serving there).
+    """
+
+    def __init__(self, limit: int, on_made: Callable[[Wire], None] | None = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.limit = limit
+        self.transport: asyncio.Transport | None = None
+        self._on_made = on_made
+        self._scratch = _scratch_for(self.loop)
+        self._input = bytearray()
+        self._eof = False
+        self._lost: BaseException | None = None
+        self._reading_paused = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_paused = False
+        self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._closed: asyncio.Future[None] = self.loop.create_future()
+        self._over_ssl = False
+
+    # -- asyncio.BufferedProtocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; a server starts the connection here."""
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._over_ssl = transport.get_extra_info("sslcontext") is not None
+        if self._on_made is not None:
+            self._on_made(self)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        """The loop's scratch buffer; ``buffer_updated`` copies out of it at once."""
+        return self._scratch
+
+    def buffer_updated(self, nbytes: int) -> None:
+        """Append what arrived; pause reading once ``limit`` bytes wait unread."""
+        self._input += self._scratch[:nbytes]
+        if not self._reading_paused and len(self._input) >= self.limit:
+            self._reading_paused = True
+            try:
+                assert self.transport is not None
+                self.transport.pause_reading()
+            except (AttributeError, RuntimeError):
+                pass  # closing: nothing more will arrive anyway
+        self._wake_reader()
+
+    def eof_received(self) -> bool:
+        """The peer half-closed. Keep our side open for what we still send (not over TLS)."""
+        self._eof = True
+        self._wake_reader()
+        return not self._over_ssl
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Wake every waiter; ``read`` returns the rest of the input, then EOF or ``exc``."""
+        self._eof = True
+        self._lost = exc
+        self._wake_reader()
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._drain_waiters.clear()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def pause_writing(self) -> None:
+        """The transport is above its high-water mark: ``drain`` waits from now."""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        """The transport drained: wake ``drain`` waiters."""
+        self._write_paused = False
+        for fut in self._drain_waiters:
+            if not fut.done():
+                fut.set_result(None)
+        self._drain_waiters.clear()
+
+    # -- what the connection uses ----------------------------------------------------------------
+
+    async def read(self) -> bytearray:
+        """All input received so far (waiting for some); empty at EOF. Raises a lost error.
+
+        Returns the buffer itself (a fresh one takes its place), so no byte is copied twice.
+        """
+        while not self._input and not self._eof:
+            fut = self._read_waiter = self.loop.create_future()
+            try:
+                await fut
+            finally:
+                self._read_waiter = None
+        data = self._input
+        if data:
+            self._input = bytearray()
+            if self._reading_paused:
+                self._reading_paused = False
+                try:
+                    assert self.transport is not None
+                    self.transport.resume_reading()
+                except (AttributeError, RuntimeError):
+                    pass
+            return data
+        if self._lost is not None:
+            raise self._lost
+        return data
+
+    def _wake_reader(self) -> None:
+        fut = self._read_waiter
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    async def drain(self) -> None:
+        """Wait until the transport is below its high-water mark; at once if it is gone."""
+        if self._write_paused and not self._closed.done():
+            fut = self.loop.create_future()
+            self._drain_waiters.append(fut)
+            await fut
+
+    async def wait_closed(self) -> None:
+        """Wait for ``connection_lost``; never raises."""
+        await asyncio.shield(self._closed)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's ``get_extra_info`` (``default`` once there is none)."""
+        t = self.transport
+        return default if t is None else t.get_extra_info(name, default)

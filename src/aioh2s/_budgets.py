@@ -42,12 +42,14 @@ class Budget:
 class Abuse:
     """The budgets of one connection; each method returns False when the peer overdrew it."""
 
-    __slots__ = ("resets", "glitches", "auto_resets_seen", "queued_control", "max_control")
+    __slots__ = ("resets", "glitches", "controls", "auto_resets_seen", "queued_control",
+                 "max_control")
 
     def __init__(self, config: Config) -> None:
         # Resets of any origin: received, and those h2 emits because of the peer's errors.
         self.resets = Budget(config.max_reset_burst, config.max_reset_rate)
         self.glitches = Budget(config.max_glitch_burst, config.max_glitch_rate)
+        self.controls = Budget(config.max_control_burst, config.max_control_rate)
         self.auto_resets_seen = 0
         self.queued_control = 0
         self.max_control = config.max_queued_control
@@ -55,6 +57,10 @@ class Abuse:
     def glitch(self) -> bool:
         """A frame that made no progress (empty DATA, PRIORITY, unknown type, tiny update)."""
         return self.glitches.spend()
+
+    def control(self) -> bool:
+        """The peer sent a PING or SETTINGS (not an ACK): rate-limited whether it reads or not."""
+        return self.controls.spend()
 
     def reset(self) -> bool:
         """The peer reset a stream."""

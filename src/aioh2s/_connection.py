@@ -235,6 +235,10 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.last_activity = time.monotonic()
         self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
         self._handshake_timer: asyncio.TimerHandle | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._header_since: float | None = None  # an unfinished header block seen since
+        self._header_block = -1  # ... which one (GuardedFrameBuffer.header_blocks)
+        self._header_timeout = None if client else config.header_timeout
         self._timer_task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._grace_deadline: float | None = None
@@ -422,6 +426,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 self.flush()
                 continue
             self._unfed = unfed if more else _NOTHING
+            if not more and self._header_timeout is not None:
+                self._watch_headers(self._header_timeout)
             self.flush()
             if self._spawned:
                 # Handlers started by this turn run in the next loop iteration; a flush
@@ -430,6 +436,28 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 self._spawned = False
                 self.schedule_flush()
             return more
+
+    def _watch_headers(self, timeout: float) -> None:
+        """Input used up: time an unfinished header block (see ``Config.header_timeout``)."""
+        frames = self._frames
+        if not frames.header_pending():
+            self._header_since = None
+        elif self._header_since is None or self._header_block != frames.header_blocks:
+            self._header_since = self.loop.time()
+            self._header_block = frames.header_blocks
+            if self._header_timer is None:
+                self._header_timer = self.loop.call_later(timeout, self._header_expired)
+
+    def _header_expired(self) -> None:
+        self._header_timer = None
+        since, timeout = self._header_since, self._header_timeout
+        if since is None or timeout is None or self.closed:
+            return
+        left = since + timeout - self.loop.time()
+        if left > 0:  # that block ended and a newer one started: time the newer one
+            self._header_timer = self.loop.call_later(left, self._header_expired)
+            return
+        self.calm_down(f"a header block was not completed within {timeout} s")
 
     def calm_down(self, why: str) -> None:
         """The peer is abusive: GOAWAY(ENHANCE_YOUR_CALM) and close."""
@@ -445,7 +473,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
             self.calm_down(f"too many frames without progress ({what})")
 
     def _control_reply(self) -> None:
-        if not self.abuse.control_reply(self.buffered()):
+        if not self.abuse.control():
+            self.calm_down("PING/SETTINGS frames faster than max_control_rate")
+        elif not self.abuse.control_reply(self.buffered()):
             self.calm_down("control frames flooded while our replies go unread")
 
     # -- event dispatch ------------------------------------------------------------------------

@@ -95,6 +95,9 @@ class _CompressionError(h2.exceptions.ProtocolError):
     error_code = ErrorCodes.COMPRESSION_ERROR
 
 
+_BLOCK_FRAMES = (hyperframe.frame.HeadersFrame, hyperframe.frame.PushPromiseFrame)
+
+
 class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     """h2's frame buffer with two checks it lacks (DESIGN.md §7).
 
@@ -111,6 +114,8 @@ class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     #: however small the peer's frames are; ``receive_data(b"")`` continues (see
     #: ``Connection.receive``).
     frames_left = 1 << 62
+    #: Header blocks completed so far (tells one unfinished block from the next).
+    header_blocks = 0
 
     def __next__(self) -> Any:
         if self.frames_left <= 0:
@@ -141,6 +146,14 @@ class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
                 )
         return super().__next__()
 
+    def header_pending(self) -> bool:
+        """True while a header block is unfinished.
+
+        That is: HEADERS/CONTINUATION frames are being assembled, or one is partly buffered.
+        """
+        data = self._data
+        return bool(self._headers_buffer) or (len(data) >= 4 and data[3] in (0x1, 0x9))
+
     def has_frame(self) -> bool:
         """True if a complete frame is buffered (``receive_data(b"")`` would parse it)."""
         data = self._data
@@ -148,6 +161,8 @@ class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
 
     def _update_header_buffer(self, f: Any) -> Any:
         result = super()._update_header_buffer(f)
+        if result is not None and result.__class__ in _BLOCK_FRAMES:
+            self.header_blocks += 1
         pending = self._headers_buffer
         if pending and sum(len(x.data) for x in pending) > self.max_header_block:
             raise h2.exceptions.DenialOfServiceError(

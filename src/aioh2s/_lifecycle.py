@@ -104,6 +104,7 @@ class Lifecycle:
     _grace_deadline: float | None
     _linger_timer: asyncio.TimerHandle | None
     _handshake_timer: asyncio.TimerHandle | None
+    _header_timer: asyncio.TimerHandle | None
     _timer_task: asyncio.Task[None] | None
     _reader_task: asyncio.Task[None] | None
     _drain_task: asyncio.Task[None] | None
@@ -392,10 +393,11 @@ class Lifecycle:
             self._flush_handle.cancel()
             self._flush_handle = None
         for timer in (self._handshake_timer, self._grace_timer, self._shutdown_timer,
-                      self._linger_timer):
+                      self._linger_timer, self._header_timer):
             if timer is not None:
                 timer.cancel()
         self._handshake_timer = self._grace_timer = self._shutdown_timer = None
+        self._header_timer = None
         self._linger_timer = None
 
     def _close_transport(self, abort: bool) -> None:

@@ -49,6 +49,10 @@ class Config:
     read_limit: int = 64 * KiB
     #: Seconds for the peer's preface and first SETTINGS to arrive (slowloris bound).
     handshake_timeout: float | None = 10.0
+    #: Server: seconds a header block may take from its first frame's first bytes to its
+    #: end (HEADERS sent a byte a second, an unfinished block held open): then
+    #: GOAWAY(ENHANCE_YOUR_CALM). None: no limit.
+    header_timeout: float | None = 5.0
     #: Server: seconds without open streams before a graceful GOAWAY and close (None: never).
     idle_timeout: float | None = 300.0
     #: Seconds of silence before we send a keepalive PING (None: no keepalive).
@@ -62,9 +66,8 @@ class Config:
     linger: float = 1.0
     #: Seconds a server handler may keep running after its stream was reset before it is cancelled.
     reset_handler_timeout: float = 1.0
-    #: The connection's read buffer: the transport pauses reading while more than this is
-    #: unread (the asyncio ``StreamReader`` limit is half of it). One connection then holds at
-    #: most this plus one 256 KiB ``recv`` of unparsed input.
+    #: The connection's input buffer: the transport pauses reading once this much waits
+    #: unparsed, so one connection holds at most this plus one 64 KiB read of input.
     read_size: int = 64 * KiB
     #: Server: most connections served at once; more are closed on accept (None: no cap).
     max_connections: int | None = None
@@ -80,6 +83,11 @@ class Config:
     max_glitch_rate: float = 330.0
     #: PING/SETTINGS replies that may pile up unsent while the peer does not read (floods).
     max_queued_control: int = 1000
+    #: PING and SETTINGS frames (not ACKs) the peer may send in a burst...
+    max_control_burst: int = 200
+    #: ...and per second after it, whether or not it reads our replies: then
+    #: GOAWAY(ENHANCE_YOUR_CALM). Keepalive and BDP pings stay far below it.
+    max_control_rate: float = 20.0
     #: Bytes a header block may reach while HEADERS+CONTINUATION frames are assembled
     #: (CONTINUATION flood); None means twice ``max_header_list_size``.
     max_header_block_size: int | None = None
@@ -97,7 +105,8 @@ class Config:
             raise ValueError("write_low_water must be between 0 and write_high_water")
         if self.max_header_list_size < 1 * KiB:
             raise ValueError("max_header_list_size must be at least 1024")
-        for name in ("handshake_timeout", "idle_timeout", "keepalive_interval"):
+        for name in ("handshake_timeout", "header_timeout", "idle_timeout",
+                     "keepalive_interval"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds or None")

@@ -19,10 +19,31 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["Config"]
+__all__ = ["Config", "default_max_connections"]
 
 KiB = 1024
 MiB = 1024 * KiB
+
+
+def default_max_connections() -> int:
+    """The server's connection cap when ``max_connections`` is None.
+
+    Half the soft file-descriptor limit, leaving the other half to the application (files,
+    upstream connections), and at most 10,000 (about 300 MB of idle connections): a server
+    that runs out of descriptors stalls every accept, so the cap must come first. 1,000 where
+    the limit is unknown.
+    """
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 1000
+    try:
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return 1000
+    if soft == resource.RLIM_INFINITY or soft <= 0:
+        return 10_000
+    return max(16, min(10_000, soft // 2))
 
 
 @dataclass(frozen=True)
@@ -69,8 +90,13 @@ class Config:
     #: The connection's input buffer: the transport pauses reading once this much waits
     #: unparsed, so one connection holds at most this plus one 64 KiB read of input.
     read_size: int = 64 * KiB
-    #: Server: most connections served at once; more are closed on accept (None: no cap).
+    #: Server: most connections served at once; more are closed on accept. None: derived
+    #: from the file-descriptor limit (:func:`default_max_connections`). Above three quarters
+    #: of it, connections idle for ``idle_near_cap`` seconds are closed to make room.
     max_connections: int | None = None
+    #: Server: seconds without open streams after which a connection may be closed while the
+    #: server is near ``max_connections`` (instead of ``idle_timeout``).
+    idle_near_cap: float = 2.0
     #: Stream resets (received, or forced by the peer's errors) allowed in a burst...
     max_reset_burst: int = 1000
     #: ...and per second after it (Rapid Reset / MadeYouReset / reset floods): then
@@ -110,7 +136,10 @@ class Config:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds or None")
-        for name in ("keepalive_timeout", "grace", "reset_handler_timeout", "linger"):
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError("max_connections must be at least 1 (or None for the default)")
+        for name in ("keepalive_timeout", "grace", "reset_handler_timeout", "linger",
+                     "idle_near_cap"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be a number of seconds >= 0")
 

@@ -26,15 +26,16 @@ import asyncio
 import collections
 import logging
 import ssl as _ssl
+import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 from ._connection import Connection
 from ._http1 import front_door as _front_door
 from ._state import Send, send_terminal
 from ._stream import Stream
 from ._wire import Wire
-from .config import Config
+from .config import Config, default_max_connections
 from .errors import ALPNError, ConnectionClosed, ErrorCode, StreamReset
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn
@@ -131,6 +132,15 @@ class Server:
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._grace: float | None = None
+        #: The connection cap in force (``max_connections``, or derived from the fd limit).
+        self.max_connections = (
+            config.max_connections if config.max_connections is not None
+            else default_max_connections()
+        )
+        self._refused = 0  # connections refused at the cap since the last warning
+        self._refused_logged = 0.0
+        self._shedding: set[_ServedConnection] = set()  # closed to make room, not gone yet
+        self._shed_scanned = 0.0
 
     def __repr__(self) -> str:
         return f"<aioh2s.Server sockets={self.sockets!r}>"
@@ -156,11 +166,11 @@ class Server:
         transport = wire.transport
         assert transport is not None
         try:
-            limit = self.config.max_connections
-            if limit is not None and len(self._connections) >= limit:
-                log.warning("aioh2s: max_connections (%d) reached, closing connection from %s",
-                            limit, writer.get_extra_info("peername"))
-                transport.abort()
+            limit = self.max_connections
+            if self._active() * 4 >= limit * 3:
+                self._shed_idle(limit)
+            if self._active() >= limit:
+                self._refuse(transport, limit)
                 return
             if self._ssl is not None:
                 try:
@@ -193,11 +203,54 @@ class Server:
                 await served.conn.run()
             finally:
                 self._connections.discard(served)
+                self._shedding.discard(served)
                 await self._reap(served)
         except asyncio.CancelledError:
             # The loop is shutting down (e.g. asyncio.run() returned with the server open); the
             # connection was failed and closed by the reader task's own cleanup.
             pass
+
+    def _active(self) -> int:
+        return len(self._connections) - len(self._shedding)
+
+    def _shed_idle(self, limit: int) -> None:
+        """Near the cap: close the connections idle longest, down to three quarters of it.
+
+        Only connections idle for ``idle_near_cap`` seconds go, gracefully; they stop counting
+        at once (they are gone within about ``linger``). The scan looks at every connection,
+        so it runs at most every 0.1 s, however fast connections arrive.
+        """
+        now = time.monotonic()
+        if now - self._shed_scanned < 0.1:
+            return
+        self._shed_scanned = now
+        cutoff = now - self.config.idle_near_cap
+        idle = [
+            s for s in self._connections
+            if s not in self._shedding and not s.conn.closing
+            and s.conn.idle_since is not None and s.conn.idle_since <= cutoff
+        ]
+        excess = self._active() + 1 - (limit * 3) // 4  # +1: room for the one arriving
+        if excess <= 0 or not idle:
+            return
+        idle.sort(key=lambda s: cast(float, s.conn.idle_since))
+        log.debug("aioh2s: near max_connections, closing %d idle connection(s)",
+                  min(excess, len(idle)))
+        for served in idle[:excess]:
+            self._shedding.add(served)
+            served.conn.start_close(0)
+
+    def _refuse(self, transport: asyncio.Transport, limit: int) -> None:
+        # One warning per 10 s, with a count: a connection flood must not flood the log too.
+        transport.abort()
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._refused_logged >= 10.0:
+            log.warning("aioh2s: max_connections (%d) reached: refused %d connection(s), "
+                        "the last from %s", limit, self._refused,
+                        transport.get_extra_info("peername"))
+            self._refused = 0
+            self._refused_logged = now
 
     async def _reap(self, served: _ServedConnection) -> None:
         # Handlers of a dead connection get reset_handler_timeout to notice, then are cancelled.

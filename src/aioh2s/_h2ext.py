@@ -98,6 +98,53 @@ class _CompressionError(h2.exceptions.ProtocolError):
 _BLOCK_FRAMES = (hyperframe.frame.HeadersFrame, hyperframe.frame.PushPromiseFrame)
 
 
+class BoundedDecoder(hpack.Decoder):
+    """hpack's decoder with a cap on the work of one header block (DESIGN notes: CPU bounds).
+
+    h2's list-size rule counts 32 bytes per field, so a 64 KiB list can still hold ~2,000
+    fields, and dynamic table size updates count nothing at all: a block of 100,000 of them
+    decodes to an empty list at great cost. Here every field and every size update counts
+    one, and past ``max_fields`` the block is refused as oversized (h2: GOAWAY
+    ENHANCE_YOUR_CALM; the HPACK context is lost mid-block, so it has to be a connection
+    error). A block no longer than ``max_fields`` bytes cannot exceed it (each counts at
+    least a byte) and takes hpack's own path untouched.
+    """
+
+    max_fields = 256
+    _left = 0
+
+    def decode(self, data: Any, raw: bool = False) -> Any:
+        """Decode one header block; ``OversizedHeaderListError`` past ``max_fields``."""
+        if len(data) <= self.max_fields:
+            self._left = 1 << 62
+        else:
+            self._left = self.max_fields
+        return super().decode(data, raw)
+
+    def _spend(self) -> None:
+        self._left -= 1
+        if self._left < 0:
+            raise hpack.OversizedHeaderListError(
+                f"a header block with more than {self.max_fields} fields and table size updates"
+            )
+
+    def _decode_indexed(self, data: Any) -> Any:
+        self._spend()
+        return super()._decode_indexed(data)
+
+    def _decode_literal_index(self, data: Any) -> Any:
+        self._spend()
+        return super()._decode_literal_index(data)
+
+    def _decode_literal_no_index(self, data: Any) -> Any:
+        self._spend()
+        return super()._decode_literal_no_index(data)
+
+    def _update_encoding_context(self, data: Any) -> Any:
+        self._spend()
+        return super()._update_encoding_context(data)
+
+
 class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     """h2's frame buffer with two checks it lacks (DESIGN.md §7).
 
@@ -404,6 +451,9 @@ def new_h2(client: bool, config: Config) -> H2:
     buf.max_frame_size = config.max_frame_size
     buf.max_header_block = config.header_block_limit
     conn.incoming_buffer = buf
-    conn.decoder.max_header_list_size = config.max_header_list_size
+    decoder = BoundedDecoder()
+    decoder.max_fields = config.max_header_fields
+    decoder.max_header_list_size = config.max_header_list_size
+    conn.decoder = decoder
     return conn
 

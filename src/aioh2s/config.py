@@ -60,6 +60,9 @@ class Config:
     max_frame_size: int = 16 * KiB
     #: SETTINGS_MAX_HEADER_LIST_SIZE: cap on a decoded header list (HPACK-bomb bound).
     max_header_list_size: int = 64 * KiB
+    #: Fields (and HPACK table size updates) one header block may hold: a CPU bound that the
+    #: list size does not give. Past it: GOAWAY(ENHANCE_YOUR_CALM). Apache's default is 100.
+    max_header_fields: int = 256
     #: ``drain()`` blocks while a stream has more than this many unsent bytes queued...
     write_high_water: int = 256 * KiB
     #: ...until it falls to this many.
@@ -131,6 +134,8 @@ class Config:
             raise ValueError("write_low_water must be between 0 and write_high_water")
         if self.max_header_list_size < 1 * KiB:
             raise ValueError("max_header_list_size must be at least 1024")
+        if self.max_header_fields < 16:
+            raise ValueError("max_header_fields must be at least 16")
         for name in ("handshake_timeout", "header_timeout", "idle_timeout",
                      "keepalive_interval"):
             value = getattr(self, name)

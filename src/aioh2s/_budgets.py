@@ -14,10 +14,14 @@ A legitimate peer never comes near the defaults.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from .config import Config
 
-__all__ = ["Abuse", "Budget"]
+if TYPE_CHECKING:
+    from ._connection import Connection
+
+__all__ = ["Abuse", "Budget", "MemoryPool"]
 
 
 class Budget:
@@ -84,3 +88,56 @@ class Abuse:
             return self.queued_control <= self.max_control
         self.queued_control = 0
         return True
+
+
+class MemoryPool:
+    """What all connections of one server hold for their peers, against one budget.
+
+    Counted: decoded request header lists of open streams (h2's measure: name, value and 32
+    bytes per field) and request body bytes received but not yet read. Each connection keeps
+    its share in ``Connection.held``. Over ``limit``, new streams are refused
+    (REFUSED_STREAM, safe to retry) and the connection holding the most is ended with
+    GOAWAY(ENHANCE_YOUR_CALM): at most one every 0.1 s, since finding it looks at them all.
+    """
+
+    __slots__ = ("limit", "used", "conns", "_culled")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self.conns: set[Connection] = set()
+        self._culled = 0.0
+
+    def charge(self, conn: Connection, n: int) -> None:
+        """``conn`` holds ``n`` more bytes (fewer if negative)."""
+        conn.held += n
+        self.used += n
+        if n > 0 and self.used > self.limit:
+            self.cull()
+
+    def fits(self, n: int) -> bool:
+        """Whether ``n`` more bytes stay within the budget (else the caller refuses them)."""
+        if self.used + n <= self.limit:
+            return True
+        self.cull()
+        return False
+
+    def drop(self, conn: Connection) -> None:
+        """``conn`` ended: whatever it still held is free."""
+        self.conns.discard(conn)
+        self.used -= conn.held
+        conn.held = 0
+        conn.pool = None
+
+    def cull(self) -> None:
+        """End the connection holding the most (rate-limited)."""
+        now = time.monotonic()
+        if now - self._culled < 0.1 or not self.conns:
+            return
+        self._culled = now
+        worst = max(self.conns, key=lambda c: c.held)
+        if worst.held > 0:
+            worst.calm_down(
+                f"holds {worst.held} bytes, the most while the server is over "
+                f"max_request_memory ({self.limit})"
+            )

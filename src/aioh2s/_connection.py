@@ -48,7 +48,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from . import _aio, _h2ext
-from ._budgets import Abuse
+from ._budgets import Abuse, MemoryPool
 from ._h2headers import decode
 from ._lifecycle import Lifecycle, not_sent
 from ._sender import Sender
@@ -239,6 +239,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self._header_since: float | None = None  # an unfinished header block seen since
         self._header_block = -1  # ... which one (GuardedFrameBuffer.header_blocks)
         self._header_timeout = None if client else config.header_timeout
+        #: Server: the server-wide memory budget, and what this connection holds of it.
+        self.pool: MemoryPool | None = None
+        self.held = 0
         self._timer_task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._grace_deadline: float | None = None
@@ -540,8 +543,23 @@ class Connection(Sender, Lifecycle, StreamSlots):
             except h2.exceptions.ProtocolError:
                 pass
             return
+        pool = self.pool
+        if pool is not None:
+            cost = sum(len(n) + len(v) for n, v in ev.headers) + 32 * len(ev.headers)
+            if not pool.fits(cost):
+                # Over the server's budget: refused, safe to retry (maybe elsewhere).
+                log.debug("aioh2s: max_request_memory reached, stream %d refused", sid)
+                try:
+                    self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+                except h2.exceptions.ProtocolError:
+                    pass
+                self.schedule_flush()
+                return
         s = Stream(self, sid)
         s.headers = headers
+        if pool is not None:
+            s.held = cost
+            pool.charge(self, cost)
         self.streams[sid] = s
         self.idle_since = None
         self._spawned = True
@@ -561,6 +579,10 @@ class Connection(Sender, Lifecycle, StreamSlots):
             if flow:
                 self.h2.acknowledge_received_data(flow, sid)
             return
+        pool = self.pool
+        if pool is not None and data:
+            s.held += len(data)
+            pool.charge(self, len(data))
         padding = flow - len(data)
         if padding:
             self.h2.acknowledge_received_data(padding, sid)
@@ -665,8 +687,17 @@ class Connection(Sender, Lifecycle, StreamSlots):
         if getattr(h2c, "_data_to_send", True):
             self.schedule_flush()
 
+    def discharge(self, s: Stream, n: int) -> None:
+        """``n`` body bytes of ``s`` were read or dropped: the pool gets them back."""
+        n = min(n, s.held)
+        s.held -= n
+        if self.pool is not None:
+            self.pool.charge(self, -n)
+
     def stream_closed(self, s: Stream) -> None:
         """Both sides of ``s`` are over: forget it and give its slot back."""
+        if s.held:
+            self.discharge(s, s.held)
         if self.streams.pop(s.id, None) is not None and self.client:
             self.open_outbound -= 1
             self._grant_slots()

@@ -70,6 +70,7 @@ class Stream:
         "conn", "id", "send", "recv", "send_error", "recv_error", "headers", "informational",
         "trailers", "buf", "credit", "unflowed", "_in_waiter", "headers_sent", "out",
         "out_size", "trailers_out", "queued", "_drain_waiters", "_sent_waiters", "task",
+        "held",
     )
 
     def __init__(self, conn: Connection, stream_id: int) -> None:
@@ -87,6 +88,7 @@ class Stream:
         self.buf = bytearray()
         self.credit = 0  # bytes at the front of buf already granted back to the peer
         self.unflowed = False  # body arrived outside flow control (h2c Upgrade): never ack
+        self.held = 0  # bytes charged to the server's MemoryPool (header list + unread body)
         self._in_waiter: asyncio.Future[None] | None = None
         # Outbound.
         self.headers_sent = False  # final headers went out (a fact, kept after a reset)
@@ -168,6 +170,8 @@ class Stream:
             data = bytes(memoryview(buf)[:n])  # one copy, not two (as asyncio's read)
             del buf[:n]
         taken = len(data)
+        if taken and self.held:
+            self.conn.discharge(self, taken)
         if taken:
             granted = min(taken, self.credit)
             self.credit -= granted
@@ -189,6 +193,8 @@ class Stream:
         abandoned streams would stall every other stream on the connection.
         """
         if self.buf:
+            if self.held:
+                self.conn.discharge(self, len(self.buf))
             self.grant_buffered()
             self.buf.clear()
             self.credit = 0

@@ -97,6 +97,11 @@ class Config:
     #: from the file-descriptor limit (:func:`default_max_connections`). Above three quarters
     #: of it, connections idle for ``idle_near_cap`` seconds are closed to make room.
     max_connections: int | None = None
+    #: Server: bytes all connections together may hold for their peers' requests (decoded
+    #: header lists of open streams, request bodies not yet read). Past it new streams get
+    #: REFUSED_STREAM and the connection holding the most is ended with
+    #: GOAWAY(ENHANCE_YOUR_CALM). None: no server-wide budget.
+    max_request_memory: int | None = 64 * MiB
     #: Server: seconds without open streams after which a connection may be closed while the
     #: server is near ``max_connections`` (instead of ``idle_timeout``).
     idle_near_cap: float = 2.0

@@ -1,0 +1,106 @@
+"""The server-wide memory budget (``max_request_memory``): header lists and unread bodies.
+
+One connection is bounded by its own limits (streams x header list, connection window), but
+many connections within every per-connection limit still add up. The budget counts what all
+connections hold; over it new streams get REFUSED_STREAM and the connection holding the most
+is ended with GOAWAY(ENHANCE_YOUR_CALM). Its accounting must come back to zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import rawpeer as rp
+from dosharness import assert_still_serving
+from h2.errors import ErrorCodes as E
+from rawpeer import RawPeer
+
+pytestmark = pytest.mark.timeout(45)
+
+KiB = 1024
+BUDGET = 256 * KiB
+
+
+async def _peer(port: int) -> RawPeer:
+    peer = await RawPeer.connect(port)
+    await peer.handshake()
+    return peer
+
+
+async def _pool_empty(srv, timeout: float = 3.0) -> int:
+    pool = srv.server._pool
+    for _ in range(int(timeout / 0.02)):
+        if pool.used == 0:
+            break
+        await asyncio.sleep(0.02)
+    return pool.used
+
+
+@pytest.mark.expect_log("aioh2s", "WARNING", "over max_request_memory")
+async def test_header_lists_over_the_budget_are_refused_and_the_heaviest_is_cut(serve):
+    srv = await serve(max_request_memory=BUDGET)
+    small = await _peer(srv.port)
+    await small.send(small.request(1, "/hang-headers"))
+    big = await _peer(srv.port)
+    pad = [(f"x-pad-{i}", "p" * 1000) for i in range(15)]  # ~15.5 KiB per header list
+    for i in range(30):  # ~470 KiB asked for: past the budget
+        if not await big.try_send(big.request(1 + 2 * i, "/hang", extra=pad)):
+            break  # cut meanwhile
+    info = await big.expect_goaway(E.ENHANCE_YOUR_CALM, timeout=3.0)
+    assert info.error_code == E.ENHANCE_YOUR_CALM
+    assert E.REFUSED_STREAM in big.rst_codes or big.eof, big.describe()
+    assert await big.closed(3.0)
+    # The light connection survives and the server goes on serving.
+    assert not small.eof and small.goaway is None and await small.ping(), small.describe()
+    await assert_still_serving(srv.port)
+    await small.send(rp.rst(1))
+    assert await _pool_empty(srv) == 0
+    await small.close()
+    await big.close()
+
+
+@pytest.mark.expect_log("aioh2s", "WARNING", "over max_request_memory")
+async def test_unread_bodies_count_and_the_heaviest_holder_is_cut(serve):
+    srv = await serve(max_request_memory=BUDGET, connection_window=1 << 20,
+                      stream_window=256 * KiB)
+    peers = [await _peer(srv.port) for _ in range(2)]
+    body = b"b" * (60 * KiB)
+    for k, peer in enumerate(peers):
+        for i in range(3 if k == 0 else 1):
+            sid = 1 + 2 * i
+            await peer.send(peer.request(sid, "/hang", "POST", end_stream=False),
+                            rp.data(sid, body[:16 * KiB]), rp.data(sid, body[16 * KiB:32 * KiB]),
+                            rp.data(sid, body[32 * KiB:48 * KiB]),
+                            rp.data(sid, body[48 * KiB:]))
+    # 240 KiB + headers: at the budget. One more upload tips it over.
+    await peers[1].send(peers[1].request(3, "/hang", "POST", end_stream=False),
+                        rp.data(3, body[:16 * KiB]), rp.data(3, body[16 * KiB:32 * KiB]))
+    info = await peers[0].expect_goaway(E.ENHANCE_YOUR_CALM, timeout=3.0)
+    assert info.error_code == E.ENHANCE_YOUR_CALM, peers[0].describe()
+    assert peers[1].goaway is None, peers[1].describe()
+    await peers[1].send(rp.rst(1), rp.rst(3))
+    assert await _pool_empty(srv) == 0
+    for p in peers:
+        await p.close()
+
+
+async def test_the_budget_comes_back_to_zero_after_ordinary_traffic(serve):
+    srv = await serve(max_request_memory=BUDGET)
+    peer = await _peer(srv.port)
+    for _ in range(20):
+        resp = await peer.get("/echo", method="POST", body=b"e" * 15_000, timeout=3.0)
+        assert resp.status == "200" and len(resp.body) == 15_000
+        resp = await peer.get("/", timeout=3.0)
+        assert resp.status == "200"
+    assert await _pool_empty(srv) == 0
+    # Streams reset mid-body, and a connection dropped with streams open, give it back too.
+    await peer.send(peer.request(99, "/hang", "POST", end_stream=False), rp.data(99, b"x" * 5000),
+                    rp.rst(99))
+    other = await _peer(srv.port)
+    await other.send(other.request(1, "/hang", "POST", end_stream=False),
+                     rp.data(1, b"y" * 5000))
+    await asyncio.sleep(0.1)
+    await other.close()
+    assert await _pool_empty(srv) == 0
+    await peer.close()

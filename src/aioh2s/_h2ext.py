@@ -2,7 +2,7 @@
 
 Theory of operation
 -------------------
-h2 does most of RFC 9113 for us, but not all of it (DESIGN notes, "What h2 does not do"):
+h2 does most of RFC 9113 for us, but not all of it:
 graceful GOAWAY, REFUSED_STREAM for excess streams, frame-length and header-block caps
 checked early, counting the resets h2 emits by itself, and the cost of a repr() per frame.
 Each of those needs h2 internals (``_receive_frame``, ``_receive_goaway_frame``,
@@ -99,7 +99,7 @@ _BLOCK_FRAMES = (hyperframe.frame.HeadersFrame, hyperframe.frame.PushPromiseFram
 
 
 class BoundedDecoder(hpack.Decoder):
-    """hpack's decoder with a cap on the work of one header block (DESIGN notes: CPU bounds).
+    """hpack's decoder with a cap on the work of one header block (a CPU bound).
 
     h2's list-size rule counts 32 bytes per field, so a 64 KiB list can still hold ~2,000
     fields, and dynamic table size updates count nothing at all: a block of 100,000 of them
@@ -146,12 +146,15 @@ class BoundedDecoder(hpack.Decoder):
 
 
 class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
-    """h2's frame buffer with two checks it lacks (DESIGN.md §7).
+    """h2's frame buffer with the checks and bounds it lacks.
 
     - A frame longer than our SETTINGS_MAX_FRAME_SIZE is rejected as soon as its 9-byte
       header arrives, instead of being buffered whole first.
     - A header block (HEADERS + CONTINUATION) is capped in bytes while it is assembled
       (CONTINUATION flood), not only after.
+    - One ``receive_data`` call parses at most ``frames_left`` frames (a work bound).
+    - It tells whether a header block is unfinished (``header_pending``, for the header
+      timeout) and counts completed ones.
     """
 
     max_header_block = 2 * 65536
@@ -239,7 +242,7 @@ _h2_prepare_for_sending = h2.connection.H2Connection._prepare_for_sending
 
 
 class H2(h2.connection.H2Connection):
-    """h2's connection with what RFC 9113 and DESIGN.md §7 need and h2 4.4 lacks.
+    """h2's connection with what RFC 9113 and a public server need and h2 4.4 lacks.
 
     - GOAWAY (§6.8): stock h2 moves to CLOSED on a received GOAWAY (dropping queued output and
       refusing every later frame). A *graceful* one (NO_ERROR) must let streams at or below its
@@ -255,6 +258,10 @@ class H2(h2.connection.H2Connection):
 
     auto_resets = 0
     _app_reset = False
+    #: How many closed streams h2 remembers (to tell frames on a stream it reset from frames
+    #: on one that ended). h2 keeps 65,536: ~7 MB on a long-lived connection. Frames after our
+    #: own resets are recognised by ``_rst_sent`` anyway.
+    MAX_CLOSED_STREAMS = 1024
 
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)

@@ -6,7 +6,7 @@ request stream gets its own handler task running ``handler(reader, writer)``. ``
 mirrors :class:`asyncio.Server` (``sockets``, ``close``, ``wait_closed``, ``serve_forever``,
 ``async with``) and tracks its connections so ``close()`` can end them gracefully.
 
-Handler rules (DESIGN.md §3):
+Handler rules:
 - returns without ending the stream: the stream is ended (a 500 is sent if no headers were);
 - raises: 500 if no headers were sent yet, else RST_STREAM(INTERNAL_ERROR); the error is logged;
 - ``StreamReset``/``ConnectionClosed`` escaping a handler are the peer's doing: not logged as

@@ -98,7 +98,7 @@ async def test_control_flood_while_not_reading(serve, kind):
                 lambda i: make(peer, i), repeat=repeat, seconds=4.0, send_timeout=1.0
             )
             # Still not reading: a defended server gives up on us meanwhile (nghttp2 and
-            # Go close at once; DESIGN.md says GOAWAY, flush, hard-close after ~1 s).
+            # Go close at once; we send GOAWAY, flush, and hard-close after ~1 s).
             await asyncio.sleep(1.0)
         # Now read whatever the server queued, up to its close.
         closed_early = await peer.closed(3.0)

@@ -620,8 +620,8 @@ async def run_row(row: Row, seconds: float) -> dict[str, str]:
     ok_pct = 100.0 * len(lat) / total if total else 0.0
     p50 = lat[len(lat) // 2] * 1000 if lat else math.nan
     p99 = lat[max(0, math.ceil(0.99 * len(lat)) - 1)] * 1000 if lat else math.nan
-    notes = [f"conns {len(a.conns) + a.refused - sum(c.refused for c in a.conns):,} tried, "
-             f"{a.refused:,} refused"]
+    accepted = sum(not c.refused for c in a.conns)
+    notes = [f"conns {accepted + a.refused:,} tried: {accepted:,} accepted, {a.refused:,} refused"]
     notes += [f"server cap {server.max_connections:,}"] if row.key == "idle" else []
     notes += [f"{cut_later:,} more cut after the row ended"] if cut_later else []
     notes += [f"sent {k} {v:,}" for k, v in a.sent.items()]
@@ -648,9 +648,8 @@ COLUMNS = {
 
 def report(results: list[dict[str, str]], seconds: float, took: float, load: str) -> str:
     rev = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-                         capture_output=True, text=True).stdout.strip() or "unknown"
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = (re.findall(r"model name\s*: (.*)", cpuinfo) or ["unknown CPU"])[0]
+                         capture_output=True, text=True).stdout.strip()
+    cpu = re.findall(r"model name\s*: (.*)", Path("/proc/cpuinfo").read_text())[0]
     lines = [
         f"aioh2s {rev} with default settings; {cpu}, {os.cpu_count()} CPUs (server on CPU 0, "
         f"attacker and healthy client on CPU 1); Python {platform.python_version()}, h2 "

@@ -11,6 +11,8 @@ import os
 import sys
 from typing import Any
 
+import h2.config
+import h2.connection
 import h2.events
 import pytest
 from h2.errors import ErrorCodes
@@ -782,3 +784,91 @@ async def test_a_flood_of_1xx_responses_resets_the_stream() -> None:
             assert not client.is_closing()
         finally:
             await client.close()
+
+
+# -- the Wire protocol: nothing the peer sent before closing is lost ---------------------------
+
+
+class _SendAllThenClose(asyncio.Protocol):
+    """A plain h2 server: one response of ``body``, GOAWAY, and close right after it."""
+
+    body = b""
+
+    def connection_made(self, transport: Any) -> None:
+        self.t = transport
+        self.c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        self.c.initiate_connection()
+        transport.write(self.c.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        if self.c.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            return  # GOAWAY sent: what the client still says (WINDOW_UPDATEs) is moot
+        for ev in self.c.receive_data(data):
+            if isinstance(ev, h2.events.RequestReceived):
+                sid = ev.stream_id
+                self.c.send_headers(sid, [(":status", "200")])
+                mv = memoryview(self.body)
+                for i in range(0, len(mv), 16384):
+                    self.c.send_data(sid, mv[i:i + 16384], end_stream=i + 16384 >= len(mv))
+                self.c.close_connection()
+                self.t.write(self.c.data_to_send())
+                if self.t.can_write_eof():
+                    self.t.write_eof()  # FIN right behind the data; go on reading
+                else:
+                    self.t.close()  # TLS: close_notify right behind the data
+                return
+        self.t.write(self.c.data_to_send())
+
+
+async def test_the_tail_of_what_a_peer_sent_before_closing_is_never_lost(wire: Any) -> None:
+    """Over TLS on 3.11+, asyncio's SSL layer reads once when the peer closes: our buffer
+    must take all it has (a 64 KiB one lost the last ~50 KiB of a 900 KiB response)."""
+    body = bytes(range(256)) * (900 * 4)
+    _SendAllThenClose.body = body
+    loop = asyncio.get_running_loop()
+    srv = await loop.create_server(_SendAllThenClose, "127.0.0.1", 0, ssl=wire.raw_server_ssl())
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        for _ in range(5):
+            client = await aioh2s.connect(
+                "127.0.0.1", port, stream_window=1 << 20, connection_window=1 << 21,
+                read_size=16 * 1024,  # pauses reading often: the SSL layer then has much buffered
+                **wire.client_options(),
+            )
+            try:
+                async with client.request(end_stream=True) as stream:
+                    await asyncio.wait_for(stream.response_headers(), 3)
+                    got = await asyncio.wait_for(stream.reader.read(), 5)
+                assert len(got) == len(body) and got == body
+            finally:
+                client.abort()
+                await client.wait_closed()
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+def test_uvloop_transports_work(wire: Any) -> None:
+    """uvloop's transports are not asyncio.Transport subclasses; the Wire must not care."""
+    uvloop = pytest.importorskip("uvloop")
+    body = bytes(range(256)) * 1024  # 256 KiB each way
+
+    async def main() -> None:
+        async def echo(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+            data = await reader.read()
+            writer.send_headers({":status": "200"})
+            writer.write(data)
+            writer.write_eof()
+
+        async with wire.client_for(echo) as (client, _):
+            async with client.request({":method": "POST"}) as stream:
+                stream.writer.write(body)
+                stream.writer.write_eof()
+                got = await asyncio.wait_for(stream.reader.read(), 5)
+            assert got == body
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        loop.close()

@@ -7,12 +7,19 @@ Theory of operation
 memory: a plain ``Protocol`` makes the transport ``recv()`` 256 KiB into a fresh ``bytes``
 each time, which the ``StreamReader`` then copies into a buffer that may hold twice its limit
 plus that read. Under a flood of small frames that is most of a connection's memory. As a
-``BufferedProtocol``, the transport reads into one scratch buffer per event loop (the
-``get_buffer``/``buffer_updated`` pair is a single synchronous step in every asyncio transport
-and in uvloop, so sharing it is safe), and ``buffer_updated`` appends what arrived to this
-connection's input. Reading pauses once the input holds ``limit`` bytes and resumes when the
-reader task takes it; so one connection holds at most ``limit`` plus one scratch's worth of
-unparsed input, and an idle one holds nothing.
+``BufferedProtocol``, the transport reads into one scratch buffer per thread (one event loop
+runs per thread, and the ``get_buffer``/``buffer_updated`` pair is a single synchronous step
+in every asyncio transport and in uvloop, so sharing it is safe), and ``buffer_updated``
+appends what arrived to this connection's input. Reading pauses once the input holds
+``limit`` bytes and resumes when the reader task takes it. While the reader task works
+through what it took (in bounded turns, yielding in between) the next input gathers, so one
+connection holds at most about twice ``limit`` plus two scratch buffers of unparsed input; an
+idle one holds nothing.
+
+Over TLS on Python 3.11+, asyncio's SSL protocol asks for a buffer as large as the encrypted
+bytes it holds (``sizehint``) and, when the peer closes, reads into it only once: a smaller
+buffer would lose the rest of what the peer sent before closing. So the scratch buffer grows
+to the largest ``sizehint`` seen (bounded by what the SSL layer buffers, a few hundred KiB).
 
 The write side mirrors ``StreamWriter``'s flow control: the transport calls
 ``pause_writing``/``resume_writing`` around its high-water mark, and :meth:`Wire.drain` waits
@@ -24,24 +31,22 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 __all__ = ["SCRATCH", "Wire"]
 
-#: Size of the per-loop scratch buffer, and so the most the transport reads in one go.
+#: Size of the per-thread scratch buffer: the most a plain TCP transport reads in one go.
 SCRATCH = 64 * 1024
 
-_scratch: dict[asyncio.AbstractEventLoop, memoryview] = {}
+_local = threading.local()
 
 
-def _scratch_for(loop: asyncio.AbstractEventLoop) -> memoryview:
-    view = _scratch.get(loop)
-    if view is None:
-        if len(_scratch) > 64:  # loops come and go in tests; keep the live ones only
-            for old in [k for k in _scratch if k.is_closed()]:
-                del _scratch[old]
-        view = _scratch[loop] = memoryview(bytearray(SCRATCH))
+def _scratch(size: int) -> memoryview:
+    view: memoryview | None = getattr(_local, "view", None)
+    if view is None or len(view) < size:
+        view = _local.view = memoryview(bytearray(max(size, SCRATCH)))
     return view
 
 
@@ -56,7 +61,7 @@ class Wire(asyncio.BufferedProtocol):
         self.limit = limit
         self.transport: asyncio.Transport | None = None
         self._on_made = on_made
-        self._scratch = _scratch_for(self.loop)
+        self._scratch = _scratch(SCRATCH)
         self._input = bytearray()
         self._eof = False
         self._lost: BaseException | None = None
@@ -71,15 +76,18 @@ class Wire(asyncio.BufferedProtocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the transport; a server starts the connection here."""
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._over_ssl = transport.get_extra_info("sslcontext") is not None
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+        self._over_ssl = self.transport.get_extra_info("sslcontext") is not None
         if self._on_made is not None:
             self._on_made(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
-        """The loop's scratch buffer; ``buffer_updated`` copies out of it at once."""
-        return self._scratch
+        """The thread's scratch buffer, at least ``sizehint`` long (see the module doc)."""
+        view = self._scratch
+        if sizehint > len(view):
+            view = self._scratch = _scratch(sizehint)
+        return view
 
     def buffer_updated(self, nbytes: int) -> None:
         """Append what arrived; pause reading once ``limit`` bytes wait unread."""

@@ -91,8 +91,9 @@ class Config:
     #: Seconds a server handler may keep running after its stream was reset before it is cancelled.
     reset_handler_timeout: float = 1.0
     #: The connection's input buffer: the transport pauses reading once this much waits
-    #: unparsed, so one connection holds at most this plus one 64 KiB read of input.
-    read_size: int = 64 * KiB
+    #: unparsed. With what the reader task is still working through, one connection holds
+    #: at most about twice this plus two 64 KiB reads of input.
+    read_size: int = 128 * KiB
     #: Server: most connections served at once; more are closed on accept. None: derived
     #: from the file-descriptor limit (:func:`default_max_connections`). Above three quarters
     #: of it, connections idle for ``idle_near_cap`` seconds are closed to make room.

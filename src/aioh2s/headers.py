@@ -358,7 +358,7 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
             " character (RFC 9113 §8.3.1)"
         )
     for host in hosts:
-        if host != authority:
+        if host.lower() != (authority or b"").lower():  # host names are case-insensitive
             raise LocalProtocolError(
                 f"Host {host[:60]!r} passed by the application differs from :authority "
                 f"{(authority or b'')[:60]!r} (RFC 9113 §8.3.1)"

@@ -219,6 +219,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.write_blocked = False
         self._budget_hit = False
         self._spawned = False  # this batch started handlers (see receive())
+        self._new_streams: list[Stream] = []  # requests of this turn, handed over at its end
         self._frames = cast(_h2ext.GuardedFrameBuffer, self.h2.incoming_buffer)
         self._unfed = _NOTHING  # input of an unfinished turn (see receive())
         self._turn_cost = 0
@@ -242,6 +243,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         #: Server: the server-wide memory budget, and what this connection holds of it.
         self.pool: MemoryPool | None = None
         self.held = 0
+        self._partial_held = 0  # of which an unfinished header block (see _watch_headers)
         self._timer_task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._grace_deadline: float | None = None
@@ -429,8 +431,10 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 self.flush()
                 continue
             self._unfed = unfed if more else _NOTHING
-            if not more and self._header_timeout is not None:
-                self._watch_headers(self._header_timeout)
+            if not more and (self._header_timeout is not None or self.pool is not None):
+                self._watch_headers()
+            if self._new_streams:
+                self._hand_over()
             self.flush()
             if self._spawned:
                 # Handlers started by this turn run in the next loop iteration; a flush
@@ -440,10 +444,23 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 self.schedule_flush()
             return more
 
-    def _watch_headers(self, timeout: float) -> None:
-        """Input used up: time an unfinished header block (see ``Config.header_timeout``)."""
+    def _watch_headers(self) -> None:
+        """Input used up: time an unfinished header block and charge it to the budget.
+
+        See ``Config.header_timeout`` and ``Config.max_request_memory``.
+        """
         frames = self._frames
-        if not frames.header_pending():
+        pending = frames.header_pending()
+        pool = self.pool
+        if pool is not None:
+            size = frames.pending_block_size() if pending else 0
+            if size != self._partial_held:
+                delta, self._partial_held = size - self._partial_held, size
+                pool.charge(self, delta)
+        timeout = self._header_timeout
+        if timeout is None or self.closed:
+            return
+        if not pending:
             self._header_since = None
         elif self._header_since is None or self._header_block != frames.header_blocks:
             self._header_since = self.loop.time()
@@ -567,7 +584,22 @@ class Connection(Sender, Lifecycle, StreamSlots):
             # A client does not accept requests; h2 already refuses pushes (ENABLE_PUSH=0).
             self.reset_stream(s, ErrorCodes.REFUSED_STREAM)
             return
-        self._on_request(s)
+        self._new_streams.append(s)
+
+    def _hand_over(self) -> None:
+        """End of a turn: start the handlers of its requests, unless already reset.
+
+        A request reset in the same turn that opened it (Rapid Reset) never costs a handler
+        task; the others start exactly when they would have (their first step runs in the
+        next loop iteration, before the flush queued after them).
+        """
+        new, self._new_streams = self._new_streams, []
+        assert self._on_request is not None
+        for s in new:
+            if s.error is None and not self.closed:
+                self._on_request(s)
+            else:
+                s.abandon()  # body bytes it buffered give their window back
 
     def _on_data(self, ev: h2.events.DataReceived) -> None:
         sid = ev.stream_id

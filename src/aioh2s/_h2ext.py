@@ -112,37 +112,35 @@ class BoundedDecoder(hpack.Decoder):
 
     max_fields = 256
     _left = 0
+    _COUNTED = ("_decode_indexed", "_decode_literal_index", "_decode_literal_no_index",
+                "_update_encoding_context")
 
     def decode(self, data: Any, raw: bool = False) -> Any:
         """Decode one header block; ``OversizedHeaderListError`` past ``max_fields``."""
         if len(data) <= self.max_fields:
-            self._left = 1 << 62
-        else:
-            self._left = self.max_fields
-        return super().decode(data, raw)
+            return super().decode(data, raw)
+        # A long block: counting versions of the per-field steps shadow hpack's methods on
+        # this instance for this one call, so short blocks pay nothing for the bound.
+        self._left = self.max_fields
+        for name in self._COUNTED:
+            setattr(self, name, self._counting(getattr(type(self), name).__get__(self)))
+        try:
+            return super().decode(data, raw)
+        finally:
+            for name in self._COUNTED:
+                delattr(self, name)
 
-    def _spend(self) -> None:
-        self._left -= 1
-        if self._left < 0:
-            raise hpack.OversizedHeaderListError(
-                f"a header block with more than {self.max_fields} fields and table size updates"
-            )
+    def _counting(self, step: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def counted(data: Any) -> Any:
+            self._left -= 1
+            if self._left < 0:
+                raise hpack.OversizedHeaderListError(
+                    f"a header block with more than {self.max_fields} fields and table size "
+                    "updates"
+                )
+            return step(data)
 
-    def _decode_indexed(self, data: Any) -> Any:
-        self._spend()
-        return super()._decode_indexed(data)
-
-    def _decode_literal_index(self, data: Any) -> Any:
-        self._spend()
-        return super()._decode_literal_index(data)
-
-    def _decode_literal_no_index(self, data: Any) -> Any:
-        self._spend()
-        return super()._decode_literal_no_index(data)
-
-    def _update_encoding_context(self, data: Any) -> Any:
-        self._spend()
-        return super()._update_encoding_context(data)
+        return counted
 
 
 class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
@@ -199,10 +197,16 @@ class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     def header_pending(self) -> bool:
         """True while a header block is unfinished.
 
-        That is: HEADERS/CONTINUATION frames are being assembled, or one is partly buffered.
+        That is: HEADERS/CONTINUATION frames are being assembled, or one is partly buffered,
+        or the first bytes of a frame header (its type not yet known) are.
         """
         data = self._data
-        return bool(self._headers_buffer) or (len(data) >= 4 and data[3] in (0x1, 0x9))
+        n = len(data)
+        return bool(self._headers_buffer) or 0 < n < 4 or (n >= 4 and data[3] in (0x1, 0x9))
+
+    def pending_block_size(self) -> int:
+        """Bytes of an unfinished header block held: assembled frames plus partial input."""
+        return sum(len(f.data) for f in self._headers_buffer) + len(self._data)
 
     def has_frame(self) -> bool:
         """True if a complete frame is buffered (``receive_data(b"")`` would parse it)."""

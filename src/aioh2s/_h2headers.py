@@ -51,7 +51,18 @@ __all__ = ["FastInboundStream", "MalformedHeaders", "accept", "decode", "install
 # no space, no uppercase, nothing above 0x7e), and a colon only as a pseudo-header sigil.
 _REGULAR_NAME = re.compile(rb"[\x21-\x39\x3b-\x40\x5b-\x7e]+")
 # A value must not contain NUL, CR or LF, nor start or end with SP or HTAB.
-_BAD_VALUE = re.compile(rb"[\x00\n\r]|\A[ \t]|[ \t]\Z")
+_WS = (0x20, 0x09)
+
+
+def _bad_value(value: bytes) -> bool:
+    """NUL, CR or LF anywhere, or whitespace at either end (``value`` is not empty).
+
+    ``in`` is a memchr per character: a regex with these alternatives cost ~125 us on a 4 KB
+    value, which made header lists that reference a large HPACK table entry a CPU attack.
+    """
+    return (b"\x00" in value or b"\n" in value or b"\r" in value
+            or value[0] in _WS or value[-1] in _WS)
+
 _CONNECTION_SPECIFIC = h2.utilities.CONNECTION_HEADERS
 _REQUEST_PSEUDO = frozenset([b":method", b":scheme", b":authority", b":path"])
 _PSEUDO = _REQUEST_PSEUDO | {b":status"}
@@ -73,7 +84,7 @@ def _field_ok(name: bytes, value: bytes) -> bool:
             return False
     elif not _REGULAR_NAME.fullmatch(name) or name in _CONNECTION_SPECIFIC:
         return False
-    if value and _BAD_VALUE.search(value):
+    if value and _bad_value(value):
         return False
     return name != b"te" or value.lower() == b"trailers"
 
@@ -135,7 +146,7 @@ def accept(headers: list[Any], flags: Any) -> list[Any] | None:
         return None  # not bytes pairs: h2's pipeline decides
     if cookies is not None:
         joined = b"; ".join(cookies)
-        if joined and _BAD_VALUE.search(joined):
+        if joined and _bad_value(joined):
             return None
         out.append(NeverIndexedHeaderTuple(b"cookie", joined))
     if request:

@@ -328,7 +328,7 @@ async def start_server(
     *,
     ssl: _ssl.SSLContext | None = None,
     config: Config | None = None,
-    backlog: int = 100,
+    backlog: int = 1024,
     reuse_address: bool | None = None,
     **options: Any,
 ) -> Server:
@@ -337,6 +337,8 @@ async def start_server(
     ``ssl=None`` serves h2c (prior knowledge); an ``SSLContext`` (see
     :func:`aioh2s.server_ssl_context`) must offer ALPN ``h2``. ``options`` are
     :class:`aioh2s.Config` fields (``max_concurrent_streams=...``, ``stream_window=...``).
+    ``backlog`` defaults to 1024, not asyncio's 100: a burst of connections beyond the listen
+    queue makes healthy clients wait for SYN retransmits (a second or more).
     """
     cfg = Config.from_options(config, **options)
     server = Server(handler, cfg, ssl)

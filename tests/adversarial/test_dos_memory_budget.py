@@ -104,3 +104,24 @@ async def test_the_budget_comes_back_to_zero_after_ordinary_traffic(serve):
     await other.close()
     assert await _pool_empty(srv) == 0
     await peer.close()
+
+
+@pytest.mark.expect_log("aioh2s", "WARNING", "over max_request_memory")
+async def test_unfinished_header_blocks_count(serve):
+    srv = await serve(max_request_memory=128 * KiB, header_timeout=30.0)
+    peers = [await _peer(srv.port) for _ in range(3)]  # holding 96 + 96 + 16 KB
+    for k, peer in enumerate(peers):
+        # HEADERS without END_HEADERS, then CONTINUATIONs: up to ~96 KiB, never finished.
+        block = peer.encoder.encode(rp.request_headers("/hang"), huffman=False)
+        frames = [rp.headers_frame(1, block, end_stream=True, end_headers=False)]
+        frames += [rp.continuation(1, b"\x00" * 16000) for _ in range(6 if k < 2 else 1)]
+        await peer.try_send(*frames)
+        await asyncio.sleep(0.1)
+    cut = [p for p in peers if await p.closed(3.0)]
+    assert cut and all(p.goaway is not None and p.goaway.error_code == E.ENHANCE_YOUR_CALM
+                       for p in cut), [p.describe() for p in peers]
+    assert len(cut) == 1 and peers[2] not in cut  # one heavy one goes, the light one stays
+    await assert_still_serving(srv.port)
+    for p in peers:
+        await p.close()
+    assert await _pool_empty(srv) == 0

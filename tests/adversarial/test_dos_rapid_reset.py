@@ -70,3 +70,18 @@ async def test_rapid_reset(serve):
     await peer.close()
     print(f"rapid reset: sent {sent * BATCH} pairs; {peer.describe()}; {srv.app.describe()}")
     checks.done()
+
+
+async def test_a_request_reset_in_the_same_read_starts_no_handler(serve):
+    """HEADERS + RST_STREAM arriving together cost h2's bookkeeping, not a handler task."""
+    srv = await serve()
+    peer = await RawPeer.connect(srv.port)
+    await peer.handshake()
+    out = b"".join(peer.request(1 + 2 * i, "/hang") + rp.rst(1 + 2 * i) for i in range(50))
+    await peer.send(out)
+    assert await peer.ping(timeout=3.0)
+    assert srv.app.started == 0, srv.app.describe()
+    peer.skip_stream_ids(101)
+    resp = await peer.get("/", timeout=3.0)
+    assert resp.status == "200" and srv.app.started == 1
+    await peer.close()

@@ -21,7 +21,7 @@ from .config import Config
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["Abuse", "Budget", "MemoryPool"]
+__all__ = ["Abuse", "Budget", "ServerBudget"]
 
 
 class Budget:
@@ -90,23 +90,43 @@ class Abuse:
         return True
 
 
-class MemoryPool:
-    """What all connections of one server hold for their peers, against one budget.
+class ServerBudget:
+    """The budgets all connections of one server share: memory held, and stream resets.
 
-    Counted: decoded request header lists of open streams (h2's measure: name, value and 32
-    bytes per field) and request body bytes received but not yet read. Each connection keeps
-    its share in ``Connection.held``. Over ``limit``, new streams are refused
-    (REFUSED_STREAM, safe to retry) and the connection holding the most is ended with
-    GOAWAY(ENHANCE_YOUR_CALM): at most one every 0.1 s, since finding it looks at them all.
+    Memory counted: decoded request header lists of open streams (h2's measure: name, value
+    and 32 bytes per field), request body bytes received but not yet read, and unfinished
+    header blocks. Each connection keeps its share in ``Connection.held``. Over ``limit``,
+    new streams are refused (REFUSED_STREAM, safe to retry) and the connection holding the
+    most is ended with GOAWAY(ENHANCE_YOUR_CALM): at most one every 0.1 s, since finding it
+    looks at them all.
+
+    Resets: each connection has its own reset budget (Rapid Reset), but many connections
+    each just under it add up. Every reset a peer sends on a live stream also spends from
+    the server's bucket (``max_server_reset_burst``/``rate``); while it is overdrawn, the
+    connection that has spent most of its own budget is ended, one every 10 ms.
     """
 
-    __slots__ = ("limit", "used", "conns", "_culled")
+    __slots__ = ("limit", "used", "conns", "_culled", "resets", "_reset_culled")
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self, limit: int | None, reset_burst: int, reset_rate: float) -> None:
+        self.limit = limit if limit is not None else 1 << 62
         self.used = 0
         self.conns: set[Connection] = set()
         self._culled = 0.0
+        self.resets = Budget(reset_burst, reset_rate)
+        self._reset_culled = 0.0
+
+    def reset(self) -> None:
+        """A peer reset a live stream: spend from the server's bucket; cull if overdrawn."""
+        if self.resets.spend():
+            return
+        now = time.monotonic()
+        if now - self._reset_culled < 0.01 or not self.conns:
+            return
+        self._reset_culled = now
+        worst = min(self.conns, key=lambda c: c.abuse.resets.tokens)
+        worst.calm_down("the most stream resets while the server's reset budget is overdrawn "
+                        "(Rapid Reset spread over connections)")
 
     def charge(self, conn: Connection, n: int) -> None:
         """``conn`` holds ``n`` more bytes (fewer if negative)."""

@@ -48,7 +48,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from . import _aio, _h2ext
-from ._budgets import Abuse, MemoryPool
+from ._budgets import Abuse, ServerBudget
 from ._h2headers import decode
 from ._lifecycle import Lifecycle, not_sent
 from ._sender import Sender
@@ -68,12 +68,16 @@ __all__ = ["Connection", "Stream"]
 log = logging.getLogger("aioh2s")
 
 # One reader turn (see Connection.receive): bytes fed to h2 per call, frames it may parse per
-# call, and the work (frames, plus one unit per 8 header fields decoded) or bytes after which
-# the reader task yields to the loop, so one connection cannot hold the loop for a whole read.
+# call, and the work (frames, plus one unit per 8 header fields decoded), bytes or time after
+# which the reader task yields to the loop, so one connection cannot hold the loop for a whole
+# read. Frames are a poor measure of work (a HEADERS frame costs h2 fifty times a PING), so
+# the clock has the last word: with a hundred busy connections, each turn of ~1 ms keeps a
+# healthy one's wait near 100 ms.
 _SLICE = 16 * 1024
-_BATCH_FRAMES = 128
+_BATCH_FRAMES = 64
 _TURN_COST = 512
 _TURN_BYTES = 256 * 1024
+_TURN_SECONDS = 0.001
 _NOTHING = memoryview(b"")
 _MAX_INFORMATIONAL = 32  # 1xx responses kept per stream (client); more is abuse
 
@@ -241,7 +245,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self._header_block = -1  # ... which one (GuardedFrameBuffer.header_blocks)
         self._header_timeout = None if client else config.header_timeout
         #: Server: the server-wide memory budget, and what this connection holds of it.
-        self.pool: MemoryPool | None = None
+        self.pool: ServerBudget | None = None
         self.held = 0
         self._partial_held = 0  # of which an unfinished header block (see _watch_headers)
         self._timer_task: asyncio.Task[None] | None = None
@@ -387,17 +391,18 @@ class Connection(Sender, Lifecycle, StreamSlots):
         """One reader turn: feed input to h2, dispatch its events, check the budgets, flush.
 
         ``data`` is new input, or empty to go on with the input of the previous turn. A turn
-        ends when the input is used up (False) or when it has done ``_TURN_COST`` work or fed
-        ``_TURN_BYTES`` (True: the reader task yields to the loop, then calls
-        ``receive(b"")``). Within a turn h2 gets at most ``_SLICE`` bytes and may parse at most
-        ``_BATCH_FRAMES`` frames per call (``GuardedFrameBuffer.frames_left``), so one call's
-        event list stays small however tiny the peer's frames; the flush after each call lets
-        the control-reply budget see replies the peer leaves unread.
+        ends when the input is used up (False) or when it has done ``_TURN_COST`` work, fed
+        ``_TURN_BYTES`` or taken ``_TURN_SECONDS`` (True: the reader task yields to the loop,
+        then calls ``receive(b"")``). Within a turn h2 gets at most ``_SLICE`` bytes and may
+        parse at most ``_BATCH_FRAMES`` frames per call (``GuardedFrameBuffer.frames_left``),
+        so one call's event list stays small however tiny the peer's frames; the flush after
+        each call lets the control-reply budget see replies the peer leaves unread.
         """
         h2c = self.h2
         frames = self._frames
         unfed = memoryview(data) if data else self._unfed
         self._turn_cost = fed = 0
+        deadline = time.perf_counter() + _TURN_SECONDS
         while True:
             if frames.has_frame():
                 chunk = _NOTHING  # the last call's batch ran out: parse what h2 holds first
@@ -427,7 +432,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 return False
             fed += len(chunk)
             more = bool(unfed) or frames.has_frame()
-            if more and self._turn_cost < _TURN_COST and fed < _TURN_BYTES:
+            if (more and self._turn_cost < _TURN_COST and fed < _TURN_BYTES
+                    and time.perf_counter() < deadline):
                 self.flush()
                 continue
             self._unfed = unfed if more else _NOTHING
@@ -635,9 +641,14 @@ class Connection(Sender, Lifecycle, StreamSlots):
             return  # a stream we had ended or reset already: the resets crossed, no abuse
         # Rapid Reset is a server's problem: a server resetting our requests (shedding load,
         # refusing uploads) is no abuse of a client.
-        if ev.remote_reset and not self.client and not self.abuse.reset():
-            self.calm_down("too many stream resets (Rapid Reset)")
-            return
+        if ev.remote_reset and not self.client:
+            if not self.abuse.reset():
+                self.calm_down("too many stream resets (Rapid Reset)")
+                return
+            if self.pool is not None:
+                self.pool.reset()
+                if self.closed:
+                    return
         code = ev.error_code or 0
         err = StreamReset(ev.stream_id, code, remote=ev.remote_reset)
         if ev.remote_reset and not code and self.client and s.recv is Recv.ENDED:

@@ -88,7 +88,7 @@ class Stream:
         self.buf = bytearray()
         self.credit = 0  # bytes at the front of buf already granted back to the peer
         self.unflowed = False  # body arrived outside flow control (h2c Upgrade): never ack
-        self.held = 0  # bytes charged to the server's MemoryPool (header list + unread body)
+        self.held = 0  # bytes charged to the server's ServerBudget (header list + unread body)
         self._in_waiter: asyncio.Future[None] | None = None
         # Outbound.
         self.headers_sent = False  # final headers went out (a fact, kept after a reset)

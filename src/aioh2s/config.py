@@ -102,7 +102,7 @@ class Config:
     #: header lists of open streams, request bodies not yet read). Past it new streams get
     #: REFUSED_STREAM and the connection holding the most is ended with
     #: GOAWAY(ENHANCE_YOUR_CALM). None: no server-wide budget.
-    max_request_memory: int | None = 64 * MiB
+    max_request_memory: int | None = 32 * MiB
     #: Server: seconds without open streams after which a connection may be closed while the
     #: server is near ``max_connections`` (instead of ``idle_timeout``).
     idle_near_cap: float = 2.0
@@ -111,6 +111,11 @@ class Config:
     #: ...and per second after it (Rapid Reset / MadeYouReset / reset floods): then
     #: GOAWAY(ENHANCE_YOUR_CALM). nghttp2's budget.
     max_reset_rate: float = 33.0
+    #: Server: stream resets received over all connections in a burst...
+    max_server_reset_burst: int = 10000
+    #: ...and per second after it: while overdrawn, the connection that spent most of its own
+    #: reset budget is ended (GOAWAY ENHANCE_YOUR_CALM), one every 10 ms.
+    max_server_reset_rate: float = 1000.0
     #: Frames that make no progress (empty DATA, PRIORITY, unknown types, tiny WINDOW_UPDATEs)
     #: allowed in a burst...
     max_glitch_burst: int = 10000

@@ -30,7 +30,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
-from ._budgets import MemoryPool
+from ._budgets import ServerBudget
 from ._connection import Connection
 from ._http1 import front_door as _front_door
 from ._state import Send, send_terminal
@@ -141,10 +141,8 @@ class Server:
         self._refused = 0  # connections refused at the cap since the last warning
         self._refused_logged = 0.0
         self._shedding: set[_ServedConnection] = set()  # closed to make room, not gone yet
-        self._pool = (
-            MemoryPool(config.max_request_memory) if config.max_request_memory is not None
-            else None
-        )
+        self._pool = ServerBudget(config.max_request_memory, config.max_server_reset_burst,
+                                  config.max_server_reset_rate)
         self._shed_scanned = 0.0
 
     def __repr__(self) -> str:
@@ -198,9 +196,8 @@ class Server:
                 return
             served = _ServedConnection(self, make)
             self._connections.add(served)
-            if self._pool is not None:
-                served.conn.pool = self._pool
-                self._pool.conns.add(served.conn)
+            served.conn.pool = self._pool
+            self._pool.conns.add(served.conn)
             try:
                 if self._ssl is None:
                     # Cleartext: the first bytes decide between prior knowledge, an h2c
@@ -212,8 +209,7 @@ class Server:
             finally:
                 self._connections.discard(served)
                 self._shedding.discard(served)
-                if self._pool is not None:
-                    self._pool.drop(served.conn)
+                self._pool.drop(served.conn)
                 await self._reap(served)
         except asyncio.CancelledError:
             # The loop is shutting down (e.g. asyncio.run() returned with the server open); the

@@ -85,3 +85,29 @@ async def test_a_request_reset_in_the_same_read_starts_no_handler(serve):
     resp = await peer.get("/", timeout=3.0)
     assert resp.status == "200" and srv.app.started == 1
     await peer.close()
+
+
+@pytest.mark.expect_log("aioh2s", "WARNING", "reset budget is overdrawn")
+async def test_rapid_reset_spread_over_connections_is_cut_server_wide(serve):
+    """Each connection stays far inside its own budget; together they overdraw the server's."""
+    srv = await serve(max_server_reset_burst=100, max_server_reset_rate=1.0)
+    peers = [await RawPeer.connect(srv.port) for _ in range(4)]
+    for p in peers:
+        await p.handshake()
+    for k in range(60):  # 240 resets in all, 60 per connection (their own budget: 1000)
+        for p in peers:
+            sid = 1 + 2 * k
+            if not p.eof:
+                await p.try_send(p.request(sid, "/hang") + rp.rst(sid))
+    cut = [p for p in peers if await p.closed(2.0)]
+    assert cut, [p.describe() for p in peers]
+    for p in cut:
+        assert p.goaway is not None and p.goaway.error_code == E.ENHANCE_YOUR_CALM, p.describe()
+    await assert_still_serving_ok(srv.port)
+    for p in peers:
+        await p.close()
+
+
+async def assert_still_serving_ok(port: int) -> None:
+    resp = await rp.fresh_get(port, "/", timeout=5.0)
+    assert resp.status == "200"

@@ -35,6 +35,10 @@ class Budget:
         self.tokens = float(burst)
         self.last = time.monotonic()
 
+    def level(self, now: float) -> float:
+        """Tokens there would be at ``now`` (without spending any)."""
+        return min(self.burst, self.tokens + (now - self.last) * self.rate)
+
     def spend(self, n: int = 1) -> bool:
         """Take ``n`` tokens; False once the budget is overdrawn."""
         now = time.monotonic()
@@ -124,9 +128,17 @@ class ServerBudget:
         if now - self._reset_culled < 0.01 or not self.conns:
             return
         self._reset_culled = now
-        worst = min(self.conns, key=lambda c: c.abuse.resets.tokens)
-        worst.calm_down("the most stream resets while the server's reset budget is overdrawn "
-                        "(Rapid Reset spread over connections)")
+        # Every connection that has spent more than half its own budget goes at once: one
+        # at a time, a hundred attackers outlast the healthy clients' patience.
+        live = [c for c in self.conns if not c.closed]
+        if not live:
+            return
+        victims = [c for c in live if c.abuse.resets.level(now) < c.abuse.resets.burst / 2]
+        if not victims:
+            victims = [min(live, key=lambda c: c.abuse.resets.level(now))]
+        for c in victims:
+            c.calm_down("the most stream resets while the server's reset budget is "
+                        "overdrawn (Rapid Reset spread over connections)")
 
     def charge(self, conn: Connection, n: int) -> None:
         """``conn`` holds ``n`` more bytes (fewer if negative)."""
@@ -150,14 +162,21 @@ class ServerBudget:
         conn.pool = None
 
     def cull(self) -> None:
-        """End the connection holding the most (rate-limited)."""
+        """End the connections holding the most until the budget is nine tenths used.
+
+        Their share is given back at once (their streams then charge nothing more), so
+        healthy clients' new streams are refused for as short a time as possible. At most
+        one pass every 50 ms: it sorts every connection.
+        """
         now = time.monotonic()
-        if now - self._culled < 0.1 or not self.conns:
+        if now - self._culled < 0.05 or not self.conns:
             return
         self._culled = now
-        worst = max(self.conns, key=lambda c: c.held)
-        if worst.held > 0:
-            worst.calm_down(
-                f"holds {worst.held} bytes, the most while the server is over "
-                f"max_request_memory ({self.limit})"
-            )
+        target = self.limit * 9 // 10
+        for c in sorted(self.conns, key=lambda c: c.held, reverse=True):
+            if self.used <= target or c.held <= 0:
+                break
+            held = c.held
+            self.drop(c)
+            c.calm_down(f"holds {held} bytes, the most while the server is over "
+                        f"max_request_memory ({self.limit})")

@@ -122,8 +122,12 @@ class ServerBudget:
 
     def reset(self) -> None:
         """A peer reset a live stream: spend from the server's bucket; cull if overdrawn."""
-        if self.resets.spend():
+        resets = self.resets
+        if resets.spend():
             return
+        # No debt: after an attack the bucket refills from zero, it does not stay overdrawn
+        # (culling innocent connections) for as long as the attack lasted.
+        resets.tokens = max(resets.tokens, 0.0)
         now = time.monotonic()
         if now - self._reset_culled < 0.01 or not self.conns:
             return
@@ -133,9 +137,9 @@ class ServerBudget:
         live = [c for c in self.conns if not c.closed]
         if not live:
             return
+        # Only connections that spent more than half of their own budget: a crowd of clients
+        # that each cancel now and then overdraws the bucket too, and is no attack.
         victims = [c for c in live if c.abuse.resets.level(now) < c.abuse.resets.burst / 2]
-        if not victims:
-            victims = [min(live, key=lambda c: c.abuse.resets.level(now))]
         for c in victims:
             c.calm_down("the most stream resets while the server's reset budget is "
                         "overdrawn (Rapid Reset spread over connections)")

@@ -98,6 +98,22 @@ class _CompressionError(h2.exceptions.ProtocolError):
 _BLOCK_FRAMES = (hyperframe.frame.HeadersFrame, hyperframe.frame.PushPromiseFrame)
 
 
+def _check_countable() -> bool:
+    """True if hpack's decoder still has the per-field steps BoundedDecoder counts."""
+    try:
+        src = inspect.getsource(hpack.Decoder.decode)
+    except (OSError, TypeError):
+        return False
+    names = ("_decode_indexed", "_decode_literal_index", "_decode_literal_no_index",
+             "_update_encoding_context")
+    return all(n in src and callable(getattr(hpack.Decoder, n, None)) for n in names)
+
+
+#: Without the steps to count (a future hpack), blocks are decoded uncounted: h2's list-size
+#: rule and the header block cap still bound them.
+_COUNTABLE = _check_countable()
+
+
 class BoundedDecoder(hpack.Decoder):
     """hpack's decoder with a cap on the work of one header block (a CPU bound).
 
@@ -108,6 +124,9 @@ class BoundedDecoder(hpack.Decoder):
     ENHANCE_YOUR_CALM; the HPACK context is lost mid-block, so it has to be a connection
     error). A block no longer than ``max_fields`` bytes cannot exceed it (each counts at
     least a byte) and takes hpack's own path untouched.
+
+    Cookie crumbs count a quarter each: browsers send every cookie as its own field (RFC 9113
+    §8.2.3), and a site with a couple of hundred cookies is not an attack.
     """
 
     max_fields = 256
@@ -117,11 +136,12 @@ class BoundedDecoder(hpack.Decoder):
 
     def decode(self, data: Any, raw: bool = False) -> Any:
         """Decode one header block; ``OversizedHeaderListError`` past ``max_fields``."""
-        if len(data) <= self.max_fields:
+        if len(data) <= self.max_fields or not _COUNTABLE:
             return super().decode(data, raw)
         # A long block: counting versions of the per-field steps shadow hpack's methods on
-        # this instance for this one call, so short blocks pay nothing for the bound.
-        self._left = self.max_fields
+        # this instance for this one call, so short blocks pay nothing for the bound. Units
+        # are quarters: a cookie crumb costs one, any other field or size update four.
+        self._left = 4 * self.max_fields
         for name in self._COUNTED:
             setattr(self, name, self._counting(getattr(type(self), name).__get__(self)))
         try:
@@ -132,13 +152,16 @@ class BoundedDecoder(hpack.Decoder):
 
     def _counting(self, step: Callable[[Any], Any]) -> Callable[[Any], Any]:
         def counted(data: Any) -> Any:
-            self._left -= 1
+            self._left -= 4
             if self._left < 0:
                 raise hpack.OversizedHeaderListError(
                     f"a header block with more than {self.max_fields} fields and table size "
-                    "updates"
+                    "updates (cookie crumbs count a quarter)"
                 )
-            return step(data)
+            result = step(data)
+            if result.__class__ is tuple and result[0] and result[0][0] == b"cookie":
+                self._left += 3
+            return result
 
         return counted
 
@@ -197,12 +220,11 @@ class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     def header_pending(self) -> bool:
         """True while a header block is unfinished.
 
-        That is: HEADERS/CONTINUATION frames are being assembled, or one is partly buffered,
-        or the first bytes of a frame header (its type not yet known) are.
+        That is: HEADERS/CONTINUATION frames are being assembled, or one is partly buffered
+        (known from its frame header's fourth byte: a DATA frame held up is no header block).
         """
         data = self._data
-        n = len(data)
-        return bool(self._headers_buffer) or 0 < n < 4 or (n >= 4 and data[3] in (0x1, 0x9))
+        return bool(self._headers_buffer) or (len(data) >= 4 and data[3] in (0x1, 0x9))
 
     def pending_block_size(self) -> int:
         """Bytes of an unfinished header block held: assembled frames plus partial input."""

@@ -65,6 +65,7 @@ class Sender:
     write_blocked: bool
     _budget_hit: bool
     _sendable: collections.deque[Stream]
+    sent_frames: int
     _flush_handle: asyncio.Handle | None
     _drain_task: asyncio.Task[None] | None
 
@@ -146,6 +147,7 @@ class Sender:
                 data = s.take(n)
                 end = s.out_size == 0 and state is ending and s.trailers_out is None
                 h2c.send_data(s.id, data, end_stream=end)
+                self.sent_frames += 1
                 budget -= n + 9
                 unwritten += n + 9
                 if unwritten >= _WRITE_CHUNK:

@@ -88,7 +88,7 @@ class Stream:
         self.buf = bytearray()
         self.credit = 0  # bytes at the front of buf already granted back to the peer
         self.unflowed = False  # body arrived outside flow control (h2c Upgrade): never ack
-        self.held = 0  # bytes charged to the server's ServerBudget (header list + unread body)
+        self.held = 0  # bytes of its header list charged to the server's ServerBudget
         self._in_waiter: asyncio.Future[None] | None = None
         # Outbound.
         self.headers_sent = False  # final headers went out (a fact, kept after a reset)
@@ -170,8 +170,6 @@ class Stream:
             data = bytes(memoryview(buf)[:n])  # one copy, not two (as asyncio's read)
             del buf[:n]
         taken = len(data)
-        if taken and self.held:
-            self.conn.discharge(self, taken)
         if taken:
             granted = min(taken, self.credit)
             self.credit -= granted
@@ -193,8 +191,6 @@ class Stream:
         abandoned streams would stall every other stream on the connection.
         """
         if self.buf:
-            if self.held:
-                self.conn.discharge(self, len(self.buf))
             self.grant_buffered()
             self.buf.clear()
             self.credit = 0

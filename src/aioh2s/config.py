@@ -73,10 +73,10 @@ class Config:
     read_limit: int = 64 * KiB
     #: Seconds for the peer's preface and first SETTINGS to arrive (slowloris bound).
     handshake_timeout: float | None = 10.0
-    #: Server: seconds a header block may take from its first frame's first bytes to its
-    #: end (HEADERS sent a byte a second, an unfinished block held open): then
-    #: GOAWAY(ENHANCE_YOUR_CALM). None: no limit.
-    header_timeout: float | None = 5.0
+    #: Server: seconds a header block may take from its first frame's header to its end
+    #: (HEADERS sent a byte a second, an unfinished block held open): then
+    #: GOAWAY(ENHANCE_YOUR_CALM). Generous enough for a slow uplink. None: no limit.
+    header_timeout: float | None = 10.0
     #: Server: seconds without open streams before a graceful GOAWAY and close (None: never).
     idle_timeout: float | None = 300.0
     #: Seconds of silence before we send a keepalive PING (None: no keepalive).
@@ -98,11 +98,12 @@ class Config:
     #: from the file-descriptor limit (:func:`default_max_connections`). Above three quarters
     #: of it, connections idle for ``idle_near_cap`` seconds are closed to make room.
     max_connections: int | None = None
-    #: Server: bytes all connections together may hold for their peers' requests (decoded
-    #: header lists of open streams, request bodies not yet read). Past it new streams get
-    #: REFUSED_STREAM and the connection holding the most is ended with
-    #: GOAWAY(ENHANCE_YOUR_CALM). None: no server-wide budget.
-    max_request_memory: int | None = 32 * MiB
+    #: Server: bytes all connections together may hold for their peers' requests: decoded
+    #: header lists of open streams and unfinished header blocks. (Request bodies are bounded
+    #: by flow control per connection instead: culling an honest uploader would be worse.)
+    #: Past it new streams get REFUSED_STREAM and the connections holding the most are ended
+    #: with GOAWAY(ENHANCE_YOUR_CALM). None: no server-wide budget.
+    max_request_memory: int | None = 64 * MiB
     #: Server: seconds without open streams after which a connection may be closed while the
     #: server is near ``max_connections`` (instead of ``idle_timeout``).
     idle_near_cap: float = 2.0

@@ -234,7 +234,7 @@ class Server:
         cutoff = now - self.config.idle_near_cap
         idle = [
             s for s in self._connections
-            if s not in self._shedding and not s.conn.closing
+            if s not in self._shedding and not s.conn.closing and not s.tasks
             and s.conn.idle_since is not None and s.conn.idle_since <= cutoff
         ]
         excess = self._active() + 1 - (limit * 3) // 4  # +1: room for the one arriving
@@ -245,7 +245,7 @@ class Server:
                   min(excess, len(idle)))
         for served in idle[:excess]:
             self._shedding.add(served)
-            served.conn.start_close(0)
+            served.conn.start_close()  # PING first: a request racing the GOAWAY is safe
 
     def _refuse(self, transport: asyncio.Transport, limit: int) -> None:
         # One warning per 10 s, with a count: a connection flood must not flood the log too.

@@ -50,3 +50,18 @@ async def test_many_fields_within_the_cap_are_served(serve):
     assert peer.streams[sid].status == "200"
     assert peer.goaway is None
     await peer.close()
+
+
+async def test_hundreds_of_cookie_crumbs_are_served(serve):
+    """Browsers send each cookie as its own field (RFC 9113 8.2.3): crumbs count a quarter."""
+    srv = await serve()
+    peer = await RawPeer.connect(srv.port)
+    await peer.handshake()
+    extra = [(f"x-field-{i}", "v") for i in range(12)]
+    extra += [("cookie", f"c{i}=v{i}") for i in range(400)]
+    sid = peer.new_stream_id()
+    peer.streams[sid] = rp.Response()
+    await peer.send(peer.request(sid, "/", extra=extra))
+    assert await peer.wait_for(lambda p: p.streams[sid].ended or p.eof, 3.0), peer.describe()
+    assert peer.streams[sid].status == "200" and peer.goaway is None
+    await peer.close()

@@ -123,3 +123,25 @@ async def test_pings_inside_the_budget_are_answered(serve):
         assert await peer.ping(timeout=3.0), peer.describe()
     assert peer.goaway is None and not peer.eof
     await peer.close()
+
+
+async def test_pings_that_follow_our_data_are_free(serve):
+    """A BDP estimator (gRPC) pings once per burst of data it receives: never a flood."""
+    srv = await serve()
+    peer = await RawPeer.connect(srv.port)
+    await peer.handshake()
+    sid = peer.new_stream_id()
+    peer.streams[sid] = rp.Response()
+    await peer.send(peer.request(sid, "/big/64000000"))
+    pings = 0
+    seen = 0
+    while not peer.streams[sid].ended and not peer.eof and pings < 600:
+        assert await peer.wait_for(
+            lambda p, seen=seen: p.counts[rp.DATA] > seen or p.streams[sid].ended or p.eof, 3.0
+        ), peer.describe()
+        seen = peer.counts[rp.DATA]
+        await peer.send(rp.ping(pings.to_bytes(8, "big")))  # one per burst of DATA
+        pings += 1
+    assert pings > 220, pings  # beyond the 200-frame burst of the control budget
+    assert peer.goaway is None and not peer.eof, peer.describe()
+    await peer.close()

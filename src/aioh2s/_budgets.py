@@ -132,14 +132,15 @@ class ServerBudget:
         if now - self._reset_culled < 0.01 or not self.conns:
             return
         self._reset_culled = now
-        # Every connection that has spent more than half its own budget goes at once: one
+        # Every connection that has spent a good part of its own budget goes at once: one
         # at a time, a hundred attackers outlast the healthy clients' patience.
         live = [c for c in self.conns if not c.closed]
         if not live:
             return
-        # Only connections that spent more than half of their own budget: a crowd of clients
-        # that each cancel now and then overdraws the bucket too, and is no attack.
-        victims = [c for c in live if c.abuse.resets.level(now) < c.abuse.resets.burst / 2]
+        # Only connections that spent a tenth of their own budget (100 resets by default, net
+        # of its refill): a crowd of clients that each cancel now and then overdraws the
+        # bucket too, and is no attack.
+        victims = [c for c in live if c.abuse.resets.level(now) < c.abuse.resets.burst * 0.9]
         for c in victims:
             c.calm_down("the most stream resets while the server's reset budget is "
                         "overdrawn (Rapid Reset spread over connections)")
@@ -152,11 +153,13 @@ class ServerBudget:
             self.cull()
 
     def fits(self, n: int) -> bool:
-        """Whether ``n`` more bytes stay within the budget (else the caller refuses them)."""
-        if self.used + n <= self.limit:
-            return True
-        self.cull()
-        return False
+        """Whether ``n`` more bytes stay within the budget (else the caller refuses them).
+
+        A refusal culls nobody: at the budget, busy but honest servers (many long-lived
+        streams) just refuse new streams, which clients may retry. Only what cannot be
+        refused, unfinished header blocks, makes ``charge`` cull.
+        """
+        return self.used + n <= self.limit
 
     def drop(self, conn: Connection) -> None:
         """``conn`` ended: whatever it still held is free."""

@@ -101,9 +101,10 @@ class Config:
     #: Server: bytes all connections together may hold for their peers' requests: decoded
     #: header lists of open streams and unfinished header blocks. (Request bodies are bounded
     #: by flow control per connection instead: culling an honest uploader would be worse.)
-    #: Past it new streams get REFUSED_STREAM and the connections holding the most are ended
-    #: with GOAWAY(ENHANCE_YOUR_CALM). None: no server-wide budget.
-    max_request_memory: int | None = 64 * MiB
+    #: At it new streams get REFUSED_STREAM (safe to retry); unfinished header blocks past it
+    #: get the connections holding the most ended with GOAWAY(ENHANCE_YOUR_CALM). None: no
+    #: server-wide budget.
+    max_request_memory: int | None = 32 * MiB
     #: Server: seconds without open streams after which a connection may be closed while the
     #: server is near ``max_connections`` (instead of ``idle_timeout``).
     idle_near_cap: float = 2.0

@@ -149,7 +149,9 @@ class ServerBudget:
         """``conn`` holds ``n`` more bytes (fewer if negative)."""
         conn.held += n
         self.used += n
-        if n > 0 and self.used > self.limit:
+        # A quarter of slack: a header block still arriving at the end of a read is no
+        # reason to cull anyone; only many held unfinished are.
+        if n > 0 and self.used > self.limit + self.limit // 4:
             self.cull()
 
     def fits(self, n: int) -> bool:

@@ -267,6 +267,11 @@ _RST_SENT_MAX = 4096
 _h2_prepare_for_sending = h2.connection.H2Connection._prepare_for_sending
 
 
+#: A request refused as malformed costs the reset budget one more reset per this many bytes
+#: of its header block.
+MALFORMED_BYTES_PER_RESET = 64
+
+
 class H2(h2.connection.H2Connection):
     """h2's connection with what RFC 9113 and a public server need and h2 4.4 lacks.
 
@@ -279,7 +284,8 @@ class H2(h2.connection.H2Connection):
       the HPACK state stays in sync.
     - Every RST_STREAM h2 emits by itself (frames on closed streams, flow-control errors,
       refused streams) is counted in ``auto_resets``, so the connection can hold the peer to
-      a reset budget; resets the application asks for are not counted.
+      a reset budget (a malformed request weighted by the size of its header block); resets
+      the application asks for are not counted.
     """
 
     auto_resets = 0
@@ -408,6 +414,10 @@ class H2(h2.connection.H2Connection):
                 self.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)  # counted in auto_resets
             except h2.exceptions.ProtocolError:
                 raise e from None
+            # ...and weighted by the decoding it wasted: pure-Python HPACK spends ~9 us a
+            # field, so a flood of long malformed blocks (CVE-2019-9516's empty names) would
+            # otherwise buy a second of CPU per thousand streams within the reset budget.
+            self.auto_resets += len(frame.data) // MALFORMED_BYTES_PER_RESET
             ev = h2.events.StreamReset(stream_id=sid, error_code=ErrorCodes.PROTOCOL_ERROR,
                                        remote_reset=False)
             return [], [ev]

@@ -56,7 +56,7 @@ async def test_zero_length_header_names(serve):
                 stop=lambda p: p.goaway is not None or p.eof,
             )
             await peer.wait_for(
-                lambda p: p.goaway is not None or p.eof or p.rst_count >= sent * BATCH, 3.0
+                lambda p: p.goaway is not None or p.eof or p.rst_count >= sent * BATCH, 10.0
             )
 
     checks.expect(

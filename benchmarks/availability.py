@@ -420,7 +420,8 @@ ROWS = [
         f"idle_timeout {D.idle_timeout:g} s (idle_near_cap {D.idle_near_cap:g} s above 3/4 of"
         " the cap)", D.idle_timeout),
     Row(11, "slow-body", "100 conns x 100 POST streams, body 1 byte/s each",
-        slow_bodies, "none (no request-body timeout)", None),
+        slow_bodies, f"min_body_rate {D.min_body_rate:g} B/s per {D.body_rate_grace:g} s of "
+        "waiting", D.body_rate_grace),
     Row(12, "control-floods", "PING flood and SETTINGS flood, reading replies (1 conn each)",
         control_floods, CONTROL, 0.0),
 ]

@@ -1,4 +1,4 @@
-"""Abuse budgets of one connection: resets, frames without progress, unread control replies.
+"""Abuse budgets: resets, frames without progress, unread control replies, trickling bodies.
 
 Theory of operation
 -------------------
@@ -9,10 +9,15 @@ whose replies the peer never reads. h2 answers all of them and counts none. :cla
 counts them in token buckets (nghttp2's budgets by default, see ``Config``); the connection
 asks it after each frame and answers an overdrawn budget with GOAWAY(ENHANCE_YOUR_CALM).
 A legitimate peer never comes near the defaults.
+
+:class:`BodyRate` is the one budget measured in time: request bodies that trickle (a byte a
+second on each of a hundred streams holds a hundred handlers for ever at no cost to the
+peer). :class:`ServerBudget` holds what all connections of one server share.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import TYPE_CHECKING
 
@@ -21,7 +26,7 @@ from .config import Config
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["Abuse", "Budget", "ServerBudget"]
+__all__ = ["Abuse", "BodyRate", "Budget", "ServerBudget"]
 
 
 class Budget:
@@ -94,15 +99,90 @@ class Abuse:
         return True
 
 
+class BodyRate:
+    """``Config.min_body_rate`` for one server connection (Kestrel's MinRequestBodyDataRate).
+
+    The clock runs only while some handler of the connection waits for request body bytes
+    (time the application spends elsewhere is not the peer's fault), and all the
+    connection's body bytes count, as in Kestrel's HTTP/2 server. Waiting time is cut into
+    windows of ``grace`` seconds; a window in which fewer than ``rate * grace`` bytes came
+    ends the connection (GOAWAY ENHANCE_YOUR_CALM), since resetting single streams would let
+    the peer open trickling ones for ever. Each window starts from nothing, so a fast start
+    buys no credit for a trickle later. Streams whose bodies pause by design (CONNECT
+    tunnels, gRPC, ``H2StreamReader.allow_slow_body``) do not run the clock.
+    """
+
+    __slots__ = ("conn", "rate", "grace", "got", "waited", "waits", "since", "timer")
+
+    def __init__(self, conn: Connection, rate: float, grace: float) -> None:
+        self.conn = conn
+        self.rate = rate
+        self.grace = grace
+        self.got = 0  # body bytes received in this window
+        self.waited = 0.0  # seconds of this window spent with some handler waiting
+        self.waits = 0  # handlers waiting for body bytes now
+        self.since = 0.0  # loop time ``waited`` was last brought up to date
+        self.timer: asyncio.TimerHandle | None = None
+
+    def _settle(self, now: float) -> None:
+        if self.waits:
+            self.waited += now - self.since
+        self.since = now
+
+    def received(self, n: int) -> None:
+        """``n`` body bytes arrived."""
+        self.got += n
+
+    def wait_begins(self) -> None:
+        """A handler starts waiting for body bytes."""
+        self._settle(self.conn.loop.time())
+        self.waits += 1
+        if self.timer is None:
+            self._arm()
+
+    def wait_ends(self) -> None:
+        """That handler's wait is over (bytes came, the body ended, or it was cancelled)."""
+        self._settle(self.conn.loop.time())
+        self.waits -= 1
+
+    def _arm(self) -> None:
+        # When this window's waiting time is used up if the waiting goes on (+1 ms: a tick).
+        left = max(self.grace - self.waited, 0.0)
+        self.timer = self.conn.loop.call_later(left + 0.001, self._check)
+
+    def cancel(self) -> None:
+        """The connection ended."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _check(self) -> None:
+        self.timer = None
+        conn = self.conn
+        if conn.closed or not self.waits:
+            return  # the next wait re-arms
+        self._settle(conn.loop.time())
+        if self.waited >= self.grace:
+            # Our own handlers' unread bytes may hold the connection window: then the peer
+            # could not send, and the window does not count against it.
+            if self.got < self.rate * self.grace and conn.inbound_window_open():
+                conn.calm_down(f"request bodies arrived slower than {self.rate:g} bytes/s "
+                               f"(min_body_rate) for {self.grace:g} s")
+                return
+            self.got = 0
+            self.waited = 0.0
+        self._arm()
+
+
 class ServerBudget:
     """The budgets all connections of one server share: memory held, and stream resets.
 
     Memory counted: decoded request header lists of open streams (h2's measure: name, value
-    and 32 bytes per field), request body bytes received but not yet read, and unfinished
-    header blocks. Each connection keeps its share in ``Connection.held``. Over ``limit``,
-    new streams are refused (REFUSED_STREAM, safe to retry) and the connection holding the
-    most is ended with GOAWAY(ENHANCE_YOUR_CALM): at most one every 0.1 s, since finding it
-    looks at them all.
+    and 32 bytes per field) and unfinished header blocks; request bodies are bounded by flow
+    control per connection instead. Each connection keeps its share in ``Connection.held``.
+    At ``limit`` new streams are refused (REFUSED_STREAM, safe to retry); a quarter over it
+    (only unfinished header blocks get there) the connections holding the most are ended
+    with GOAWAY(ENHANCE_YOUR_CALM).
 
     Resets: each connection has its own reset budget (Rapid Reset), but many connections
     each just under it add up. Every reset a peer sends on a live stream also spends from

@@ -48,7 +48,7 @@ import h2.settings
 from h2.errors import ErrorCodes
 
 from . import _aio, _h2ext
-from ._budgets import Abuse, ServerBudget
+from ._budgets import Abuse, BodyRate, ServerBudget
 from ._h2headers import decode
 from ._lifecycle import Lifecycle, not_sent
 from ._sender import Sender
@@ -78,6 +78,20 @@ _TURN_COST = 512
 _TURN_BYTES = 256 * 1024
 _NOTHING = memoryview(b"")
 _MAX_INFORMATIONAL = 32  # 1xx responses kept per stream (client); more is abuse
+
+
+def _may_pause(fields: list[tuple[bytes, bytes]]) -> bool:
+    """A request whose body may pause by design: a CONNECT tunnel, or gRPC (streaming calls).
+
+    Such streams do not run ``min_body_rate``'s clock (see ``_budgets.BodyRate``).
+    """
+    for name, value in fields:
+        if name == b":method":
+            if value == b"CONNECT":
+                return True
+        elif name == b"content-type":
+            return value.startswith(b"application/grpc")
+    return False
 
 _HEADER_KINDS: dict[type, str] = {
     h2.events.ResponseReceived: "response",
@@ -260,6 +274,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
             Callable[[Connection, bytes | bytearray], Awaitable[bytes | bytearray]] | None
         ) = None
         self.abuse = Abuse(config)
+        rate = None if client else config.min_body_rate
+        self.body_rate = None if rate is None else BodyRate(self, rate, config.body_rate_grace)
         self._header_priority: object = None
         self.idle_since: float | None = time.monotonic()
 
@@ -584,6 +600,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 return
         s = Stream(self, sid)
         s.headers = headers
+        if self.body_rate is not None and _may_pause(ev.headers):
+            s.slow_ok = True
         if pool is not None:
             s.held = cost
             pool.charge(self, cost)
@@ -621,6 +639,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
             if flow:
                 self.h2.acknowledge_received_data(flow, sid)
             return
+        if self.body_rate is not None:
+            self.body_rate.received(len(data))
         padding = flow - len(data)
         if padding:
             self.h2.acknowledge_received_data(padding, sid)
@@ -730,6 +750,10 @@ class Connection(Sender, Lifecycle, StreamSlots):
         # flush would cost a loop iteration on every read.
         if getattr(h2c, "_data_to_send", True):
             self.schedule_flush()
+
+    def inbound_window_open(self) -> bool:
+        """Whether the peer may send: unread body bytes hold under half the connection window."""
+        return sum(len(s.buf) for s in self.streams.values()) < self.config.connection_window // 2
 
     def stream_closed(self, s: Stream) -> None:
         """Both sides of ``s`` are over: forget it and give its slot back."""

@@ -47,6 +47,7 @@ from ._state import LIFE_MOVES, Life
 from .errors import ConnectionClosed, ConnectionTerminated, ProtocolError
 
 if TYPE_CHECKING:
+    from ._budgets import BodyRate
     from ._h2ext import H2
     from ._stream import Stream
     from ._wire import Wire
@@ -105,6 +106,7 @@ class Lifecycle:
     _linger_timer: asyncio.TimerHandle | None
     _handshake_timer: asyncio.TimerHandle | None
     _header_timer: asyncio.TimerHandle | None
+    body_rate: BodyRate | None
     _timer_task: asyncio.Task[None] | None
     _reader_task: asyncio.Task[None] | None
     _drain_task: asyncio.Task[None] | None
@@ -399,6 +401,8 @@ class Lifecycle:
         self._handshake_timer = self._grace_timer = self._shutdown_timer = None
         self._header_timer = None
         self._linger_timer = None
+        if self.body_rate is not None:
+            self.body_rate.cancel()
 
     def _close_transport(self, abort: bool) -> None:
         t = self.transport

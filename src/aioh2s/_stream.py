@@ -70,7 +70,7 @@ class Stream:
         "conn", "id", "send", "recv", "send_error", "recv_error", "headers", "informational",
         "trailers", "buf", "credit", "unflowed", "_in_waiter", "headers_sent", "out",
         "out_size", "trailers_out", "queued", "_drain_waiters", "_sent_waiters", "task",
-        "held",
+        "held", "slow_ok",
     )
 
     def __init__(self, conn: Connection, stream_id: int) -> None:
@@ -89,6 +89,7 @@ class Stream:
         self.credit = 0  # bytes at the front of buf already granted back to the peer
         self.unflowed = False  # body arrived outside flow control (h2c Upgrade): never ack
         self.held = 0  # bytes of its header list charged to the server's ServerBudget
+        self.slow_ok = False  # server: the body may pause, min_body_rate does not apply
         self._in_waiter: asyncio.Future[None] | None = None
         # Outbound.
         self.headers_sent = False  # final headers went out (a fact, kept after a reset)
@@ -128,9 +129,17 @@ class Stream:
             )
         fut = self.conn.loop.create_future()
         self._in_waiter = fut
+        # A server handler waiting for body bytes runs min_body_rate's clock.
+        rate = self.conn.body_rate
+        if rate is not None and (self.slow_ok or self.recv is not Recv.OPEN):
+            rate = None
+        if rate is not None:
+            rate.wait_begins()
         try:
             await fut
         finally:
+            if rate is not None:
+                rate.wait_ends()
             # Woken but not yet resumed, another reader may have started waiting meanwhile:
             # its waiter is not ours to clear.
             if self._in_waiter is fut:

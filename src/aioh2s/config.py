@@ -77,6 +77,14 @@ class Config:
     #: (HEADERS sent a byte a second, an unfinished block held open): then
     #: GOAWAY(ENHANCE_YOUR_CALM). Generous enough for a slow uplink. None: no limit.
     header_timeout: float | None = 10.0
+    #: Server: request bodies must arrive at least this fast (bytes per second, over all
+    #: streams of a connection), measured in windows of...
+    min_body_rate: float | None = 240.0
+    #: ...this many seconds that its handlers spend waiting for body bytes; a slower window
+    #: ends the connection with GOAWAY(ENHANCE_YOUR_CALM).
+    #: Kestrel's defaults. CONNECT tunnels and gRPC requests are exempt, and so is any stream
+    #: whose handler calls ``reader.allow_slow_body()``. None (the rate): no minimum.
+    body_rate_grace: float = 5.0
     #: Server: seconds without open streams before a graceful GOAWAY and close (None: never).
     idle_timeout: float | None = 300.0
     #: Seconds of silence before we send a keepalive PING (None: no keepalive).
@@ -154,6 +162,10 @@ class Config:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds or None")
+        if self.min_body_rate is not None and not self.min_body_rate > 0:
+            raise ValueError("min_body_rate must be a positive number of bytes/s or None")
+        if not self.body_rate_grace > 0:
+            raise ValueError("body_rate_grace must be a positive number of seconds")
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None for the default)")
         for name in ("keepalive_timeout", "grace", "reset_handler_timeout", "linger",

@@ -121,6 +121,15 @@ class H2StreamReader:
         """True when the body ended and every byte was read."""
         return self._s.recv is Recv.ENDED and not self._s.buf
 
+    def allow_slow_body(self) -> None:
+        """Exempt this request body from the server's ``min_body_rate``.
+
+        For streams whose body pauses by design (long-lived uploads, server-side streaming
+        protocols): waiting for their bytes no longer counts against the connection.
+        CONNECT tunnels and gRPC requests are exempt already. Does nothing on a client.
+        """
+        self._s.slow_ok = True
+
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes; with ``n < 0`` read until the end of the body.
 

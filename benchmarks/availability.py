@@ -401,9 +401,8 @@ ROWS = [
     Row(2, "tiny-fields", "20 conns x 100 open streams, 64 KiB lists of 1,770 tiny fields",
         tiny_field_streams, FIELDS, 0.0),
     Row(3, "hpack-amplification", "50 conns x 100 open streams, 29 B blocks -> 61.5 KB lists",
-        hpack_amplification, f"max_request_memory {REQ_MEM // MiB} MiB, server-wide (per "
-        f"connection none: lists < {D.max_header_list_size // KiB} KiB)" if REQ_MEM else
-        "none (each list within max_header_list_size)", 0.0 if REQ_MEM else None),
+        hpack_amplification, f"max_request_memory {REQ_MEM // MiB} MiB refuses streams; the "
+        f"open ones (no body yet) min_body_rate, {D.body_rate_grace:g} s", D.body_rate_grace),
     Row(4, "at-limit-lists", "1 conn, 1,770-field requests as fast as allowed",
         at_limit_lists, FIELDS, 0.0),
     Row(5, "size-updates", "1 conn, 147 KB blocks of HPACK size updates, repeatedly",
@@ -501,12 +500,15 @@ class Health:
     def __init__(self, port: int, seconds: float) -> None:
         self.port = port
         self.latencies: list[float] = []
+        # The three slowest: (latency, start in s into the row, ms spent per phase).
+        self.slowest: list[tuple[float, float, str]] = []
         self.failures: collections.Counter[str] = collections.Counter()
         self.max_lag = 0.0
         asyncio.run(self.run(seconds))
 
     async def run(self, seconds: float) -> None:
         start, tasks = time.monotonic(), []
+        self.start = start
         for k in range(max(1, round(seconds / HEALTH_PERIOD))):
             await asyncio.sleep(max(0.0, start + k * HEALTH_PERIOD - time.monotonic()))
             tasks.append(asyncio.ensure_future(self.one(start + k * HEALTH_PERIOD)))
@@ -517,20 +519,27 @@ class Health:
         self.max_lag = max(self.max_lag, t - at)
         peer: RawPeer | None = None
         phase = "connect"
+        marks = [t]
 
         async def attempt() -> rp.Response:
             nonlocal peer, phase
             peer = await RawPeer.connect(self.port, timeout=HEALTH_TIMEOUT)
             phase = "handshake"
+            marks.append(time.monotonic())
             await peer.handshake(timeout=HEALTH_TIMEOUT)
             phase = "GET"
+            marks.append(time.monotonic())
             return await peer.get("/5", timeout=HEALTH_TIMEOUT)
 
         try:
             resp = await asyncio.wait_for(attempt(), HEALTH_TIMEOUT)
             if resp.status != "200" or len(resp.body) != 5:
                 raise rp.PeerError(f"answer: status {resp.status}, {len(resp.body)} bytes")
-            self.latencies.append(time.monotonic() - t)
+            marks.append(time.monotonic())
+            self.latencies.append(marks[-1] - t)
+            steps = zip(marks[:-1], marks[1:], strict=True)
+            phases = "/".join(f"{(b - a) * 1000:.0f}" for a, b in steps)
+            self.slowest = sorted(self.slowest + [(marks[-1] - t, t - self.start, phases)])[-3:]
         except asyncio.TimeoutError:
             self.failures[f"timeout in {phase}"] += 1
         except rp.PeerError as e:
@@ -628,6 +637,8 @@ async def run_row(row: Row, seconds: float) -> dict[str, str]:
     notes += [f"sent {k} {v:,}" for k, v in a.sent.items()]
     notes += [f"server: {n:,}x {why}" for why, n in reasons.most_common(3)]
     notes += [f"server CPU {cpu:.1f} s; client lag max {health.max_lag * 1000:.0f} ms"]
+    notes += ["slowest healthy requests (ms connect/handshake/GET) " + ", ".join(
+        f"{lat * 1000:.0f} ms at {at:.1f} s ({ph})" for lat, at, ph in reversed(health.slowest))]
     notes += [", ".join(f"{k} x{v}" for k, v in health.failures.items())] * bool(health.failures)
     return {
         "row": f"{row.num}. {row.title}", "ok": f"{ok_pct:.1f}% {mark(ok_pct >= TARGET_OK)}",

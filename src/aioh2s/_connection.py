@@ -68,14 +68,22 @@ __all__ = ["Connection", "Stream"]
 log = logging.getLogger("aioh2s")
 
 # One reader turn (see Connection.receive): bytes fed to h2 per call, frames it may parse per
-# call, and the work (frames, plus one unit per 8 header fields decoded) or bytes after which
-# the reader task yields to the loop, so one connection cannot hold the loop for a whole read.
-# (Ending turns on a clock as well, after 1-20 ms, made the suite's in-process floods several
-# times slower to be cut on Python 3.12+; see the aggregate-abuse notes before trying again.)
+# call (a HEADERS frame counts _h2ext.HEADERS_WEIGHT), and the work (those frames, plus one
+# unit per 8 header fields decoded) or bytes after which the reader task yields to the loop.
+# A server's turns are small because a loop iteration runs one turn of *every* connection
+# with input: with a hundred connections opening streams at once, 512-frame turns made each
+# iteration last ~400 ms, and a new client waited that long for each step of its handshake
+# (issue 11's availability rows 3, 6 and 11); 16 units is ~0.2 ms of work. A client owns
+# its connections, and small turns cost it ~15% CPU on many small responses, so its turns
+# stay large. (Ending turns on a clock as well, after 1-20 ms, made the suite's in-process
+# floods several times slower to be cut on Python 3.12+; see the aggregate-abuse notes.)
 _SLICE = 16 * 1024
-_BATCH_FRAMES = 64
-_TURN_COST = 512
+_SERVER_TURN = (16, 16)  # (frame units per h2 call, work units per turn)
+_CLIENT_TURN = (64, 512)
 _TURN_BYTES = 256 * 1024
+# Requests are handed to their handlers once the input read so far is parsed (a request
+# reset further on in it, Rapid Reset, never starts one), or sooner once this many wait.
+_HAND_OVER_AT = 32
 _NOTHING = memoryview(b"")
 _MAX_INFORMATIONAL = 32  # 1xx responses kept per stream (client); more is abuse
 
@@ -239,6 +247,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self._frames = cast(_h2ext.GuardedFrameBuffer, self.h2.incoming_buffer)
         self._unfed = _NOTHING  # input of an unfinished turn (see receive())
         self._turn_cost = 0
+        self._turn = _CLIENT_TURN if client else _SERVER_TURN
         # DATA/HEADERS frames we sent: a PING after some is a BDP or liveness probe of real
         # traffic (gRPC's estimator sends one per burst), not a flood (see _control_reply).
         self.sent_frames = 0
@@ -409,15 +418,16 @@ class Connection(Sender, Lifecycle, StreamSlots):
         """One reader turn: feed input to h2, dispatch its events, check the budgets, flush.
 
         ``data`` is new input, or empty to go on with the input of the previous turn. A turn
-        ends when the input is used up (False) or when it has done ``_TURN_COST`` work or fed
+        ends when the input is used up (False) or when it has done its turn's work or fed
         ``_TURN_BYTES`` (True: the reader task yields to the loop, then calls
         ``receive(b"")``). Within a turn h2 gets at most ``_SLICE`` bytes and may
-        parse at most ``_BATCH_FRAMES`` frames per call (``GuardedFrameBuffer.frames_left``),
+        parse at most a batch of frames per call (``GuardedFrameBuffer.frames_left``),
         so one call's event list stays small however tiny the peer's frames; the flush after
         each call lets the control-reply budget see replies the peer leaves unread.
         """
         h2c = self.h2
         frames = self._frames
+        batch, turn = self._turn
         unfed = memoryview(data) if data else self._unfed
         self._turn_cost = fed = 0
         while True:
@@ -426,7 +436,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
             else:
                 chunk = unfed[:_SLICE]
                 unfed = unfed[_SLICE:]
-            frames.frames_left = _BATCH_FRAMES
+            frames.frames_left = batch
             try:
                 events = h2c.receive_data(chunk)
             except h2.exceptions.ProtocolError as e:
@@ -438,7 +448,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 closed = h2c.state_machine.state is h2.connection.ConnectionState.CLOSED
                 self.abort(err, None if closed else code)
                 return False
-            self._turn_cost += _BATCH_FRAMES - frames.frames_left
+            self._turn_cost += batch - frames.frames_left
             for ev in events:
                 self.dispatch(ev)
                 if self.closed:
@@ -449,14 +459,14 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 return False
             fed += len(chunk)
             more = bool(unfed) or frames.has_frame()
-            if more and self._turn_cost < _TURN_COST and fed < _TURN_BYTES:
+            if more and self._turn_cost < turn and fed < _TURN_BYTES:
                 self.flush()
                 continue
             self._unfed = unfed if more else _NOTHING
             if not more and (self._header_timeout is not None or self.pool is not None):
                 self._watch_headers()
-            if self._new_streams:
-                self._hand_over()
+            if self._new_streams and (not more or len(self._new_streams) >= _HAND_OVER_AT):
+                self._hand_over(keep_last=more)
             self.flush()
             if self._spawned:
                 # Handlers started by this turn run in the next loop iteration; a flush
@@ -614,14 +624,16 @@ class Connection(Sender, Lifecycle, StreamSlots):
             return
         self._new_streams.append(s)
 
-    def _hand_over(self) -> None:
-        """End of a turn: start the handlers of its requests, unless already reset.
+    def _hand_over(self, keep_last: bool = False) -> None:
+        """Start the handlers of the requests parsed so far, unless already reset.
 
-        A request reset in the same turn that opened it (Rapid Reset) never costs a handler
-        task; the others start exactly when they would have (their first step runs in the
-        next loop iteration, before the flush queued after them).
+        A request reset further on in the same read (Rapid Reset) never costs a handler
+        task. ``keep_last``: input is left to parse, so the newest request waits (its reset
+        may be the next frame); the others start now, their first step in the next loop
+        iteration, before the flush queued after them.
         """
-        new, self._new_streams = self._new_streams, []
+        new = self._new_streams
+        self._new_streams = [new.pop()] if keep_last else []
         assert self._on_request is not None
         for s in new:
             if s.error is None and not self.closed:

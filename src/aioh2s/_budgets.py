@@ -237,10 +237,15 @@ class ServerBudget:
     def fits(self, n: int) -> bool:
         """Whether ``n`` more bytes stay within the budget (else the caller refuses them).
 
-        A refusal culls nobody: at the budget, busy but honest servers (many long-lived
-        streams) just refuse new streams, which clients may retry. Only what cannot be
-        refused, unfinished header blocks, makes ``charge`` cull.
+        At the budget, busy but honest servers (many long-lived streams) just refuse new
+        streams, which clients may retry; nobody is culled for the header lists of open
+        streams. Unfinished header blocks are no honest load, though (they last a read or
+        two): their holders are ended first to make room, so that a crowd of them cannot
+        keep every other client refused.
         """
+        if self.used + n <= self.limit:
+            return True
+        self.cull(unfinished_only=True)
         return self.used + n <= self.limit
 
     def drop(self, conn: Connection) -> None:
@@ -250,19 +255,25 @@ class ServerBudget:
         conn.held = 0
         conn.pool = None
 
-    def cull(self) -> None:
+    def cull(self, unfinished_only: bool = False) -> None:
         """End the connections holding the most until the budget is nine tenths used.
 
-        Their share is given back at once (their streams then charge nothing more), so
-        healthy clients' new streams are refused for as short a time as possible. At most
-        one pass every 50 ms: it sorts every connection.
+        ``unfinished_only``: only connections holding an unfinished header block, the
+        largest first. Their share is given back at once (their streams then charge nothing
+        more), so healthy clients' new streams are refused for as short a time as possible.
+        At most one pass every 50 ms: it sorts every connection.
         """
         now = time.monotonic()
         if now - self._culled < 0.05 or not self.conns:
             return
         self._culled = now
         target = self.limit * 9 // 10
-        for c in sorted(self.conns, key=lambda c: c.held, reverse=True):
+        if unfinished_only:
+            ranked = sorted((c for c in self.conns if c.partial_held > 0),
+                            key=lambda c: c.partial_held, reverse=True)
+        else:
+            ranked = sorted(self.conns, key=lambda c: c.held, reverse=True)
+        for c in ranked:
             if self.used <= target or c.held <= 0:
                 break
             held = c.held

@@ -3,7 +3,7 @@
 Each reader turn is bounded, but an event-loop iteration runs one turn of *every* connection
 with input. With turns of hundreds of frames, twenty connections that each send 200 requests
 in one write made a quiet client wait for all 4,000 before its one request was even parsed.
-Turns are now ~0.2 ms of work (16 frame units, a HEADERS frame counts 8), so the quiet
+Turns are now ~0.3 ms of work (64 frame units, a HEADERS frame counts 32), so the quiet
 client's request is served among the first. Counted in handler start order, not in time.
 
 A request reset later in the same read (Rapid Reset) must still start no handler, even when

@@ -132,3 +132,25 @@ async def test_unfinished_header_blocks_count(serve):
     for p in peers:
         await p.close()
     assert await _pool_empty(srv) == 0
+
+
+@pytest.mark.expect_log("aioh2s", "WARNING", "over max_request_memory")
+async def test_unfinished_header_blocks_make_room_for_new_streams(serve):
+    """Over the budget but within its slack, unfinished blocks go before anyone is refused."""
+    srv = await serve(max_request_memory=128 * KiB, header_timeout=30.0)
+    holders = [await _peer(srv.port) for _ in range(2)]  # 2 x ~70 KB: over 128, under 160
+    for peer in holders:
+        block = peer.encoder.encode(rp.request_headers("/hang"), huffman=False)
+        frames = [rp.headers_frame(1, block, end_stream=True, end_headers=False)]
+        frames += [rp.continuation(1, b"\x00" * 14000) for _ in range(5)]
+        await peer.try_send(*frames)
+    await asyncio.sleep(0.3)
+    assert not any(p.eof for p in holders), [p.describe() for p in holders]  # within slack
+    healthy = await _peer(srv.port)
+    resp = await healthy.get("/", timeout=3.0)  # refused (REFUSED_STREAM) before the fix
+    assert resp.status == "200", healthy.describe()
+    cut = [p for p in holders if await p.closed(3.0)]
+    assert len(cut) == 1 and cut[0].goaway.error_code == E.ENHANCE_YOUR_CALM, cut
+    for p in [*holders, healthy]:
+        await p.close()
+    assert await _pool_empty(srv) == 0

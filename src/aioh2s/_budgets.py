@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 __all__ = ["Abuse", "BodyRate", "Budget", "ServerBudget"]
 
+#: Seconds a header block must have stayed unfinished before ``ServerBudget.fits`` may end
+#: its connection to make room (a block in flight at the end of one read is no abuse).
+STALE_BLOCK = 1.0
+
 
 class Budget:
     """A token bucket: ``burst`` events at once, then ``rate`` per second."""
@@ -107,12 +111,15 @@ class BodyRate:
     connection's body bytes count, as in Kestrel's HTTP/2 server. Waiting time is cut into
     windows of ``grace`` seconds; a window in which fewer than ``rate * grace`` bytes came
     ends the connection (GOAWAY ENHANCE_YOUR_CALM), since resetting single streams would let
-    the peer open trickling ones for ever. Each window starts from nothing, so a fast start
-    buys no credit for a trickle later. Streams whose bodies pause by design (CONNECT
-    tunnels, gRPC, ``H2StreamReader.allow_slow_body``) do not run the clock.
+    the peer open trickling ones for ever. Stricter than Kestrel, which averages over the
+    whole body: each window starts from nothing, so a fast start buys no credit for a
+    trickle later. Not counted: a window in which the peer had no window to send, and more
+    than a second at a time (a starved loop). Streams the application exempts
+    (``H2StreamReader.allow_slow_body``: tunnels, gRPC streaming) do not run the clock.
     """
 
-    __slots__ = ("conn", "rate", "grace", "got", "waited", "waits", "since", "timer")
+    __slots__ = ("conn", "rate", "grace", "got", "waited", "waits", "since", "timer",
+                 "_confirm")
 
     def __init__(self, conn: Connection, rate: float, grace: float) -> None:
         self.conn = conn
@@ -123,10 +130,13 @@ class BodyRate:
         self.waits = 0  # handlers waiting for body bytes now
         self.since = 0.0  # loop time ``waited`` was last brought up to date
         self.timer: asyncio.TimerHandle | None = None
+        self._confirm = False  # a cut is due: check once more after the reader's next turn
 
     def _settle(self, now: float) -> None:
         if self.waits:
-            self.waited += now - self.since
+            # At most a second at a time, as Kestrel's heartbeat: a longer gap means our
+            # loop was starved (a handler blocking it), which is not the peer's fault.
+            self.waited += min(now - self.since, 1.0)
         self.since = now
 
     def received(self, n: int) -> None:
@@ -163,14 +173,21 @@ class BodyRate:
             return  # the next wait re-arms
         self._settle(conn.loop.time())
         if self.waited >= self.grace:
-            # Our own handlers' unread bytes may hold the connection window: then the peer
-            # could not send, and the window does not count against it.
-            if self.got < self.rate * self.grace and conn.inbound_window_open():
+            # A peer without window (our handlers' unread bytes, or our WINDOW_UPDATEs stuck
+            # behind output it has not read) could not send: that window does not count.
+            if self.got < self.rate * self.grace and conn.peer_may_send():
+                if not self._confirm:
+                    # Timers run before the reader task parses what the same loop iteration
+                    # read: look again once it has had its turn.
+                    self._confirm = True
+                    self.timer = conn.loop.call_later(0.001, self._check)
+                    return
                 conn.calm_down(f"request bodies arrived slower than {self.rate:g} bytes/s "
-                               f"(min_body_rate) for {self.grace:g} s")
+                               f"(min_body_rate) for {self.grace:g} s of waiting")
                 return
             self.got = 0
             self.waited = 0.0
+        self._confirm = False
         self._arm()
 
 
@@ -239,13 +256,28 @@ class ServerBudget:
 
         At the budget, busy but honest servers (many long-lived streams) just refuse new
         streams, which clients may retry; nobody is culled for the header lists of open
-        streams. Unfinished header blocks are no honest load, though (they last a read or
-        two): their holders are ended first to make room, so that a crowd of them cannot
-        keep every other client refused.
+        streams. A header block left unfinished for a second is no honest load, though:
+        if ending such holders (largest first) makes room, they go, so that a crowd of them
+        cannot keep every other client refused.
         """
         if self.used + n <= self.limit:
             return True
-        self.cull(unfinished_only=True)
+        now = time.monotonic()
+        if now - self._culled < 0.05:
+            return False
+        stale = [c for c in self.conns
+                 if c.partial_held > 0 and now - c.partial_since >= STALE_BLOCK]
+        if self.used - sum(c.partial_held for c in stale) + n > self.limit:
+            return False  # it would not help: refuse, cull nobody
+        self._culled = now
+        for c in sorted(stale, key=lambda c: c.partial_held, reverse=True):
+            held = c.held
+            self.drop(c)
+            c.calm_down(f"holds {held} bytes in a header block unfinished for over "
+                        f"{STALE_BLOCK:g} s while the server is at max_request_memory "
+                        f"({self.limit})")
+            if self.used + n <= self.limit:
+                break
         return self.used + n <= self.limit
 
     def drop(self, conn: Connection) -> None:
@@ -255,25 +287,19 @@ class ServerBudget:
         conn.held = 0
         conn.pool = None
 
-    def cull(self, unfinished_only: bool = False) -> None:
+    def cull(self) -> None:
         """End the connections holding the most until the budget is nine tenths used.
 
-        ``unfinished_only``: only connections holding an unfinished header block, the
-        largest first. Their share is given back at once (their streams then charge nothing
-        more), so healthy clients' new streams are refused for as short a time as possible.
-        At most one pass every 50 ms: it sorts every connection.
+        Their share is given back at once (their streams then charge nothing more), so
+        healthy clients' new streams are refused for as short a time as possible. At most
+        one pass every 50 ms: it sorts every connection.
         """
         now = time.monotonic()
         if now - self._culled < 0.05 or not self.conns:
             return
         self._culled = now
         target = self.limit * 9 // 10
-        if unfinished_only:
-            ranked = sorted((c for c in self.conns if c.partial_held > 0),
-                            key=lambda c: c.partial_held, reverse=True)
-        else:
-            ranked = sorted(self.conns, key=lambda c: c.held, reverse=True)
-        for c in ranked:
+        for c in sorted(self.conns, key=lambda c: c.held, reverse=True):
             if self.used <= target or c.held <= 0:
                 break
             held = c.held

@@ -82,24 +82,16 @@ _SLICE = 16 * 1024
 _SERVER_TURN = (64, 64)  # (frame units per h2 call, work units per turn)
 _CLIENT_TURN = (64, 512)
 _TURN_BYTES = 256 * 1024
-# Requests are handed to their handlers once the input read so far is parsed (a request
-# reset further on in it, Rapid Reset, never starts one), or sooner once this many wait.
-_HAND_OVER_AT = 32
 _NOTHING = memoryview(b"")
 _MAX_INFORMATIONAL = 32  # 1xx responses kept per stream (client); more is abuse
+_LOW_WINDOW = 16 * 1024  # a connection window below this may keep the peer from sending
 
 
-def _may_pause(fields: list[tuple[bytes, bytes]]) -> bool:
-    """A request whose body may pause by design: a CONNECT tunnel, or gRPC (streaming calls).
-
-    Such streams do not run ``min_body_rate``'s clock (see ``_budgets.BodyRate``).
-    """
+def _expects_continue(fields: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request asks for ``100 Continue`` before it sends its body (RFC 9110)."""
     for name, value in fields:
-        if name == b":method":
-            if value == b"CONNECT":
-                return True
-        elif name == b"content-type":
-            return value.startswith(b"application/grpc")
+        if name == b"expect":
+            return value.lower() == b"100-continue"
     return False
 
 _HEADER_KINDS: dict[type, str] = {
@@ -274,6 +266,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.pool: ServerBudget | None = None
         self.held = 0
         self.partial_held = 0  # of which an unfinished header block (see _watch_headers)
+        self.partial_since = 0.0  # when that block was first seen unfinished
         self._timer_task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._grace_deadline: float | None = None
@@ -466,8 +459,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
             self._unfed = unfed if more else _NOTHING
             if not more and (self._header_timeout is not None or self.pool is not None):
                 self._watch_headers()
-            if self._new_streams and (not more or len(self._new_streams) >= _HAND_OVER_AT):
-                self._hand_over(keep_last=more)
+            if self._new_streams and not more:
+                self._hand_over()
             self.flush()
             if self._spawned:
                 # Handlers started by this turn run in the next loop iteration; a flush
@@ -488,6 +481,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         if pool is not None:
             size = frames.pending_block_size() if pending else 0
             if size != self.partial_held:
+                if not self.partial_held:
+                    self.partial_since = time.monotonic()
                 delta, self.partial_held = size - self.partial_held, size
                 pool.charge(self, delta)
         timeout = self._header_timeout
@@ -611,8 +606,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 return
         s = Stream(self, sid)
         s.headers = headers
-        if self.body_rate is not None and _may_pause(ev.headers):
-            s.slow_ok = True
+        if _expects_continue(ev.headers):
+            s.expect_100 = True
         if pool is not None:
             s.held = cost
             pool.charge(self, cost)
@@ -625,16 +620,15 @@ class Connection(Sender, Lifecycle, StreamSlots):
             return
         self._new_streams.append(s)
 
-    def _hand_over(self, keep_last: bool = False) -> None:
-        """Start the handlers of the requests parsed so far, unless already reset.
+    def _hand_over(self) -> None:
+        """Input parsed: start the handlers of its requests, unless already reset.
 
         A request reset further on in the same read (Rapid Reset) never costs a handler
-        task. ``keep_last``: input is left to parse, so the newest request waits (its reset
-        may be the next frame); the others start now, their first step in the next loop
-        iteration, before the flush queued after them.
+        task, however the read falls into turns; there are at most max_concurrent_streams
+        of them. The others start in the next loop iteration, before the flush queued
+        after them.
         """
-        new = self._new_streams
-        self._new_streams = [new.pop()] if keep_last else []
+        new, self._new_streams = self._new_streams, []
         assert self._on_request is not None
         for s in new:
             if s.error is None and not self.closed:
@@ -764,9 +758,15 @@ class Connection(Sender, Lifecycle, StreamSlots):
         if getattr(h2c, "_data_to_send", True):
             self.schedule_flush()
 
-    def inbound_window_open(self) -> bool:
-        """Whether the peer may send: unread body bytes hold under half the connection window."""
-        return sum(len(s.buf) for s in self.streams.values()) < self.config.connection_window // 2
+    def peer_may_send(self) -> bool:
+        """Whether the peer has window to send body bytes, as far as we can tell.
+
+        Not if the connection window we gave it is low (our handlers' unread bytes hold
+        it), nor while our own output waits in the transport: the WINDOW_UPDATEs we queued
+        may sit behind response data that a slow downlink has not taken yet.
+        """
+        return (self.h2.inbound_flow_control_window >= _LOW_WINDOW
+                and not self.transport.get_write_buffer_size())
 
     def stream_closed(self, s: Stream) -> None:
         """Both sides of ``s`` are over: forget it and give its slot back."""

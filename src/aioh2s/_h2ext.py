@@ -283,6 +283,7 @@ _h2_prepare_for_sending = h2.connection.H2Connection._prepare_for_sending
 #: A request refused as malformed costs the reset budget one more reset per this many bytes
 #: of its header block.
 MALFORMED_BYTES_PER_RESET = 64
+MALFORMED_MAX_EXTRA = 4  # at most five resets for one request (a sloppy client is no flood)
 
 
 class H2(h2.connection.H2Connection):
@@ -402,7 +403,12 @@ class H2(h2.connection.H2Connection):
             # HEADERS the peer sent before it saw our RST_STREAM (1xx responses or trailers
             # in flight): RFC 9113 §5.1 says ignore them. h2's stream state machine would
             # make them a connection error. Decoded all the same, to keep HPACK in sync.
-            _h2_decode_headers(self.decoder, frame.data)
+            try:
+                _h2_decode_headers(self.decoder, frame.data)
+            except h2.exceptions.ProtocolError as e:
+                if isinstance(e.__cause__, (hpack.HPACKError, IndexError)):
+                    raise _CompressionError(str(e)) from e
+                raise
             return [], []
         try:
             return super()._receive_headers_frame(frame)
@@ -437,7 +443,8 @@ class H2(h2.connection.H2Connection):
             # ...and weighted by the decoding it wasted: pure-Python HPACK spends ~9 us a
             # field, so a flood of long malformed blocks (CVE-2019-9516's empty names) would
             # otherwise buy a second of CPU per thousand streams within the reset budget.
-            self.auto_resets += len(frame.data) // MALFORMED_BYTES_PER_RESET
+            self.auto_resets += min(len(frame.data) // MALFORMED_BYTES_PER_RESET,
+                                    MALFORMED_MAX_EXTRA)
             ev = h2.events.StreamReset(stream_id=sid, error_code=ErrorCodes.PROTOCOL_ERROR,
                                        remote_reset=False)
             return [], [ev]

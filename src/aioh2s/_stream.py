@@ -70,7 +70,7 @@ class Stream:
         "conn", "id", "send", "recv", "send_error", "recv_error", "headers", "informational",
         "trailers", "buf", "credit", "unflowed", "_in_waiter", "headers_sent", "out",
         "out_size", "trailers_out", "queued", "_drain_waiters", "_sent_waiters", "task",
-        "held", "slow_ok",
+        "held", "slow_ok", "expect_100",
     )
 
     def __init__(self, conn: Connection, stream_id: int) -> None:
@@ -90,6 +90,7 @@ class Stream:
         self.unflowed = False  # body arrived outside flow control (h2c Upgrade): never ack
         self.held = 0  # bytes of its header list charged to the server's ServerBudget
         self.slow_ok = False  # server: the body may pause, min_body_rate does not apply
+        self.expect_100 = False  # server: the request awaits 100 Continue before its body
         self._in_waiter: asyncio.Future[None] | None = None
         # Outbound.
         self.headers_sent = False  # final headers went out (a fact, kept after a reset)
@@ -127,6 +128,8 @@ class Stream:
             raise RuntimeError(
                 f"another coroutine is already waiting for data on stream {self.id}"
             )
+        if self.expect_100:
+            self._continue()
         fut = self.conn.loop.create_future()
         self._in_waiter = fut
         # A server handler waiting for body bytes runs min_body_rate's clock.
@@ -144,6 +147,18 @@ class Stream:
             # its waiter is not ours to clear.
             if self._in_waiter is fut:
                 self._in_waiter = None
+
+    def _continue(self) -> None:
+        # The handler waits for a body its client holds back until ``100 Continue``
+        # (RFC 9110 §10.1.1): send it now, as Kestrel does on the first read; a handler that
+        # answers without reading sends none.
+        self.expect_100 = False
+        if self.send is Send.IDLE and self.recv is Recv.OPEN and self.conn.error is None:
+            try:
+                self.conn.send_headers(self, [(b":status", b"100")], False)
+            except LocalProtocolError:
+                return
+            self.conn.schedule_flush()
 
     async def wait_readable(self) -> None:
         """Return when body bytes are buffered or the body ended; raise the stream's error."""

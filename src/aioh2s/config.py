@@ -109,8 +109,9 @@ class Config:
     #: Server: bytes all connections together may hold for their peers' requests: decoded
     #: header lists of open streams and unfinished header blocks. (Request bodies are bounded
     #: by flow control per connection instead: culling an honest uploader would be worse.)
-    #: At it new streams get REFUSED_STREAM (safe to retry); unfinished header blocks past it
-    #: get the connections holding the most ended with GOAWAY(ENHANCE_YOUR_CALM). None: no
+    #: At it new streams get REFUSED_STREAM (safe to retry), after ending connections whose
+    #: header block stayed unfinished for over a second if that makes room; a quarter past
+    #: it the connections holding the most are ended (GOAWAY ENHANCE_YOUR_CALM). None: no
     #: server-wide budget.
     max_request_memory: int | None = 32 * MiB
     #: Server: seconds without open streams after which a connection may be closed while the

@@ -124,9 +124,10 @@ class H2StreamReader:
     def allow_slow_body(self) -> None:
         """Exempt this request body from the server's ``min_body_rate``.
 
-        For streams whose body pauses by design (long-lived uploads, server-side streaming
-        protocols): waiting for their bytes no longer counts against the connection.
-        CONNECT tunnels and gRPC requests are exempt already. Does nothing on a client.
+        For streams whose body pauses by design (CONNECT tunnels, gRPC streaming calls,
+        long-lived uploads): waiting for their bytes no longer counts against the
+        connection. Only the application can tell: a request header the client chooses
+        would let any client out of the limit. Does nothing on a client.
         """
         self._s.slow_ok = True
 

@@ -6,8 +6,11 @@ connection's clock runs; bodies slower than ``min_body_rate`` (over all its stre
 about ``body_rate_grace`` seconds end the connection with GOAWAY(ENHANCE_YOUR_CALM).
 
 What must *not* be cut: a fast upload, a handler that is slow to read (our time, not the
-peer's), a peer held back by our own unread buffers (it has no window to send), and streams
-whose bodies pause by design (gRPC, CONNECT, ``reader.allow_slow_body()``).
+peer's), a peer held back by our own unread buffers (it has no window to send), a client
+that waits for ``100 Continue`` (sent on the first read), a loop stalled by a handler, and
+streams whose bodies pause by design, which the application exempts with
+``reader.allow_slow_body()`` (a request header would let any client out: gRPC's content type
+exempts nothing by itself).
 """
 
 from __future__ import annotations
@@ -158,14 +161,13 @@ async def test_a_peer_without_window_is_not_cut(wire: Wire) -> None:
             await client.close()
 
 
-@pytest.mark.parametrize("how", ["grpc", "allow_slow_body"])
-async def test_bodies_that_pause_by_design_are_exempt(wire: Wire, how: str) -> None:
-    """gRPC requests and streams whose handler calls ``allow_slow_body()`` may pause."""
-    extra = {"content-type": "application/grpc"} if how == "grpc" else {"x-slow-ok": "1"}
+async def test_streams_the_application_exempts_may_pause(wire: Wire) -> None:
+    """A handler that calls ``allow_slow_body()`` may wait for its body as long as it likes."""
     async with wire.serving(echo, min_body_rate=RATE, body_rate_grace=GRACE) as (_, port):
         client = await wire.connect(port)
         try:
-            async with client.request({":method": "POST", ":path": "/", **extra}) as stream:
+            headers = {":method": "POST", ":path": "/", "x-slow-ok": "1"}
+            async with client.request(headers) as stream:
                 stream.writer.write(b"first ")
                 await stream.writer.drain()
                 await asyncio.sleep(6 * GRACE)
@@ -177,13 +179,14 @@ async def test_bodies_that_pause_by_design_are_exempt(wire: Wire, how: str) -> N
             await client.close()
 
 
-async def test_connect_tunnels_are_exempt():
+async def test_a_tunnel_the_application_exempts_may_pause():
     """A CONNECT stream's bytes come when the tunnelled protocol has something to say."""
     async with serving(echo, min_body_rate=RATE, body_rate_grace=GRACE) as (_, port):
         peer = await RawPeer.connect(port)
         await peer.handshake()
         block = peer.encoder.encode(
-            [(":method", "CONNECT"), (":authority", "example.com:443")], huffman=False)
+            [(":method", "CONNECT"), (":authority", "example.com:443"), ("x-slow-ok", "1")],
+            huffman=False)
         peer.streams[1] = rp.Response()
         await peer.send(rp.headers_frame(1, block), rp.data(1, b"hello "))
         await asyncio.sleep(6 * GRACE)
@@ -192,6 +195,65 @@ async def test_connect_tunnels_are_exempt():
         assert await peer.wait_for(lambda p: p.streams[1].ended, 10), peer.describe()
         assert bytes(peer.streams[1].body) == b"hello tunnel"
         await peer.close()
+
+
+@pytest.mark.expect_log("aioh2s", "WARNING", "min_body_rate")
+async def test_a_grpc_content_type_exempts_nothing_by_itself():
+    """Exemptions are the application's: a header would let any client out of the limit."""
+    async with serving(echo, min_body_rate=RATE, body_rate_grace=GRACE) as (_, port):
+        peer = await RawPeer.connect(port)
+        await peer.handshake()
+        fields = [*POST, ("content-type", "application/grpc")]
+        await peer.send(rp.headers_frame(1, peer.encoder.encode(fields, huffman=False)))
+        assert await peer.closed(GRACE + SLACK), peer.describe()
+        assert peer.goaway is not None and peer.goaway.error_code == E.ENHANCE_YOUR_CALM
+        await peer.close()
+
+
+async def test_a_client_waiting_for_100_continue_gets_it_and_is_not_cut():
+    """``expect: 100-continue``: the first read sends 100, then the body comes (RFC 9110)."""
+    async with serving(echo, min_body_rate=RATE, body_rate_grace=GRACE) as (_, port):
+        peer = await RawPeer.connect(port)
+        await peer.handshake()
+        fields = [*POST, ("expect", "100-continue")]
+        peer.streams[1] = rp.Response()
+        await peer.send(rp.headers_frame(1, peer.encoder.encode(fields, huffman=False)))
+        # A HEADERS frame before any body byte: the 100 (rawpeer keeps only final headers).
+        assert await peer.wait_for(lambda p: p.counts[0x1] == 1, 5), peer.describe()
+        assert peer.streams[1].headers is None and not peer.streams[1].ended
+        await asyncio.sleep(GRACE / 2)  # then the body, promptly
+        await peer.send(rp.data(1, b"the body", end_stream=True))
+        assert await peer.wait_for(lambda p: p.streams[1].ended, 10), peer.describe()
+        assert peer.streams[1].status == "200" and bytes(peer.streams[1].body) == b"the body"
+        assert peer.goaway is None
+        await peer.close()
+
+
+async def test_a_loop_stall_is_not_charged_to_the_peer(wire: Wire) -> None:
+    """A handler that blocks the loop longer than the grace: the waiting peer is not cut."""
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        if reader.headers[":path"] == "/block":
+            time.sleep(3 * GRACE)  # blocks the whole loop, on purpose
+            writer.send_headers({":status": "204"}, end_stream=True)
+            return
+        await echo(reader, writer)
+
+    async with wire.serving(handler, min_body_rate=RATE, body_rate_grace=GRACE) as (_, port):
+        client = await wire.connect(port)
+        try:
+            async with client.request({":method": "POST", ":path": "/up"}) as up:
+                up.writer.write(b"u" * 200)  # more than RATE * GRACE: the first window is met
+                await up.writer.drain()
+                await asyncio.sleep(GRACE / 2)  # its handler is waiting now
+                async with client.request({":path": "/block"}, end_stream=True) as block:
+                    up.writer.write(b"u" * 50_000)  # arrives while the loop is blocked
+                    up.writer.write_eof()
+                    assert (await block.response_headers())[":status"] == "204"
+                assert len(await asyncio.wait_for(up.reader.read(), 10)) == 50_200
+            assert not client.is_closing()
+        finally:
+            await client.close()
 
 
 @pytest.mark.parametrize("options", [{"min_body_rate": 0}, {"body_rate_grace": 0}])

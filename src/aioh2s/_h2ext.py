@@ -23,7 +23,9 @@ After an h2 upgrade run ``tests/test_h2conn.py`` and ``tests/test_h2headers.py``
 
 from __future__ import annotations
 
+import collections
 import inspect
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -34,7 +36,9 @@ import h2.events
 import h2.exceptions
 import h2.frame_buffer
 import h2.settings
+import h2.utilities
 import hpack
+import hpack.table
 import hyperframe.frame
 from h2.connection import _decode_headers as _h2_decode_headers
 from h2.errors import ErrorCodes
@@ -275,6 +279,314 @@ def _check_quiet_receive() -> bool:
 _QUIET_RECEIVE = _check_quiet_receive()
 
 
+# -- what an idle connection holds ------------------------------------------------------------
+#
+# An idle server connection is mostly h2's and hpack's objects, and most of those are empty
+# containers or copies of the same defaults. The pieces below keep h2's behaviour and make
+# them shared or built on first use. Each is used only when SUPPORTED and its own self-check
+# pass; otherwise h2's objects are kept as they are (more memory, same behaviour).
+
+
+def _dispatch_names() -> dict[type, str] | None:
+    """Frame class -> name of the H2Connection method h2 dispatches it to (None: unknown)."""
+    try:
+        table = h2.connection.H2Connection()._frame_dispatch_table
+        funcs = {cls: getattr(m, "__func__", None) for cls, m in table.items()}
+        names = {cls: f.__name__ for cls, f in funcs.items() if f is not None}
+    except Exception:  # noqa: BLE001 - any surprise means: leave h2's table alone
+        return None
+    for f in funcs.values():
+        if f is None or getattr(h2.connection.H2Connection, f.__name__, None) is not f:
+            return None
+    return names
+
+
+_DISPATCH_NAMES: dict[type, str] = _dispatch_names() or {}
+_QUIET_RECEIVE = _QUIET_RECEIVE and bool(_DISPATCH_NAMES)
+#: h2's per-connection frame dispatch table (12 bound methods, ~1.2 KB) and closed-stream
+#: dict (~300 bytes) are dropped after h2's __init__ and rebuilt on first use.
+_LEAN = _QUIET_RECEIVE and isinstance(
+    getattr(h2.connection.H2Connection(), "_closed_streams", None), h2.utilities.SizeLimitDict
+)
+
+
+class _OnFirstUse:
+    """A per-instance attribute built on first access.
+
+    A non-data descriptor: once built, the value is stored on the instance, whose attribute
+    then shadows the descriptor (no cost after the first access).
+    """
+
+    def __init__(self, build: Callable[[Any], Any]) -> None:
+        self.build = build
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        if obj is None:
+            return self
+        value = obj.__dict__[self.name] = self.build(obj)
+        return value
+
+
+def _build_dispatch_table(conn: Any) -> dict[type, Any]:
+    return {cls: getattr(conn, name) for cls, name in _DISPATCH_NAMES.items()}
+
+
+def _build_closed_streams(conn: Any) -> Any:
+    return h2.utilities.SizeLimitDict(size_limit=conn.MAX_CLOSED_STREAMS)
+
+
+_validate_setting = getattr(h2.settings, "_validate_setting", None)
+_SHARED_MAX = 256
+#: Read-only settings dicts, by content: connections with equal settings share one.
+_shared_settings: dict[tuple[Any, ...], dict[Any, Any]] = {}
+#: (client, initial values) -> the shared dict of h2's defaults with those values.
+_initial_settings: dict[tuple[Any, ...], dict[Any, Any]] = {}
+
+
+def _share(values: dict[Any, Any]) -> dict[Any, Any]:
+    """The shared dict equal to ``values`` (all ints), which becomes it if there is none."""
+    # Key types count: h2 uses SettingCodes members for known settings and ints otherwise.
+    key = tuple((k.__class__, k, v) for k, v in values.items())
+    shared = _shared_settings.get(key)
+    if shared is None:
+        if len(_shared_settings) >= _SHARED_MAX:
+            _shared_settings.clear()  # bounded: later connections just stop sharing these
+        shared = _shared_settings[key] = values
+    return shared
+
+
+class CompactSettings(h2.settings.Settings):
+    """h2's ``Settings`` with an int per setting, sharing one dict while nothing changes.
+
+    h2 keeps a deque per setting (current value first, then values awaiting ACK): ~760 bytes
+    each, and a connection has two ``Settings`` with ~6 settings each. Here a setting is its
+    current value, or a list ``[current, pending...]`` while new values await their ACK
+    (``current`` is None for a setting that had no value, as in h2). While every setting is
+    settled the dict is a shared read-only one (every connection of a server has the same
+    local settings, and most peers send the same SETTINGS): the first change copies it.
+    """
+
+    _own = False
+
+    def __init__(
+        self, client: bool = True, initial_values: dict[Any, int] | None = None
+    ) -> None:
+        self._client = client
+        key = (client, *(initial_values or {}).items())
+        values = _initial_settings.get(key)
+        if values is None:
+            # h2 builds and validates the defaults (and raises what it would raise).
+            stock = h2.settings.Settings(client=client, initial_values=initial_values)
+            values = _share({k: v[0] for k, v in stock._settings.items()})
+            if len(_initial_settings) >= _SHARED_MAX:
+                _initial_settings.clear()
+            _initial_settings[key] = values
+        self._settings: Any = values
+
+    def _owned(self) -> dict[Any, Any]:
+        if not self._own:
+            self._settings = dict(self._settings)
+            self._own = True
+        values: dict[Any, Any] = self._settings
+        return values
+
+    def acknowledge(self) -> dict[Any, h2.settings.ChangedSetting]:
+        """Apply the oldest pending value of each setting (as h2's ``acknowledge``)."""
+        changed: dict[Any, h2.settings.ChangedSetting] = {}
+        if not self._own:
+            return changed  # a shared dict holds no pending values
+        values = self._settings
+        for k, v in values.items():
+            if v.__class__ is list and len(v) > 1:
+                old = v.pop(0)
+                new = v[0]
+                changed[k] = h2.settings.ChangedSetting(k, old, new)
+                if len(v) == 1:
+                    values[k] = new
+        if changed and all(v.__class__ is not list for v in values.values()):
+            self._settings = _share(values)
+            self._own = False
+        return changed
+
+    def __getitem__(self, key: Any) -> int:
+        v = self._settings[key]
+        if v.__class__ is list:
+            v = v[0]
+            if v is None:
+                raise KeyError  # as h2: pending, never acknowledged
+        return int(v)
+
+    def __setitem__(self, key: Any, value: int) -> None:
+        assert _validate_setting is not None
+        invalid = _validate_setting(key, value)
+        if invalid:
+            raise h2.exceptions.InvalidSettingsValueError(
+                f"Setting {key} has invalid value {value}", error_code=invalid
+            )
+        values = self._owned()
+        v = values.get(key, _MISSING)
+        if v is _MISSING:
+            values[key] = [None, value]
+        elif v.__class__ is list:
+            v.append(value)
+        else:
+            values[key] = [v, value]
+
+    def __delitem__(self, key: Any) -> None:
+        del self._owned()[key]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, h2.settings.Settings):
+            return _stacks(self) == _stacks(other)
+        return NotImplemented
+
+    __hash__ = h2.settings.Settings.__hash__
+
+
+_MISSING: Any = object()
+
+
+def _stacks(settings: h2.settings.Settings) -> dict[Any, list[Any]]:
+    return {k: list(v) if isinstance(v, (list, collections.deque)) else [v]
+            for k, v in settings._settings.items()}
+
+
+def _check_settings() -> bool:
+    """True if CompactSettings behaves as h2's Settings on a script of their uses."""
+    if not SUPPORTED or not callable(_validate_setting):
+        return False
+
+    def view(s: h2.settings.Settings) -> list[Any]:
+        return [(k, s.get(k)) for k in s]
+
+    def script(cls: type[h2.settings.Settings]) -> list[Any]:
+        codes = h2.settings.SettingCodes
+        a = cls(client=False, initial_values={codes.MAX_CONCURRENT_STREAMS: 7})
+        b = cls(client=False, initial_values={codes.MAX_CONCURRENT_STREAMS: 7})
+        out: list[Any] = [view(a), a == b, len(a), a.max_concurrent_streams]
+        a.update({4: 1000, 1: 0, 0xF0: 5})
+        a[4] = 2000
+        out += [view(a), a == b, a.initial_window_size, a.header_table_size]
+        for _ in range(3):
+            ch = a.acknowledge()
+            out.append([(k, c.setting, c.original_value, c.new_value) for k, c in ch.items()])
+            out += [view(a), a == b, [type(k) for k in a]]
+        del a[0xF0]
+        out += [view(a), b.acknowledge(), view(b)]
+        try:
+            a[4] = 2**31
+        except h2.exceptions.InvalidSettingsValueError as e:
+            out.append(("invalid", e.error_code))
+        out.append(view(a))
+        return out
+
+    try:
+        return script(CompactSettings) == script(h2.settings.Settings)
+    except Exception:  # noqa: BLE001 - any difference: keep h2's own
+        return False
+
+
+_COMPACT_SETTINGS = _check_settings()
+
+
+class _NoEntries(tuple):  # type: ignore[type-arg]
+    """The empty dynamic table of a :class:`LazyTable` (clearing it is a no-op)."""
+
+    __slots__ = ()
+
+    def clear(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return "deque([])"
+
+
+_NO_ENTRIES = _NoEntries()
+
+
+class LazyTable(hpack.table.HeaderTable):
+    """hpack's header table without its deque (~760 bytes) until the first entry.
+
+    Every connection has two tables (its encoder's and its decoder's); an idle one uses
+    neither. (Built in place of hpack's: changing an existing table's class would turn its
+    compact attribute storage into a dict, which costs more than it saves.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dynamic_entries = _NO_ENTRIES  # type: ignore[assignment]
+
+    def add(self, name: bytes, value: bytes) -> None:
+        """Add an entry (hpack's ``add``), creating the deque first."""
+        if isinstance(self.dynamic_entries, _NoEntries):
+            self.dynamic_entries = collections.deque()
+        super().add(name, value)
+
+
+def _lazy_table(coder: hpack.Encoder | hpack.Decoder) -> None:
+    """Give a fresh encoder or decoder a LazyTable."""
+    table = coder.header_table
+    if (_LAZY_TABLES and table.__class__ is hpack.table.HeaderTable and not table.dynamic_entries
+            and table.maxsize == table.DEFAULT_SIZE and not table.resized):
+        coder.header_table = LazyTable()
+
+
+def _check_lazy_tables() -> bool:
+    """True if hpack's table only grows in ``add`` and encodes the same with LazyTable."""
+    try:
+        src = inspect.getsource(hpack.table.HeaderTable)
+        add_src = inspect.getsource(hpack.table.HeaderTable.add)
+    except (OSError, TypeError):
+        return False
+    uses = set(re.findall(r"dynamic_entries\.(\w+)", src))
+    if not SUPPORTED or not uses <= {"appendleft", "clear", "pop"} or (
+        "dynamic_entries.appendleft" not in add_src
+        or src.count("dynamic_entries.appendleft") != 1
+    ):
+        return False
+    headers = [(b":status", b"200"), (b"x-a", b"1" * 40), (b"x-a", b"1" * 40), (b"x-b", b"2")]
+    blocks = []
+    for lazy in (False, True):
+        enc, dec = hpack.Encoder(), hpack.Decoder()
+        if lazy:
+            enc.header_table = LazyTable()
+            dec.header_table = LazyTable()
+        enc.header_table_size = 64
+        out = [enc.encode(headers) for _ in range(3)]
+        blocks.append((out, [dec.decode(b) for b in out], repr(enc.header_table)))
+    return blocks[0] == blocks[1]
+
+
+_LAZY_TABLES = False
+_LAZY_TABLES = _check_lazy_tables()
+
+#: hpack's Huffman encoder holds only two module-level tables: one serves every connection.
+_HUFFMAN = hpack.Encoder().huffman_coder
+_SHARE_HUFFMAN = SUPPORTED and set(vars(_HUFFMAN)) == {
+    "huffman_code_list", "huffman_code_list_lengths"
+}
+
+
+def _h2_configuration(client: bool) -> h2.config.H2Configuration:
+    return h2.config.H2Configuration(
+        client_side=client,
+        header_encoding=None,
+        validate_inbound_headers=True,
+        normalize_inbound_headers=True,
+        # headers.to_wire() checks and normalises what we send, at a fraction of the cost.
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+    )
+
+
+#: One h2 configuration per side: h2 only reads it, so every connection shares it.
+_H2_CONFIGS = {False: _h2_configuration(False), True: _h2_configuration(True)}
+
+
 _RST_FRAME = hyperframe.frame.RstStreamFrame
 _RST_SENT_MAX = 4096
 _h2_prepare_for_sending = h2.connection.H2Connection._prepare_for_sending
@@ -309,14 +621,24 @@ class H2(h2.connection.H2Connection):
     #: own resets are recognised by ``_rst_sent`` anyway.
     MAX_CLOSED_STREAMS = 1024
 
+    # Upper bounds of open streams by id parity, and when to prune closed streams next.
+    # (Class defaults: an idle connection stores none of them.)
+    _upper_even = 0
+    _upper_odd = 0
+    _prune_at = 128
+    #: Streams we sent RST_STREAM on: frames the peer sent before it saw the reset are
+    #: ignored (RFC 9113 §5.1) instead of answered with one more reset each. The shared empty
+    #: frozenset until the first reset: an empty set costs 216 bytes.
+    _rst_sent: set[int] | frozenset[int] = frozenset()
+    _frame_dispatch_table = _OnFirstUse(_build_dispatch_table)
+    _closed_streams = _OnFirstUse(_build_closed_streams)
+
     def __init__(self, config: h2.config.H2Configuration) -> None:
         super().__init__(config=config)
-        # Upper bounds of open streams by id parity, and when to prune closed streams next.
-        self._upper = [0, 0]
-        self._prune_at = 128
-        # Streams we sent RST_STREAM on: frames the peer sent before it saw the reset are
-        # ignored (RFC 9113 §5.1) instead of answered with one more reset each.
-        self._rst_sent: set[int] = set()
+        if _LEAN:
+            # Built again on first use (see _OnFirstUse): an idle connection needs neither.
+            del self._frame_dispatch_table
+            del self._closed_streams
 
     # h2 counts open streams by walking every stream it holds (and prunes closed ones) each
     # time a stream is opened: O(n) per stream, O(n²) for a busy connection, and the biggest
@@ -326,17 +648,23 @@ class H2(h2.connection.H2Connection):
 
     def _begin_new_stream(self, stream_id: int, allowed_ids: Any) -> Any:
         stream = super()._begin_new_stream(stream_id, allowed_ids)
-        self._upper[stream_id % 2] += 1
+        if stream_id & 1:
+            self._upper_odd += 1
+        else:
+            self._upper_even += 1
         if SUPPORTED:
             _h2headers.install(stream)
         return stream
 
     def _count_open(self, parity: int, limit: int) -> int:
-        upper = self._upper[parity]
+        upper = self._upper_odd if parity else self._upper_even
         if upper < limit and len(self.streams) < self._prune_at:
             return upper
         exact = self._open_streams(parity)
-        self._upper[parity] = exact
+        if parity:
+            self._upper_odd = exact
+        else:
+            self._upper_even = exact
         self._prune_at = max(128, 2 * len(self.streams))
         return exact
 
@@ -361,7 +689,9 @@ class H2(h2.connection.H2Connection):
         if not _QUIET_RECEIVE or self.config.logger.__class__ is not h2.config.DummyLogger:
             return super()._receive_frame(frame)
         try:
-            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+            # By name rather than through h2's per-connection table of bound methods (~1.2 KB
+            # each, see _LEAN); the lookup finds the same methods, overrides included.
+            frames, events = getattr(self, _DISPATCH_NAMES[frame.__class__])(frame)
         except h2.exceptions.StreamClosedError as e:
             if e.stream_id in self._rst_sent:
                 # RFC 9113 §5.1: frames still in flight after *our* RST_STREAM are ignored;
@@ -471,7 +801,9 @@ class H2(h2.connection.H2Connection):
                 if not self._app_reset:
                     self.auto_resets += 1
                 sent = self._rst_sent
-                if len(sent) >= _RST_SENT_MAX:
+                if isinstance(sent, frozenset):
+                    sent = self._rst_sent = set()
+                elif len(sent) >= _RST_SENT_MAX:
                     sent.clear()  # bounded: at worst one more reply to a late frame
                 sent.add(f.stream_id)
         _h2_prepare_for_sending(self, frames)
@@ -491,38 +823,9 @@ class H2(h2.connection.H2Connection):
         self._prepare_for_sending([f])
 
 
-class _Values(list):  # type: ignore[type-arg]
-    """A setting's values (current first, then those awaiting ACK), as h2 uses its deque.
-
-    An empty ``collections.deque`` costs ~760 bytes; h2 keeps one per setting per side, ~15 KB
-    of each idle connection's ~28 KB. A one-element list costs 64.
-    """
-
-    __slots__ = ()
-
-    def popleft(self) -> Any:
-        return self.pop(0)
-
-
-def _compact_settings(settings: h2.settings.Settings) -> None:
-    values = getattr(settings, "_settings", None)
-    if isinstance(values, dict):
-        for key, vals in values.items():
-            values[key] = _Values(vals)
-
-
 def new_h2(client: bool, config: Config) -> H2:
     """An H2Connection with our settings, our limits, and without per-frame repr costs."""
-    h2config = h2.config.H2Configuration(
-        client_side=client,
-        header_encoding=None,
-        validate_inbound_headers=True,
-        normalize_inbound_headers=True,
-        # headers.to_wire() checks and normalises what we send, at a fraction of the cost.
-        validate_outbound_headers=False,
-        normalize_outbound_headers=False,
-    )
-    conn = H2(config=h2config)
+    conn = H2(config=_H2_CONFIGS[client])
     sc = h2.settings.SettingCodes
     initial: dict[Any, int] = {
         sc.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
@@ -535,18 +838,23 @@ def new_h2(client: bool, config: Config) -> H2:
     if client:
         # h2's client default is ENABLE_PUSH=1; we never accept pushes.
         initial[sc.ENABLE_PUSH] = 0
-    conn.local_settings = h2.settings.Settings(client=client, initial_values=initial)
+    if _COMPACT_SETTINGS:
+        conn.local_settings = CompactSettings(client=client, initial_values=initial)
+        conn.remote_settings = CompactSettings(client=not client)
+    else:
+        conn.local_settings = h2.settings.Settings(client=client, initial_values=initial)
     conn.max_inbound_frame_size = config.max_frame_size
     buf = GuardedFrameBuffer(server=not client)
     buf.max_frame_size = config.max_frame_size
     buf.max_header_block = config.header_block_limit
     conn.incoming_buffer = buf
-    if SUPPORTED:
-        _compact_settings(conn.local_settings)
-        _compact_settings(conn.remote_settings)
     decoder = BoundedDecoder()
     decoder.max_fields = config.max_header_fields
     decoder.max_header_list_size = config.max_header_list_size
     conn.decoder = decoder
+    _lazy_table(decoder)
+    encoder = conn.encoder
+    _lazy_table(encoder)
+    if _SHARE_HUFFMAN and encoder.huffman_coder.__class__ is _HUFFMAN.__class__:
+        encoder.huffman_coder = _HUFFMAN
     return conn
-

@@ -715,7 +715,7 @@ async def test_no_leaks_after_10000_streams_on_one_connection() -> None:
 
 
 @pytest.mark.expect_log("aioh2s", "ERROR", "internal error in the connection reader task")
-async def test_reader_task_never_dies_silently() -> None:
+async def test_reader_task_never_dies_silently(monkeypatch: pytest.MonkeyPatch) -> None:
     """An exception inside the connection's machinery ends the connection and fails waiters."""
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         writer.send_headers({":status": "200"})
@@ -727,10 +727,15 @@ async def test_reader_task_never_dies_silently() -> None:
             read = asyncio.ensure_future(stream.reader.read())
             await asyncio.sleep(0.05)
 
-            def broken(ev: object) -> None:
-                raise RuntimeError("injected bug")
+            conn = client._conn
+            dispatch = type(conn).dispatch
 
-            client._conn.dispatch = broken  # type: ignore[method-assign]
+            def broken(self: object, ev: object) -> None:
+                if self is conn:  # Connection has slots: patched on the class, for this one
+                    raise RuntimeError("injected bug")
+                dispatch(self, ev)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(type(conn), "dispatch", broken)
             await client.ping(timeout=5) if False else None
             client._conn.h2.ping(b"12345678")
             client._conn.flush()  # the PING ACK arrives and hits the broken dispatch

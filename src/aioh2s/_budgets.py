@@ -59,25 +59,49 @@ class Budget:
 class Abuse:
     """The budgets of one connection; each method returns False when the peer overdrew it."""
 
-    __slots__ = ("resets", "glitches", "controls", "auto_resets_seen", "queued_control",
-                 "max_control")
+    __slots__ = ("_config", "_resets", "_glitches", "_controls", "auto_resets_seen",
+                 "queued_control", "max_control")
 
     def __init__(self, config: Config) -> None:
-        # Resets of any origin: received, and those h2 emits because of the peer's errors.
-        self.resets = Budget(config.max_reset_burst, config.max_reset_rate)
-        self.glitches = Budget(config.max_glitch_burst, config.max_glitch_rate)
-        self.controls = Budget(config.max_control_burst, config.max_control_rate)
+        self._config = config
+        # Each bucket is created (full) when first used: a full bucket refills to no more than
+        # full, so it is the bucket it would have been if created now, and most connections
+        # never touch two of the three.
+        self._resets: Budget | None = None
+        self._glitches: Budget | None = None
+        self._controls: Budget | None = None
         self.auto_resets_seen = 0
         self.queued_control = 0
         self.max_control = config.max_queued_control
 
+    @property
+    def resets(self) -> Budget:
+        """Resets of any origin: received, and those h2 emits because of the peer's errors."""
+        b = self._resets
+        if b is None:
+            b = self._resets = Budget(self._config.max_reset_burst, self._config.max_reset_rate)
+        return b
+
+    def resets_below(self, now: float, fraction: float) -> bool:
+        """True if the reset budget holds less than ``fraction`` of its burst at ``now``."""
+        b = self._resets
+        return b is not None and b.level(now) < b.burst * fraction
+
     def glitch(self) -> bool:
         """A frame that made no progress (empty DATA, PRIORITY, unknown type, tiny update)."""
-        return self.glitches.spend()
+        b = self._glitches
+        if b is None:
+            cfg = self._config
+            b = self._glitches = Budget(cfg.max_glitch_burst, cfg.max_glitch_rate)
+        return b.spend()
 
     def control(self) -> bool:
         """The peer sent a PING or SETTINGS (not an ACK): rate-limited whether it reads or not."""
-        return self.controls.spend()
+        b = self._controls
+        if b is None:
+            cfg = self._config
+            b = self._controls = Budget(cfg.max_control_burst, cfg.max_control_rate)
+        return b.spend()
 
     def reset(self) -> bool:
         """The peer reset a stream."""
@@ -237,7 +261,7 @@ class ServerBudget:
         # Only connections that spent a tenth of their own budget (100 resets by default, net
         # of its refill): a crowd of clients that each cancel now and then overdraws the
         # bucket too, and is no attack.
-        victims = [c for c in live if c.abuse.resets.level(now) < c.abuse.resets.burst * 0.9]
+        victims = [c for c in live if c.abuse.resets_below(now, 0.9)]
         for c in victims:
             c.calm_down("the most stream resets while the server's reset budget is "
                         "overdrawn (Rapid Reset spread over connections)")

@@ -115,7 +115,12 @@ class StreamSlots:
     closing_error: ConnectionClosed | None
     open_outbound: int
     idle_since: float | None
-    _slot_waiters: collections.deque[asyncio.Future[bool]]
+    _slot_waiters: collections.deque[asyncio.Future[bool]] | None
+
+    if not TYPE_CHECKING:
+        # No storage of its own, so that Connection's instances need no dict (hidden from
+        # mypy, which would then reject the attributes Connection's slots provide).
+        __slots__ = ()
 
     if TYPE_CHECKING:
         def send_headers(
@@ -140,7 +145,10 @@ class StreamSlots:
             # The future's result says whether a slot was granted (and counted for us: True)
             # or the connection is ending (False).
             fut: asyncio.Future[bool] = self.loop.create_future()
-            self._slot_waiters.append(fut)
+            waiters = self._slot_waiters
+            if waiters is None:
+                waiters = self._slot_waiters = collections.deque()
+            waiters.append(fut)
             try:
                 granted = await fut
             except BaseException:
@@ -149,7 +157,7 @@ class StreamSlots:
                     self._grant_slots()
                 else:
                     try:
-                        self._slot_waiters.remove(fut)
+                        waiters.remove(fut)
                     except ValueError:
                         pass
                 raise
@@ -210,6 +218,21 @@ class Connection(Sender, Lifecycle, StreamSlots):
     request headers arrived.
     """
 
+    # Slots: a server may hold thousands of idle connections, and this class has more
+    # attributes than Python's compact instance dicts take (30), so a dict would cost ~1.5 KB.
+    __slots__ = (
+        "loop", "client", "config", "wire", "transport", "_on_request", "h2", "life", "streams",
+        "error", "closing_error", "goaway_sent", "write_blocked", "_budget_hit", "_spawned",
+        "_new_streams", "_frames", "_unfed", "_turn_cost", "_turn", "sent_frames",
+        "_sent_at_control", "_sendable", "_flush_handle", "_drain_task", "_reader_task",
+        "_settled", "_settings_waiter", "_ended", "_closed_waiter", "_slot_waiters",
+        "open_outbound", "last_activity", "_ping_waiters", "_handshake_timer", "_header_timer",
+        "_header_since", "_header_block", "_header_timeout", "pool", "held", "partial_held",
+        "partial_since",
+        "_tick_timer", "_keepalive_task", "_grace_timer", "_grace_deadline", "_shutdown_timer",
+        "_linger_timer", "front_door", "abuse", "body_rate", "_header_priority", "idle_since",
+    )
+
     def __init__(
         self,
         wire: Wire,
@@ -236,7 +259,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.write_blocked = False
         self._budget_hit = False
         self._spawned = False  # this batch started handlers (see receive())
-        self._new_streams: list[Stream] = []  # requests of this turn, handed over at its end
+        # Requests of this turn, handed over at its end. Containers that most idle
+        # connections never fill are created on first use (an empty deque costs ~760 bytes).
+        self._new_streams: list[Stream] | None = None
         self._frames = cast(_h2ext.GuardedFrameBuffer, self.h2.incoming_buffer)
         self._unfed = _NOTHING  # input of an unfinished turn (see receive())
         self._turn_cost = 0
@@ -247,16 +272,21 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self._sent_at_control = 0
         # asyncio pauses the transport (and our drain task waits) at our own high-water mark.
         self.transport.set_write_buffer_limits(high=config.transport_high_water)
-        self._sendable: collections.deque[Stream] = collections.deque()
+        self._sendable: collections.deque[Stream] | None = None
         self._flush_handle: asyncio.Handle | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self._reader_task: asyncio.Task[None] | None = None
-        self._remote_settings: asyncio.Future[None] = self.loop.create_future()
-        self._closed_fut: asyncio.Future[None] = self.loop.create_future()
-        self._slot_waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
+        # The peer's first SETTINGS arrived; a future only for wait_ready() to wait on.
+        self._settled = False
+        self._settings_waiter: asyncio.Future[None] | None = None
+        # fail() has finished; a future only for wait_closed() to wait on.
+        self._ended = False
+        self._closed_waiter: asyncio.Future[None] | None = None
+        self._slot_waiters: collections.deque[asyncio.Future[bool]] | None = None
         self.open_outbound = 0
-        self.last_activity = time.monotonic()
-        self._ping_waiters: dict[bytes, asyncio.Future[float]] = {}
+        now = time.monotonic()
+        self.last_activity = now
+        self._ping_waiters: dict[bytes, asyncio.Future[float]] | None = None
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_since: float | None = None  # an unfinished header block seen since
@@ -267,7 +297,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.held = 0
         self.partial_held = 0  # of which an unfinished header block (see _watch_headers)
         self.partial_since = 0.0  # when that block was first seen unfinished
-        self._timer_task: asyncio.Task[None] | None = None
+        self._tick_timer: asyncio.TimerHandle | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._grace_deadline: float | None = None
         self._shutdown_timer: asyncio.TimerHandle | None = None
@@ -280,7 +311,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         rate = None if client else config.min_body_rate
         self.body_rate = None if rate is None else BodyRate(self, rate, config.body_rate_grace)
         self._header_priority: object = None
-        self.idle_since: float | None = time.monotonic()
+        self.idle_since: float | None = now
 
     def __repr__(self) -> str:
         side = "client" if self.client else "server"
@@ -334,9 +365,16 @@ class Connection(Sender, Lifecycle, StreamSlots):
 
     async def wait_ready(self) -> None:
         """Wait for the peer's first SETTINGS (the end of the handshake)."""
+        if self._settled:
+            return
+        if self.error is not None:
+            raise self.error  # ended before the peer's SETTINGS arrived
         timeout = self.config.handshake_timeout
+        fut = self._settings_waiter
+        if fut is None:
+            fut = self._settings_waiter = self.loop.create_future()
         try:
-            await _aio.wait_for(asyncio.shield(self._remote_settings), timeout)
+            await _aio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
             exc = ConnectionClosed(
                 f"handshake timed out: no SETTINGS from the peer within {timeout} s"
@@ -349,7 +387,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         wire = self.wire
         timeout = self.config.handshake_timeout
         try:
-            if timeout is not None and not self._remote_settings.done():
+            if timeout is not None and not self._settled:
                 # Preface and first SETTINGS must arrive in time (slowloris bound); after that,
                 # reads may idle as long as the idle/keepalive policy allows.
                 self._handshake_timer = self.loop.call_later(timeout, self._handshake_expired)
@@ -375,7 +413,13 @@ class Connection(Sender, Lifecycle, StreamSlots):
                         more = self.life.may_write and self.receive(_NOTHING)
                     if self.closed:
                         return
-                data = await wire.read()
+                got = wire.take()
+                while got is None:
+                    # The wire's future itself, not a read() coroutine: idle connections
+                    # wait here, and a coroutine frame would cost each ~220 bytes.
+                    await wire.readable()
+                    got = wire.take()
+                data = got
             self.fail(self.ended_error("the peer closed the connection"))
         except asyncio.CancelledError:
             self.fail(ConnectionClosed("the connection was closed locally"))
@@ -392,7 +436,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
-        if not self._remote_settings.done() and not self.closed:
+        if not self._settled and not self.closed:
             timeout = self.config.handshake_timeout
             self.abort(
                 ConnectionClosed(
@@ -575,7 +619,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         elif t is h2.events.ConnectionTerminated:
             self.on_goaway(ev)  # type: ignore[arg-type]
         elif t is h2.events.PingAckReceived:
-            fut = self._ping_waiters.pop(ev.ping_data, None)  # type: ignore[attr-defined]
+            waiters = self._ping_waiters
+            fut = waiters.pop(ev.ping_data, None) if waiters else None  # type: ignore[attr-defined]
             if fut is not None and not fut.done():
                 fut.set_result(time.monotonic())
         # SettingsAcknowledged, AlternativeServiceAvailable, ...: nothing to do.
@@ -618,7 +663,10 @@ class Connection(Sender, Lifecycle, StreamSlots):
             # A client does not accept requests; h2 already refuses pushes (ENABLE_PUSH=0).
             self.reset_stream(s, ErrorCodes.REFUSED_STREAM)
             return
-        self._new_streams.append(s)
+        if self._new_streams is None:
+            self._new_streams = [s]
+        else:
+            self._new_streams.append(s)
 
     def _hand_over(self) -> None:
         """Input parsed: start the handlers of its requests, unless already reset.
@@ -628,7 +676,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         of them. The others start in the next loop iteration, before the flush queued
         after them.
         """
-        new, self._new_streams = self._new_streams, []
+        new = self._new_streams or []
+        self._new_streams = None
         assert self._on_request is not None
         for s in new:
             if s.error is None and not self.closed:
@@ -697,8 +746,13 @@ class Connection(Sender, Lifecycle, StreamSlots):
             self.schedule_flush()
         if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
             self._grant_slots()
-        if not self._remote_settings.done():
-            self._remote_settings.set_result(None)
+        if not self._settled:
+            self._settled = True
+            fut = self._settings_waiter
+            if fut is not None:
+                self._settings_waiter = None
+                if not fut.done():
+                    fut.set_result(None)
             if self._handshake_timer is not None:
                 self._handshake_timer.cancel()
                 self._handshake_timer = None

@@ -107,17 +107,25 @@ class Lifecycle:
     _handshake_timer: asyncio.TimerHandle | None
     _header_timer: asyncio.TimerHandle | None
     body_rate: BodyRate | None
-    _timer_task: asyncio.Task[None] | None
+    _tick_timer: asyncio.TimerHandle | None
+    _keepalive_task: asyncio.Task[None] | None
     _reader_task: asyncio.Task[None] | None
     _drain_task: asyncio.Task[None] | None
     _flush_handle: asyncio.Handle | None
-    _sendable: collections.deque[Stream]
-    _slot_waiters: collections.deque[asyncio.Future[bool]]
-    _ping_waiters: dict[bytes, asyncio.Future[float]]
-    _remote_settings: asyncio.Future[None]
-    _closed_fut: asyncio.Future[None]
+    _sendable: collections.deque[Stream] | None
+    _slot_waiters: collections.deque[asyncio.Future[bool]] | None
+    _ping_waiters: dict[bytes, asyncio.Future[float]] | None
+    _settled: bool
+    _settings_waiter: asyncio.Future[None] | None
+    _ended: bool
+    _closed_waiter: asyncio.Future[None] | None
     idle_since: float | None
     last_activity: float
+
+    if not TYPE_CHECKING:
+        # No storage of its own, so that Connection's instances need no dict (hidden from
+        # mypy, which would then reject the attributes Connection's slots provide).
+        __slots__ = ()
 
     if TYPE_CHECKING:
         def flush(self) -> None: ...
@@ -184,7 +192,7 @@ class Lifecycle:
         # received one; the ACK still proves that every stream sent before it has arrived.
         opaque = b"aioh2s\x00\x01"
         fut: asyncio.Future[float] = self.loop.create_future()
-        self._ping_waiters[opaque] = fut
+        self._pings()[opaque] = fut
         fut.add_done_callback(lambda _: self._send_final_goaway())
         self.h2.ping(opaque)
         self.h2.send_graceful_goaway(2**31 - 1)
@@ -273,43 +281,64 @@ class Lifecycle:
         self.maybe_finish_close()
 
     def _fail_slot_waiters(self) -> None:
-        for fut in self._slot_waiters:
+        waiters = self._slot_waiters
+        if not waiters:
+            return
+        for fut in waiters:
             if not fut.done():
                 fut.set_result(False)
-        self._slot_waiters.clear()
+        waiters.clear()
 
     # -- keepalive and idle timeout ------------------------------------------------------------
 
     def start_timers(self) -> None:
         cfg = self.config
         if cfg.keepalive_interval is not None or (cfg.idle_timeout is not None and not self.client):
-            self._timer_task = self.loop.create_task(self._timers())
+            self._arm_tick()
 
-    async def _timers(self) -> None:
+    # A timer callback, not a task: a task sleeping in a loop costs an idle connection ~1.2 KB
+    # (task, coroutine frame, sleep future), a TimerHandle ~200 bytes. Only a keepalive PING,
+    # which waits for its ACK, runs in a task of its own; ticking resumes once it is answered.
+
+    def _arm_tick(self) -> None:
+        if not self.life.may_write:
+            return
+        cfg = self.config
+        idle = cfg.idle_timeout if not self.client else None  # a client decides for itself
+        tick = min(x for x in (cfg.keepalive_interval, idle) if x is not None) / 4
+        self._tick_timer = self.loop.call_later(tick, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_timer = None
         cfg = self.config
         interval = cfg.keepalive_interval
-        idle = cfg.idle_timeout if not self.client else None  # a client decides for itself
-        tick = min(x for x in (interval, idle) if x is not None) / 4
-        while self.life.may_write:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            if idle is not None and self.idle_since is not None and now - self.idle_since >= idle:
-                log.debug("aioh2s: idle for %.1f s, closing", now - self.idle_since)
-                self.start_close()
-                return
-            if interval is not None and now - self.last_activity >= interval:
-                try:
-                    await self.ping(timeout=cfg.keepalive_timeout)
-                except asyncio.TimeoutError:
-                    self.abort(
-                        ConnectionClosed(
-                            f"keepalive PING not answered within {cfg.keepalive_timeout} s"
-                        ),
-                        ErrorCodes.NO_ERROR,
-                    )
-                    return
-                except ConnectionClosed:
-                    return
+        idle = cfg.idle_timeout if not self.client else None
+        now = time.monotonic()
+        if idle is not None and self.idle_since is not None and now - self.idle_since >= idle:
+            log.debug("aioh2s: idle for %.1f s, closing", now - self.idle_since)
+            self.start_close()
+            return
+        if interval is not None and now - self.last_activity >= interval:
+            if self.error is None and self.life.may_write:  # else ping() would refuse: stop
+                self._keepalive_task = self.loop.create_task(self._keepalive())
+            return
+        self._arm_tick()
+
+    async def _keepalive(self) -> None:
+        cfg = self.config
+        try:
+            await self.ping(timeout=cfg.keepalive_timeout)
+        except asyncio.TimeoutError:
+            self.abort(
+                ConnectionClosed(f"keepalive PING not answered within {cfg.keepalive_timeout} s"),
+                ErrorCodes.NO_ERROR,
+            )
+            return
+        except ConnectionClosed:
+            return
+        finally:
+            self._keepalive_task = None
+        self._arm_tick()
 
     # -- ping (keepalive and the application's) ---------------------------------------------
 
@@ -319,19 +348,27 @@ class Lifecycle:
             raise self.error
         if not self.life.may_write:
             raise ConnectionClosed("the connection is closed")
+        waiters = self._pings()
         opaque = time.monotonic_ns().to_bytes(8, "big")
-        while opaque in self._ping_waiters:
+        while opaque in waiters:
             opaque = (int.from_bytes(opaque, "big") + 1).to_bytes(8, "big")
         fut: asyncio.Future[float] = self.loop.create_future()
-        self._ping_waiters[opaque] = fut
+        waiters[opaque] = fut
         start = time.monotonic()
         self.h2.ping(opaque)
         self.flush()
         try:
             end = await _aio.wait_for(fut, timeout)
         finally:
-            self._ping_waiters.pop(opaque, None)
+            waiters.pop(opaque, None)
         return end - start
+
+    def _pings(self) -> dict[bytes, asyncio.Future[float]]:
+        """PING payload -> the future its ACK resolves (created on first use)."""
+        waiters = self._ping_waiters
+        if waiters is None:
+            waiters = self._ping_waiters = {}
+        return waiters
 
     # -- ending the connection -----------------------------------------------------------------
 
@@ -371,35 +408,40 @@ class Lifecycle:
             for s in list(self.streams.values()):
                 s.fail(exc.for_stream(s.id))
             self.streams.clear()
-            self._sendable.clear()
+            self._sendable = None
             self._fail_slot_waiters()
-            for pfut in self._ping_waiters.values():
-                if not pfut.done():
-                    pfut.set_exception(exc)
-                    pfut.exception()  # mark retrieved: nobody may be awaiting it any more
-            self._ping_waiters.clear()
-            if not self._remote_settings.done():
-                self._remote_settings.set_exception(exc)
-                self._remote_settings.exception()
+            pings = self._ping_waiters
+            if pings:
+                for pfut in pings.values():
+                    if not pfut.done():
+                        pfut.set_exception(exc)
+                        pfut.exception()  # mark retrieved: nobody may be awaiting it any more
+                pings.clear()
+            sfut = self._settings_waiter
+            if sfut is not None and not sfut.done():
+                sfut.set_exception(exc)
+                sfut.exception()
             self._close_transport(abort)
         finally:
             current = asyncio.current_task()
-            for task in (self._reader_task, self._drain_task, self._timer_task):
+            for task in (self._reader_task, self._drain_task, self._keepalive_task):
                 if task is not None and task is not current and not task.done():
                     task.cancel()
-            if not self._closed_fut.done():
-                self._closed_fut.set_result(None)
+            self._ended = True
+            cfut = self._closed_waiter
+            if cfut is not None and not cfut.done():
+                cfut.set_result(None)
 
     def _stop_timers(self) -> None:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
         for timer in (self._handshake_timer, self._grace_timer, self._shutdown_timer,
-                      self._linger_timer, self._header_timer):
+                      self._linger_timer, self._header_timer, self._tick_timer):
             if timer is not None:
                 timer.cancel()
         self._handshake_timer = self._grace_timer = self._shutdown_timer = None
-        self._header_timer = None
+        self._header_timer = self._tick_timer = None
         self._linger_timer = None
         if self.body_rate is not None:
             self.body_rate.cancel()
@@ -422,7 +464,11 @@ class Lifecycle:
 
     async def wait_closed(self) -> None:
         """Wait until the connection ended and the reader task finished."""
-        await asyncio.shield(self._closed_fut)
+        if not self._ended:
+            fut = self._closed_waiter
+            if fut is None:
+                fut = self._closed_waiter = self.loop.create_future()
+            await asyncio.shield(fut)
         task = self._reader_task
         if task is not None and task is not asyncio.current_task():
             try:

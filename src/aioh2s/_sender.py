@@ -64,10 +64,17 @@ class Sender:
     streams: dict[int, Stream]
     write_blocked: bool
     _budget_hit: bool
-    _sendable: collections.deque[Stream]
+    #: The round-robin; None while empty (an empty deque costs ~760 bytes, and most idle
+    #: connections have nothing to send).
+    _sendable: collections.deque[Stream] | None
     sent_frames: int
     _flush_handle: asyncio.Handle | None
     _drain_task: asyncio.Task[None] | None
+
+    if not TYPE_CHECKING:
+        # No storage of its own, so that Connection's instances need no dict (hidden from
+        # mypy, which would then reject the attributes Connection's slots provide).
+        __slots__ = ()
 
     if TYPE_CHECKING:
         def abort(self, exc: ConnectionClosed | ProtocolError, code: int | None) -> None: ...
@@ -76,8 +83,14 @@ class Sender:
         """``s`` has bytes or an end to send: give it a turn and schedule a flush."""
         if not s.queued:
             s.queued = True
-            self._sendable.append(s)
+            self._round_robin().append(s)
         self.schedule_flush()
+
+    def _round_robin(self) -> collections.deque[Stream]:
+        rr = self._sendable
+        if rr is None:
+            rr = self._sendable = collections.deque()
+        return rr
 
     def schedule_flush(self) -> None:
         if self._flush_handle is None and self.life.may_write:
@@ -113,7 +126,7 @@ class Sender:
 
     def _pump(self) -> None:
         h2c = self.h2
-        rr = self._sendable
+        rr = self._round_robin()
         max_frame = h2c.max_outbound_frame_size
         # asyncio pauses the transport when it holds *more* than the high-water mark; stop at
         # the same point so that waiting for drain() then really waits.
@@ -170,14 +183,19 @@ class Sender:
                 rr.append(s)
             else:
                 s.queued = False
-        rr.extend(stuck)
+        if stuck:
+            # (A stream's end can close the connection's last stream and flush again from
+            # in here, dropping rr when that nested pump emptied it.)
+            self._round_robin().extend(stuck)
+        elif not rr and self._sendable is rr:
+            self._sendable = None  # idle again: give the deque back
 
     def requeue_all(self) -> None:
         """Every stream with something to send gets a turn (a window or the transport opened)."""
         for s in self.streams.values():
             if (s.out_size or s.send is Send.ENDING) and not s.queued:
                 s.queued = True
-                self._sendable.append(s)
+                self._round_robin().append(s)
 
     # -- transport backpressure ----------------------------------------------------------------
 

@@ -55,21 +55,30 @@ class Wire(asyncio.BufferedProtocol):
     ``on_made`` is called from ``connection_made`` (a server starts serving there).
     """
 
+    # One per connection: slots, and the waiters' containers and futures only when someone
+    # waits (most connections never wait for drain or for the close).
+    __slots__ = (
+        "loop", "limit", "transport", "_on_made", "_scratch", "_input", "_eof", "_lost",
+        "_reading_paused", "_read_waiter", "_write_paused", "_drain_waiters", "_closed",
+        "_lost_seen", "_over_ssl",
+    )
+
     def __init__(self, limit: int, on_made: Callable[[Wire], None] | None = None) -> None:
         self.loop = asyncio.get_running_loop()
         self.limit = limit
         self.transport: asyncio.Transport | None = None
         self._on_made = on_made
         self._scratch = _scratch(SCRATCH)
-        self._input = bytearray()
+        # The shared b"" while empty: a connection's first input becomes its buffer.
+        self._input: bytes | bytearray = b""
         self._eof = False
         self._lost: BaseException | None = None
         self._reading_paused = False
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_paused = False
-        # Lists, not deques: an empty deque costs ~760 bytes, and most connections never wait.
-        self._drain_waiters: list[asyncio.Future[None]] = []
-        self._closed: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiters: list[asyncio.Future[None]] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._lost_seen = False  # connection_lost was called
         self._over_ssl = False
 
     # -- asyncio.BufferedProtocol ----------------------------------------------------------------
@@ -91,7 +100,10 @@ class Wire(asyncio.BufferedProtocol):
 
     def buffer_updated(self, nbytes: int) -> None:
         """Append what arrived; pause reading once ``limit`` bytes wait unread."""
-        self._input += self._scratch[:nbytes]
+        if self._input:
+            self._input += self._scratch[:nbytes]
+        else:
+            self._input = bytearray(self._scratch[:nbytes])
         if not self._reading_paused and len(self._input) >= self.limit:
             self._reading_paused = True
             try:
@@ -111,12 +123,10 @@ class Wire(asyncio.BufferedProtocol):
         """Wake every waiter; ``read`` returns the rest of the input, then EOF or ``exc``."""
         self._eof = True
         self._lost = exc
+        self._lost_seen = True
         self._wake_reader()
-        for fut in self._drain_waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._drain_waiters.clear()
-        if not self._closed.done():
+        self._wake_drain()
+        if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
 
     def pause_writing(self) -> None:
@@ -126,27 +136,34 @@ class Wire(asyncio.BufferedProtocol):
     def resume_writing(self) -> None:
         """The transport drained: wake ``drain`` waiters."""
         self._write_paused = False
-        for fut in self._drain_waiters:
-            if not fut.done():
-                fut.set_result(None)
-        self._drain_waiters.clear()
+        self._wake_drain()
+
+    def _wake_drain(self) -> None:
+        waiters = self._drain_waiters
+        if waiters:
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+            waiters.clear()
 
     # -- what the connection uses ----------------------------------------------------------------
 
-    async def read(self) -> bytearray:
+    async def read(self) -> bytes | bytearray:
         """All input received so far (waiting for some); empty at EOF. Raises a lost error.
 
         Returns the buffer itself (a fresh one takes its place), so no byte is copied twice.
         """
-        while not self._input and not self._eof:
-            fut = self._read_waiter = self.loop.create_future()
-            try:
-                await fut
-            finally:
-                self._read_waiter = None
+        data = self.take()
+        while data is None:
+            await self.readable()
+            data = self.take()
+        return data
+
+    def take(self) -> bytes | bytearray | None:
+        """What ``read`` returns, or None if it would wait (then await ``readable()``)."""
         data = self._input
         if data:
-            self._input = bytearray()
+            self._input = b""
             if self._reading_paused:
                 self._reading_paused = False
                 try:
@@ -155,24 +172,41 @@ class Wire(asyncio.BufferedProtocol):
                 except (AttributeError, RuntimeError):
                     pass
             return data
+        if not self._eof:
+            return None
         if self._lost is not None:
             raise self._lost
         return data
 
+    def readable(self) -> asyncio.Future[None]:
+        """A future that is done once ``take()`` has something to return."""
+        fut = self._read_waiter
+        if fut is None or fut.done():
+            fut = self._read_waiter = self.loop.create_future()
+        return fut
+
     def _wake_reader(self) -> None:
         fut = self._read_waiter
-        if fut is not None and not fut.done():
-            fut.set_result(None)
+        if fut is not None:
+            self._read_waiter = None
+            if not fut.done():
+                fut.set_result(None)
 
     async def drain(self) -> None:
         """Wait until the transport is below its high-water mark; at once if it is gone."""
-        if self._write_paused and not self._closed.done():
+        if self._write_paused and not self._lost_seen:
             fut = self.loop.create_future()
+            if self._drain_waiters is None:
+                self._drain_waiters = []
             self._drain_waiters.append(fut)
             await fut
 
     async def wait_closed(self) -> None:
         """Wait for ``connection_lost``; never raises."""
+        if self._lost_seen:
+            return
+        if self._closed is None:
+            self._closed = self.loop.create_future()
         await asyncio.shield(self._closed)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:

@@ -48,16 +48,25 @@ log = logging.getLogger("aioh2s")
 Handler = Callable[[H2StreamReader, H2StreamWriter], Awaitable[None]]
 
 
+#: The handler tasks of a connection running none: most connections are idle most of the
+#: time, and an empty set costs 216 bytes.
+_NO_TASKS: frozenset[asyncio.Task[None]] = frozenset()
+
+
 class _ServedConnection:
     """A server-side connection plus the handler tasks of its streams."""
 
-    def __init__(self, server: Server, conn_factory: Callable[[_ServedConnection], Connection]):
+    __slots__ = ("server", "tasks", "waiting", "conn")
+
+    def __init__(self, server: Server, wire: Wire) -> None:
         self.server = server
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.tasks: set[asyncio.Task[None]] | frozenset[asyncio.Task[None]] = _NO_TASKS
         # At most 4x max_concurrent_streams (then the connection is cut): a list is fine, and
         # an empty one costs 56 bytes where a deque costs ~760.
         self.waiting: list[Stream] = []
-        self.conn = conn_factory(self)
+        # The connection calls this object itself for each request (see __call__): a bound
+        # method kept in an attribute would cost each connection one more object.
+        self.conn = Connection(wire, client=False, config=server.config, on_request=self)
 
     def on_request(self, s: Stream) -> None:
         conn = self.conn
@@ -73,14 +82,23 @@ class _ServedConnection:
             return
         self._start(s)
 
+    __call__ = on_request
+
     def _start(self, s: Stream) -> None:
         task = self.conn.loop.create_task(self._run_handler(s))
         s.task = task
-        self.tasks.add(task)
+        tasks = self.tasks
+        if isinstance(tasks, frozenset):
+            tasks = self.tasks = set()
+        tasks.add(task)
         task.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
+        tasks = self.tasks
+        if isinstance(tasks, set):
+            tasks.discard(task)
+            if not tasks:
+                self.tasks = _NO_TASKS
         waiting = self.waiting
         while waiting and len(self.tasks) < self.conn.config.max_concurrent_streams:
             s = waiting.pop(0)
@@ -184,18 +202,11 @@ class Server:
                              writer.get_extra_info("peername"), e)
                     transport.close()
                     return
-
-            def make(served: _ServedConnection) -> Connection:
-                return Connection(
-                    wire, client=False, config=self.config,
-                    on_request=served.on_request,
-                )
-
             if self._closing:
                 # Accepted just as the listener closed: there is nothing to serve it.
                 transport.abort()
                 return
-            served = _ServedConnection(self, make)
+            served = _ServedConnection(self, wire)
             self._connections.add(served)
             served.conn.pool = self._pool
             self._pool.conns.add(served.conn)

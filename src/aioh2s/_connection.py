@@ -324,8 +324,13 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.initiate()
         self._reader_task = self.loop.create_task(self.run())
 
-    def initiate(self) -> None:
-        """Send our preface (SETTINGS and the connection window)."""
+    def initiate(self, flush: bool = True) -> None:
+        """Send our preface (SETTINGS and the connection window).
+
+        ``flush=False`` leaves it queued for the next flush: the caller is about to feed the
+        peer's first bytes to ``receive()``, which always flushes (or aborts, which writes
+        what is queued), so the preface and our replies go out in one write.
+        """
         if self.closed:
             return  # closed while the front door read (server.close(), a timeout)
         h2c = self.h2
@@ -334,7 +339,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         if extra > 0:
             h2c.increment_flow_control_window(extra)
         self.enter(Life.OPEN)
-        self.flush()
+        if flush:
+            self.flush()
 
     def initiate_upgrade(
         self, settings_header: bytes, headers: list[tuple[bytes, bytes]], body: bytes

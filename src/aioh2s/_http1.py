@@ -301,7 +301,7 @@ async def front_door(conn: Connection, data: bytes | bytearray) -> bytes | bytea
         data += more
         kind = classify(data)
     if kind == H2:
-        conn.initiate()
+        conn.initiate(flush=False)  # sent with the replies to these first bytes: one write
         return data
     if kind == INVALID:
         # RFC 9113 §3.4: our SETTINGS first (the server preface), then GOAWAY(PROTOCOL_ERROR).

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import collections
 import inspect
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +36,7 @@ import h2.exceptions
 import h2.frame_buffer
 import h2.settings
 import h2.utilities
+import h2.windows
 import hpack
 import hpack.table
 import hyperframe.frame
@@ -537,16 +537,20 @@ def _lazy_table(coder: hpack.Encoder | hpack.Decoder) -> None:
 
 def _check_lazy_tables() -> bool:
     """True if hpack's table only grows in ``add`` and encodes the same with LazyTable."""
-    try:
-        src = inspect.getsource(hpack.table.HeaderTable)
-        add_src = inspect.getsource(hpack.table.HeaderTable.add)
-    except (OSError, TypeError):
-        return False
-    uses = set(re.findall(r"dynamic_entries\.(\w+)", src))
-    if not SUPPORTED or not uses <= {"appendleft", "clear", "pop"} or (
-        "dynamic_entries.appendleft" not in add_src
-        or src.count("dynamic_entries.appendleft") != 1
-    ):
+    # Names the methods' bytecode uses (inspect.getsource would tokenize them: ms at import).
+    mutators = {"append", "appendleft", "extend", "extendleft", "insert", "pop", "popleft",
+                "remove", "rotate", "clear", "sort", "reverse"}
+    used: dict[str, set[str]] = {}
+    for name, member in vars(hpack.table.HeaderTable).items():
+        funcs = ([member.fget, member.fset, member.fdel] if isinstance(member, property)
+                 else [member])
+        for f in funcs:
+            code = getattr(f, "__code__", None)
+            if code is not None and "dynamic_entries" in code.co_names:
+                used.setdefault(name, set()).update(mutators & set(code.co_names))
+    if not SUPPORTED or not set().union(*used.values()) <= {"appendleft", "clear", "pop"} or [
+        n for n, names in used.items() if "appendleft" in names
+    ] != ["add"]:
         return False
     headers = [(b":status", b"200"), (b"x-a", b"1" * 40), (b"x-a", b"1" * 40), (b"x-b", b"2")]
     blocks = []
@@ -561,7 +565,6 @@ def _check_lazy_tables() -> bool:
     return blocks[0] == blocks[1]
 
 
-_LAZY_TABLES = False
 _LAZY_TABLES = _check_lazy_tables()
 
 #: hpack's Huffman encoder holds only two module-level tables: one serves every connection.
@@ -823,9 +826,7 @@ class H2(h2.connection.H2Connection):
         self._prepare_for_sending([f])
 
 
-def new_h2(client: bool, config: Config) -> H2:
-    """An H2Connection with our settings, our limits, and without per-frame repr costs."""
-    conn = H2(config=_H2_CONFIGS[client])
+def _initial_values(client: bool, config: Config) -> dict[Any, int]:
     sc = h2.settings.SettingCodes
     initial: dict[Any, int] = {
         sc.MAX_CONCURRENT_STREAMS: config.max_concurrent_streams,
@@ -838,20 +839,106 @@ def new_h2(client: bool, config: Config) -> H2:
     if client:
         # h2's client default is ENABLE_PUSH=1; we never accept pushes.
         initial[sc.ENABLE_PUSH] = 0
+    return initial
+
+
+def _stock_h2(client: bool, config: Config) -> H2:
+    """h2's __init__, then our settings, buffer and decoder in place of h2's."""
+    conn = H2(config=_H2_CONFIGS[client])
+    initial = _initial_values(client, config)
     if _COMPACT_SETTINGS:
         conn.local_settings = CompactSettings(client=client, initial_values=initial)
         conn.remote_settings = CompactSettings(client=not client)
     else:
         conn.local_settings = h2.settings.Settings(client=client, initial_values=initial)
+    conn.incoming_buffer = GuardedFrameBuffer(server=not client)
+    conn.decoder = BoundedDecoder()
+    return conn
+
+
+#: The connection window h2's __init__ starts from (RFC 9113 §6.9.2: 65,535).
+_H2_CONNECTION_WINDOW = h2.connection.H2Connection().local_settings.initial_window_size
+
+
+def _fresh_h2(client: bool, config: Config) -> H2:
+    """What ``_stock_h2`` builds, without building (and dropping) h2's own parts first.
+
+    h2's validating ``Settings``, built and replaced, were most of the CPU an accepted
+    connection spent in h2's __init__. Used only if ``_check_fresh`` found the two equal.
+    """
+    conn = H2.__new__(H2)
+    conn.state_machine = h2.connection.H2ConnectionStateMachine()
+    conn.streams = {}
+    conn.highest_inbound_stream_id = 0
+    conn.highest_outbound_stream_id = 0
+    conn.encoder = hpack.Encoder()
+    conn.decoder = BoundedDecoder()
+    conn.config = _H2_CONFIGS[client]
+    conn.local_settings = CompactSettings(client, _initial_values(client, config))
+    remote = conn.remote_settings = CompactSettings(not client)
+    conn.outbound_flow_control_window = remote.initial_window_size
+    conn.max_outbound_frame_size = remote.max_frame_size
+    conn.max_inbound_frame_size = config.max_frame_size  # set by new_h2 anyway
+    conn.incoming_buffer = GuardedFrameBuffer(server=not client)
+    conn._header_frames = []
+    conn._data_to_send = bytearray()
+    conn._inbound_flow_control_window_manager = h2.windows.WindowManager(
+        max_window_size=_H2_CONNECTION_WINDOW
+    )
+    return conn
+
+
+def _shape(obj: Any, depth: int = 3) -> Any:
+    """A comparable summary of an object's state, ``depth`` attribute levels deep."""
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, bytearray, type)):
+        return obj
+    if isinstance(obj, (list, tuple, collections.deque)):
+        return (type(obj), [_shape(x, depth - 1) for x in obj] if depth else len(obj))
+    if isinstance(obj, dict):
+        return (type(obj), sorted((repr(k), _shape(v, depth - 1)) for k, v in obj.items())
+                if depth else len(obj))
+    state = getattr(obj, "__dict__", None)
+    if state is None or not depth or isinstance(obj, h2.config.H2Configuration):
+        return type(obj)
+    return (type(obj), sorted((k, _shape(v, depth - 1)) for k, v in state.items()))
+
+
+def _check_fresh() -> bool:
+    """True if ``_fresh_h2`` builds what ``_stock_h2`` does.
+
+    An h2 whose __init__ changed in any way this can see gets the stock path.
+    """
+    if not (_LEAN and _COMPACT_SETTINGS and hasattr(h2.connection, "H2ConnectionStateMachine")):
+        return False
+    try:
+        cfg = Config()
+        for client in (False, True):
+            stock, fresh = _stock_h2(client, cfg), _fresh_h2(client, cfg)
+            stock.max_inbound_frame_size = cfg.max_frame_size
+            if _shape(stock) != _shape(fresh):
+                return False
+            for c in (stock, fresh):
+                c.initiate_connection()
+            if stock.data_to_send() != fresh.data_to_send():
+                return False
+    except Exception:  # noqa: BLE001 - any surprise: the stock path
+        return False
+    return True
+
+
+_FAST_INIT = _check_fresh()
+
+
+def new_h2(client: bool, config: Config) -> H2:
+    """An H2Connection with our settings, our limits, and without per-frame repr costs."""
+    conn = _fresh_h2(client, config) if _FAST_INIT else _stock_h2(client, config)
     conn.max_inbound_frame_size = config.max_frame_size
-    buf = GuardedFrameBuffer(server=not client)
+    buf = conn.incoming_buffer
     buf.max_frame_size = config.max_frame_size
-    buf.max_header_block = config.header_block_limit
-    conn.incoming_buffer = buf
-    decoder = BoundedDecoder()
-    decoder.max_fields = config.max_header_fields
+    buf.max_header_block = config.header_block_limit  # type: ignore[attr-defined]
+    decoder = conn.decoder
+    decoder.max_fields = config.max_header_fields  # type: ignore[attr-defined]
     decoder.max_header_list_size = config.max_header_list_size
-    conn.decoder = decoder
     _lazy_table(decoder)
     encoder = conn.encoder
     _lazy_table(encoder)

@@ -419,6 +419,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
                         more = self.life.may_write and self.receive(_NOTHING)
                     if self.closed:
                         return
+                # Not kept while waiting: an idle connection would hold its last read.
+                data = b""
                 got = wire.take()
                 while got is None:
                     # The wire's future itself, not a read() coroutine: idle connections
@@ -839,6 +841,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
             self._grant_slots()
         if not self.streams:
             self.idle_since = time.monotonic()
+            # Idle: what its streams left behind goes (a dict keeps the size it grew to).
+            self.streams = {}
+            self.h2.forget_closed_streams()
             self.maybe_finish_close()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:

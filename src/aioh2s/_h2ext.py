@@ -671,6 +671,17 @@ class H2(h2.connection.H2Connection):
         self._prune_at = max(128, 2 * len(self.streams))
         return exact
 
+    def forget_closed_streams(self) -> None:
+        """Drop h2's closed streams now (as stock h2 does each time a stream opens).
+
+        The connection calls this when it has no stream left: otherwise up to ``_prune_at``
+        closed streams (~450 bytes each) would stay until the next count near the limit.
+        """
+        if self.streams:
+            self._count_open(0 if self.config.client_side else 1, 0)  # the exact walk
+            if not self.streams:
+                self.streams = {}  # a dict keeps its size when its entries are removed
+
     @property
     def open_inbound_streams(self) -> int:
         """An upper bound of open peer-initiated streams, exact near the limit (see above)."""

@@ -376,7 +376,7 @@ class CompactSettings(h2.settings.Settings):
         self, client: bool = True, initial_values: dict[Any, int] | None = None
     ) -> None:
         self._client = client
-        key = (client, *(initial_values or {}).items())
+        key = (client, *((k.__class__, k, v) for k, v in (initial_values or {}).items()))
         values = _initial_settings.get(key)
         if values is None:
             # h2 builds and validates the defaults (and raises what it would raise).
@@ -413,12 +413,13 @@ class CompactSettings(h2.settings.Settings):
         return changed
 
     def __getitem__(self, key: Any) -> int:
-        v = self._settings[key]
+        v: Any = self._settings[key]
         if v.__class__ is list:
             v = v[0]
             if v is None:
                 raise KeyError  # as h2: pending, never acknowledged
-        return int(v)
+        value: int = v
+        return value
 
     def __setitem__(self, key: Any, value: int) -> None:
         assert _validate_setting is not None

@@ -151,7 +151,7 @@ class Wire(asyncio.BufferedProtocol):
     async def read(self) -> bytes | bytearray:
         """All input received so far (waiting for some); empty at EOF. Raises a lost error.
 
-        Returns the buffer itself (a fresh one takes its place), so no byte is copied twice.
+        Returns the buffer itself (the next input starts a new one), so no byte is copied twice.
         """
         data = self.take()
         while data is None:

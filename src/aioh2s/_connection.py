@@ -717,7 +717,10 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 return
         else:
             self.requeue_all()
-        self.schedule_flush()
+        if self._sendable:
+            # Else there is nothing to pump: the turn's own flush writes what h2 queued (a
+            # client's first WINDOW_UPDATE and SETTINGS need no flush of their own).
+            self.schedule_flush()
 
     def _on_reset(self, ev: h2.events.StreamReset) -> None:
         s = self.streams.get(ev.stream_id)
@@ -751,7 +754,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 h2c.encoder.header_table_size = 4096
         if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in changed:
             self.requeue_all()
-            self.schedule_flush()
+            if self._sendable:  # (see _on_window_updated)
+                self.schedule_flush()
         if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
             self._grant_slots()
         if not self._settled:

@@ -30,7 +30,7 @@ __all__ = ["Abuse", "BodyRate", "Budget", "ServerBudget"]
 
 #: Seconds a header block must have stayed unfinished before ``ServerBudget.fits`` may end
 #: its connection to make room (a block in flight at the end of one read is no abuse).
-STALE_BLOCK = 1.0
+STALE_BLOCK = 0.25
 
 
 class Budget:
@@ -180,8 +180,9 @@ class BodyRate:
         self.waits -= 1
 
     def _arm(self) -> None:
-        # When this window's waiting time is used up if the waiting goes on (+1 ms: a tick).
-        left = max(self.grace - self.waited, 0.0)
+        # When this window's waiting time is used up if the waiting goes on (+1 ms: a tick),
+        # but at least once a second: each settling counts at most a second.
+        left = min(max(self.grace - self.waited, 0.0), 1.0)
         self.timer = self.conn.loop.call_later(left + 0.001, self._check)
 
     def cancel(self) -> None:
@@ -280,7 +281,7 @@ class ServerBudget:
 
         At the budget, busy but honest servers (many long-lived streams) just refuse new
         streams, which clients may retry; nobody is culled for the header lists of open
-        streams. A header block left unfinished for a second is no honest load, though:
+        streams. A header block left unfinished over STALE_BLOCK is no honest load, though:
         if ending such holders (largest first) makes room, they go, so that a crowd of them
         cannot keep every other client refused.
         """

@@ -110,7 +110,7 @@ class Config:
     #: header lists of open streams and unfinished header blocks. (Request bodies are bounded
     #: by flow control per connection instead: culling an honest uploader would be worse.)
     #: At it new streams get REFUSED_STREAM (safe to retry), after ending connections whose
-    #: header block stayed unfinished for over a second if that makes room; a quarter past
+    #: header block stayed unfinished for over 0.25 s if that makes room; a quarter past
     #: it the connections holding the most are ended (GOAWAY ENHANCE_YOUR_CALM). None: no
     #: server-wide budget.
     max_request_memory: int | None = 32 * MiB
@@ -124,8 +124,8 @@ class Config:
     max_reset_rate: float = 33.0
     #: Server: stream resets received over all connections in a burst...
     max_server_reset_burst: int = 10000
-    #: ...and per second after it: while overdrawn, the connection that spent most of its own
-    #: reset budget is ended (GOAWAY ENHANCE_YOUR_CALM), one every 10 ms.
+    #: ...and per second after it: while overdrawn (no debt is kept), every connection that
+    #: has spent a tenth of its own reset budget is ended (GOAWAY ENHANCE_YOUR_CALM).
     max_server_reset_rate: float = 1000.0
     #: Frames that make no progress (empty DATA, PRIORITY, unknown types, tiny WINDOW_UPDATEs)
     #: allowed in a burst...

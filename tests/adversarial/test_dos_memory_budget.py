@@ -144,7 +144,7 @@ async def test_unfinished_header_blocks_make_room_for_new_streams(serve):
         frames = [rp.headers_frame(1, block, end_stream=True, end_headers=False)]
         frames += [rp.continuation(1, b"\x00" * 14000) for _ in range(5)]
         await peer.try_send(*frames)
-    await asyncio.sleep(1.3)  # unfinished for over a second (STALE_BLOCK): no block in flight
+    await asyncio.sleep(0.6)  # unfinished for over STALE_BLOCK (0.25 s): no block in flight
     assert not any(p.eof for p in holders), [p.describe() for p in holders]  # within slack
     healthy = await _peer(srv.port)
     resp = await healthy.get("/", timeout=3.0)  # refused (REFUSED_STREAM) before the fix

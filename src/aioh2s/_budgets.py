@@ -31,6 +31,8 @@ __all__ = ["Abuse", "BodyRate", "Budget", "ServerBudget"]
 #: Seconds a header block must have stayed unfinished before ``ServerBudget.fits`` may end
 #: its connection to make room (a block in flight at the end of one read is no abuse).
 STALE_BLOCK = 0.25
+#: Busy server connections (see ``ServerBudget.crowded``) beyond which reader turns are small.
+CROWD = 8
 
 
 class Budget:
@@ -232,7 +234,8 @@ class ServerBudget:
     connection that has spent most of its own budget is ended, one every 10 ms.
     """
 
-    __slots__ = ("limit", "used", "conns", "_culled", "resets", "_reset_culled")
+    __slots__ = ("limit", "used", "conns", "_culled", "resets", "_reset_culled", "busy",
+                 "turns", "loop")
 
     def __init__(self, limit: int | None, reset_burst: int, reset_rate: float) -> None:
         self.limit = limit if limit is not None else 1 << 62
@@ -241,6 +244,28 @@ class ServerBudget:
         self._culled = 0.0
         self.resets = Budget(reset_burst, reset_rate)
         self._reset_culled = 0.0
+        #: Connections whose reader is in the middle of a chain of turns (more input than
+        #: one turn), and reader turns run in this loop iteration: see ``crowded``.
+        self.busy = 0
+        self.turns = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def crowded(self) -> bool:
+        """A reader turn starts: whether it should be small (see ``Connection.receive``).
+
+        Yes while more than ``CROWD`` connections have input left over from a turn, or more
+        than ``CROWD`` turns ran in this loop iteration already: a quiet client then waits
+        for small turns only.
+        """
+        if not self.turns:
+            if self.loop is None:
+                self.loop = asyncio.get_running_loop()
+            self.loop.call_soon(self._new_iteration)
+        self.turns += 1
+        return self.busy > CROWD or self.turns > CROWD
+
+    def _new_iteration(self) -> None:
+        self.turns = 0
 
     def reset(self) -> None:
         """A peer reset a live stream: spend from the server's bucket; cull if overdrawn."""

@@ -68,19 +68,24 @@ __all__ = ["Connection", "Stream"]
 log = logging.getLogger("aioh2s")
 
 # One reader turn (see Connection.receive): bytes fed to h2 per call, frames it may parse per
-# call (a HEADERS frame counts _h2ext.HEADERS_WEIGHT), and the work (those frames, plus one
-# unit per 8 header fields decoded) or bytes after which the reader task yields to the loop.
-# A server's turns are small because a loop iteration runs one turn of *every* connection
-# with input: with a hundred connections opening streams at once, 512-frame turns made each
-# iteration last ~400 ms, and a new client waited that long for each step of its handshake
-# (issue 11's availability rows 3, 6 and 11); 64 units (two requests, 16 DATA frames or 64
-# small control frames) is ~0.3 ms of work. A client owns
-# its connections, and small turns cost it ~15% CPU on many small responses, so its turns
-# stay large. (Ending turns on a clock as well, after 1-20 ms, made the suite's in-process
-# floods several times slower to be cut on Python 3.12+; see the aggregate-abuse notes.)
+# call, and the work (those frames, plus one unit per 8 header fields decoded) or bytes after
+# which the reader task yields to the loop. A loop iteration runs one turn of *every*
+# connection with input: with a hundred server connections opening streams at once,
+# 512-frame turns made each iteration last ~400 ms, and a new client waited that long for
+# each step of its handshake (issue 11's availability rows 3, 6 and 11). So a server weighs
+# frames by their work (_h2ext.HEADERS_WEIGHT etc.), and while the loop is crowded
+# (ServerBudget.crowded: many connections with more input than a turn, or many turns in this
+# iteration) its turns are small, 64 units: two requests, 16 DATA frames or 64 control
+# frames, ~0.3 ms. Otherwise they are 512 units (16 requests): small turns cost a busy
+# connection 10-25% more CPU per request when nobody else is waiting. A client's turns are
+# 512 frames, unweighted. (Ending turns on a
+# clock, after 1-20 ms, made the suite's in-process floods several times slower to be cut on
+# Python 3.12+; see the aggregate-abuse notes before trying again.)
 _SLICE = 16 * 1024
-_SERVER_TURN = (64, 64)  # (frame units per h2 call, work units per turn)
-_CLIENT_TURN = (64, 512)
+# (frames or frame units per h2 call, work units per turn, frames weighted by their work)
+_SMALL_TURN = (64, 64, True)
+_LARGE_TURN = (512, 512, True)
+_CLIENT_TURN = (64, 512, False)
 _TURN_BYTES = 256 * 1024
 _NOTHING = memoryview(b"")
 _MAX_INFORMATIONAL = 32  # 1xx responses kept per stream (client); more is abuse
@@ -223,7 +228,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
     __slots__ = (
         "loop", "client", "config", "wire", "transport", "_on_request", "h2", "life", "streams",
         "error", "closing_error", "goaway_sent", "write_blocked", "_budget_hit", "_spawned",
-        "_new_streams", "_frames", "_unfed", "_turn_cost", "_turn", "sent_frames",
+        "_new_streams", "_frames", "_unfed", "_turn_cost", "sent_frames",
         "_sent_at_control", "_sendable", "_flush_handle", "_drain_task", "_reader_task",
         "_settled", "_settings_waiter", "_ended", "_closed_waiter", "_slot_waiters",
         "open_outbound", "last_activity", "_ping_waiters", "_handshake_timer", "_header_timer",
@@ -265,7 +270,6 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self._frames = cast(_h2ext.GuardedFrameBuffer, self.h2.incoming_buffer)
         self._unfed = _NOTHING  # input of an unfinished turn (see receive())
         self._turn_cost = 0
-        self._turn = _CLIENT_TURN if client else _SERVER_TURN
         # DATA/HEADERS frames we sent: a PING after some is a BDP or liveness probe of real
         # traffic (gRPC's estimator sends one per burst), not a flood (see _control_reply).
         self.sent_frames = 0
@@ -414,9 +418,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
                     # control, replies to PING/SETTINGS by max_queued_control, resets by the
                     # reset budget, and frames on streams we reset get no answer at all.
                     more = self.receive(data)
-                    while more:
-                        await asyncio.sleep(0)  # fairness: the others' turn (see receive())
-                        more = self.life.may_write and self.receive(_NOTHING)
+                    if more:
+                        await self._more_turns()
                     if self.closed:
                         return
                 # Not kept while waiting: an idle connection would hold its last read.
@@ -441,6 +444,20 @@ class Connection(Sender, Lifecycle, StreamSlots):
             self.abort(err, ErrorCodes.INTERNAL_ERROR)
         finally:
             self.fail(self.ended_error("the connection was closed"))
+
+    async def _more_turns(self) -> None:
+        """Go on with the input of a turn that ran out, yielding to the loop between turns."""
+        pool = self.pool
+        if pool is not None:
+            pool.busy += 1
+        try:
+            more = True
+            while more:
+                await asyncio.sleep(0)  # fairness: the others' turn (see receive())
+                more = self.life.may_write and self.receive(_NOTHING)
+        finally:
+            if pool is not None:
+                pool.busy -= 1
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None
@@ -473,7 +490,11 @@ class Connection(Sender, Lifecycle, StreamSlots):
         """
         h2c = self.h2
         frames = self._frames
-        batch, turn = self._turn
+        pool = self.pool
+        if pool is None:
+            batch, turn, frames.weighted = _CLIENT_TURN
+        else:
+            batch, turn, frames.weighted = _SMALL_TURN if pool.crowded() else _LARGE_TURN
         unfed = memoryview(data) if data else self._unfed
         self._turn_cost = fed = 0
         while True:

@@ -199,6 +199,8 @@ class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
     frames_left = 1 << 62
     #: Header blocks completed so far (tells one unfinished block from the next).
     header_blocks = 0
+    #: Frames count their weight (``_WEIGHTS``), not one each: a server's small turns.
+    weighted = False
 
     def __next__(self) -> Any:
         if self.frames_left <= 0:
@@ -212,7 +214,8 @@ class GuardedFrameBuffer(h2.frame_buffer.FrameBuffer):
             # new stream and its handler task; DATA: a handler woken), so that turns stay
             # short however many requests a read holds, and many connections busy at once
             # leave the loop to the others sooner (see Connection.receive).
-            self.frames_left -= _WEIGHTS.get(ftype, 1) - 1
+            if self.weighted:
+                self.frames_left -= _WEIGHTS.get(ftype, 1) - 1
             if self._first:
                 # RFC 9113 §3.4: the preface's first frame must be SETTINGS (this also turns
                 # an HTTP/1.1 answer or random bytes into a plain PROTOCOL_ERROR).
@@ -341,6 +344,11 @@ def _build_closed_streams(conn: Any) -> Any:
 
 _validate_setting = getattr(h2.settings, "_validate_setting", None)
 _SHARED_MAX = 256
+_SHAREABLE_LEN = 12
+SettingCodes = h2.settings.SettingCodes
+#: RFC 9113 §6.5.2's settings, RFC 8441's ENABLE_CONNECT_PROTOCOL (8) and RFC 9218's
+#: NO_RFC7540_PRIORITIES (9); any other id a peer sends is ignored.
+_KNOWN_SETTINGS = frozenset([1, 2, 3, 4, 5, 6, 8, 9])
 #: Read-only settings dicts, by content: connections with equal settings share one.
 _shared_settings: dict[tuple[Any, ...], dict[Any, Any]] = {}
 #: (client, initial values) -> the shared dict of h2's defaults with those values.
@@ -348,7 +356,14 @@ _initial_settings: dict[tuple[Any, ...], dict[Any, Any]] = {}
 
 
 def _share(values: dict[Any, Any]) -> dict[Any, Any]:
-    """The shared dict equal to ``values`` (all ints), which becomes it if there is none."""
+    """The shared dict equal to ``values`` (all ints), which becomes it if there is none.
+
+    Only dicts of the settings RFC 9113 defines are shared: anything else is the peer's
+    invention (unknown ids are dropped on receipt anyway), and a cache of dicts a peer
+    shapes would outlive it.
+    """
+    if len(values) > _SHAREABLE_LEN or any(k.__class__ is not SettingCodes for k in values):
+        return values
     # Key types count: h2 uses SettingCodes members for known settings and ints otherwise.
     key = tuple((k.__class__, k, v) for k, v in values.items())
     shared = _shared_settings.get(key)
@@ -732,6 +747,15 @@ class H2(h2.connection.H2Connection):
         else:
             self._prepare_for_sending(frames)
         return events
+
+    def _receive_settings_frame(self, frame: Any) -> Any:
+        # RFC 9113 §6.5.2: unknown settings MUST be ignored. h2 stores every id it is sent
+        # (a deque each), so a peer could make one connection hold ~65,000 of them.
+        settings = frame.settings
+        if any(k not in _KNOWN_SETTINGS for k in settings):
+            for k in [k for k in settings if k not in _KNOWN_SETTINGS]:
+                del settings[k]
+        return super()._receive_settings_frame(frame)
 
     def _receive_goaway_frame(self, frame: Any) -> Any:
         if frame.error_code != 0:

@@ -25,6 +25,7 @@ from dosharness import (
     KiB,
     MemoryMeter,
     MiB,
+    assert_still_serving,
     attack_checks,
     pin_send_buffer,
 )
@@ -120,3 +121,21 @@ async def test_control_flood_while_not_reading(serve, kind):
         f"settings-acks={peer.settings_acks} rst={peer.rst_count}; {peer.describe()}"
     )
     checks.done()
+
+
+async def test_unknown_settings_are_ignored_and_cost_nothing(serve):
+    """RFC 9113 §6.5.2: unknown settings are ignored. h2 kept each (a deque per id), and a
+    process-wide cache of settings dicts kept them after the peer left: 20 frames of 2,000
+    unknown ids each held ~48 MB."""
+    srv = await serve()
+    peer = await RawPeer.connect(srv.port)
+    await peer.handshake()
+    with MemoryMeter("unknown settings", "20 x 2,000 unknown ids") as mem:
+        for k in range(20):
+            ids = {0x100 + k * 2000 + i: i for i in range(2000)}
+            await peer.send(rp.settings(ids))
+        assert await peer.ping(5), peer.describe()  # all of them processed
+    assert not peer.eof and peer.goaway is None, peer.describe()
+    await assert_still_serving(srv.port)
+    await peer.close()
+    mem.check(1 * MiB)  # one frame's parse is ~150 KB; the old code held ~48 MB

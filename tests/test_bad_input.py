@@ -999,3 +999,19 @@ async def test_trailers_of_a_refused_stream_do_not_end_the_connection() -> None:
         w.close()
         srv.close(0.1)
         await srv.wait_closed()
+
+
+async def test_continuation_on_a_forgotten_stream_is_a_protocol_error(
+    srv: dosharness.ServerUnderTest,
+) -> None:
+    """RFC 9113 §6.10: PROTOCOL_ERROR. Once idle, the server forgets its closed streams, and
+    h2 then answered a stray CONTINUATION on one with STREAM_CLOSED."""
+    peer = await RawPeer.connect(srv.port)
+    await peer.handshake()
+    resp = await peer.get("/", timeout=5.0)
+    assert resp.status == "200"
+    await asyncio.sleep(0.05)  # idle: stream 1 is forgotten
+    await peer.send(rp.continuation(1, b"", end_headers=True))
+    goaway = await peer.expect_goaway(E.PROTOCOL_ERROR)
+    assert goaway.error_code == E.PROTOCOL_ERROR
+    await peer.close()

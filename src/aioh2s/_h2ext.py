@@ -748,6 +748,14 @@ class H2(h2.connection.H2Connection):
             self._prepare_for_sending(frames)
         return events
 
+    def _receive_naked_continuation(self, frame: Any) -> Any:
+        # RFC 9113 §6.10: a CONTINUATION not preceded by HEADERS or CONTINUATION is a
+        # connection error of type PROTOCOL_ERROR, whatever the stream's state. h2 asks the
+        # stream, and for one it has forgotten answers STREAM_CLOSED.
+        raise h2.exceptions.ProtocolError(
+            f"CONTINUATION frame on stream {frame.stream_id} without a header block to continue"
+        )
+
     def _receive_settings_frame(self, frame: Any) -> Any:
         # RFC 9113 §6.5.2: unknown settings MUST be ignored. h2 stores every id it is sent
         # (a deque each), so a peer could make one connection hold ~65,000 of them.

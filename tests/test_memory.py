@@ -73,9 +73,14 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(proc.wait(), 30)
 
 
+# Python 3.10's objects are larger (no inline values for instances): ~8.1 KB measured there.
+_OLD_PYTHON = 1.25 if sys.version_info < (3, 11) else 1.0
+
+
 @pytest.mark.parametrize(("requests", "limit"), [(0, 8000), (10, 12_000)])
 async def test_idle_connection_memory(requests: int, limit: int) -> None:
     """Bytes per connection after the handshake (and ``requests`` requests), with no stream."""
+    limit = int(limit * _OLD_PYTHON)
 
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         writer.send_headers({":status": "204"}, end_stream=True)

@@ -321,11 +321,8 @@ class ServerBudget:
             return False  # it would not help: refuse, cull nobody
         self._culled = now
         for c in sorted(stale, key=lambda c: c.partial_held, reverse=True):
-            held = c.held
-            self.drop(c)
-            c.calm_down(f"holds {held} bytes in a header block unfinished for over "
-                        f"{STALE_BLOCK:g} s while the server is at max_request_memory "
-                        f"({self.limit})")
+            self._end(c, f" in a header block unfinished for over {STALE_BLOCK:g} s while the "
+                         "server is at")
             if self.used + n <= self.limit:
                 break
         return self.used + n <= self.limit
@@ -352,7 +349,13 @@ class ServerBudget:
         for c in sorted(self.conns, key=lambda c: c.held, reverse=True):
             if self.used <= target or c.held <= 0:
                 break
-            held = c.held
-            self.drop(c)
-            c.calm_down(f"holds {held} bytes, the most while the server is over "
-                        f"max_request_memory ({self.limit})")
+            self._end(c, ", the most while the server is over")
+
+    def _end(self, conn: Connection, why: str) -> None:
+        """Free what ``conn`` holds at once and end it (GOAWAY ENHANCE_YOUR_CALM).
+
+        ``why`` goes between its bytes and the budget in the message.
+        """
+        held = conn.held
+        self.drop(conn)
+        conn.calm_down(f"holds {held} bytes{why} max_request_memory ({self.limit})")

@@ -78,9 +78,9 @@ log = logging.getLogger("aioh2s")
 # iteration) its turns are small, 64 units: two requests, 16 DATA frames or 64 control
 # frames, ~0.3 ms. Otherwise they are 512 units (16 requests): small turns cost a busy
 # connection 10-25% more CPU per request when nobody else is waiting. A client's turns are
-# 512 frames, unweighted. (Ending turns on a
-# clock, after 1-20 ms, made the suite's in-process floods several times slower to be cut on
-# Python 3.12+; see the aggregate-abuse notes before trying again.)
+# 512 frames, unweighted. (Ending turns on a clock, after 1-20 ms, made the suite's
+# in-process floods several times slower to be cut on Python 3.12+; see the aggregate-abuse
+# notes before trying again.)
 _SLICE = 16 * 1024
 # (frames or frame units per h2 call, work units per turn, frames weighted by their work)
 _SMALL_TURN = (64, 64, True)
@@ -530,7 +530,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 self.flush()
                 continue
             self._unfed = unfed if more else _NOTHING
-            if not more and (self._header_timeout is not None or self.pool is not None):
+            if not more and (self._header_timeout is not None or pool is not None):
                 self._watch_headers()
             if self._new_streams and not more:
                 self._hand_over()

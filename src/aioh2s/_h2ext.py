@@ -775,19 +775,14 @@ class H2(h2.connection.H2Connection):
         return [], [ev]
 
     def _receive_headers_frame(self, frame: Any) -> Any:
-        sid = frame.stream_id
-        if sid in self._rst_sent:
-            # HEADERS the peer sent before it saw our RST_STREAM (1xx responses or trailers
-            # in flight): RFC 9113 §5.1 says ignore them. h2's stream state machine would
-            # make them a connection error. Decoded all the same, to keep HPACK in sync.
-            try:
-                _h2_decode_headers(self.decoder, frame.data)
-            except h2.exceptions.ProtocolError as e:
-                if isinstance(e.__cause__, (hpack.HPACKError, IndexError)):
-                    raise _CompressionError(str(e)) from e
-                raise
-            return [], []
         try:
+            if frame.stream_id in self._rst_sent:
+                # HEADERS the peer sent before it saw our RST_STREAM (1xx responses or
+                # trailers in flight): RFC 9113 §5.1 says ignore them; h2's stream state
+                # machine would make them a connection error. Decoded all the same, to keep
+                # HPACK in sync (an undecodable block is mapped below like any other).
+                _h2_decode_headers(self.decoder, frame.data)
+                return [], []
             return super()._receive_headers_frame(frame)
         except h2.exceptions.TooManyStreamsError:
             # Raised before h2 decoded the block or touched any state: refuse the stream but

@@ -133,9 +133,7 @@ class Stream:
         fut = self.conn.loop.create_future()
         self._in_waiter = fut
         # A server handler waiting for body bytes runs min_body_rate's clock.
-        rate = self.conn.body_rate
-        if rate is not None and (self.slow_ok or self.recv is not Recv.OPEN):
-            rate = None
+        rate = None if self.slow_ok or self.recv is not Recv.OPEN else self.conn.body_rate
         if rate is not None:
             rate.wait_begins()
         try:

@@ -18,6 +18,7 @@ peer). :class:`ServerBudget` holds what all connections of one server share.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from typing import TYPE_CHECKING
 
@@ -26,13 +27,25 @@ from .config import Config
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["Abuse", "BodyRate", "Budget", "ServerBudget"]
+__all__ = ["Abuse", "BodyRate", "Budget", "Line", "ServerBudget"]
 
 #: Seconds a header block must have stayed unfinished before ``ServerBudget.fits`` may end
 #: its connection to make room (a block in flight at the end of one read is no abuse).
 STALE_BLOCK = 0.25
 #: Busy server connections (see ``ServerBudget.crowded``) beyond which reader turns are small.
 CROWD = 8
+#: Turns of busy connections (input left over from a turn) run per loop iteration: more wait
+#: in line (``ServerBudget.next_turn``), so that an iteration stays short for everyone else.
+TURNS_PER_ITERATION = 16
+#: Handlers that start per loop iteration; more wait in line (``ServerBudget.start_handler``).
+STARTS_PER_ITERATION = 64
+#: Handlers of one connection that start per loop iteration without waiting in line.
+OWN_STARTS = 4
+#: Streams (and connections) a budget may end per loop iteration (``ServerBudget.may_end``).
+ENDS_PER_ITERATION = 500
+#: While the server's reset budget is overdrawn, a connection is ended if it reset this many
+#: live streams in the last one to two seconds, and at least half the streams it opened then.
+RECENT_RESETS = 20
 
 
 class Budget:
@@ -62,7 +75,7 @@ class Abuse:
     """The budgets of one connection; each method returns False when the peer overdrew it."""
 
     __slots__ = ("_config", "_resets", "_glitches", "_controls", "auto_resets_seen",
-                 "queued_control", "max_control")
+                 "queued_control", "max_control", "_recent")
 
     def __init__(self, config: Config) -> None:
         self._config = config
@@ -75,6 +88,9 @@ class Abuse:
         self.auto_resets_seen = 0
         self.queued_control = 0
         self.max_control = config.max_queued_control
+        #: Server: [second, streams opened in it, in the second before, resets received in
+        #: it, in the second before]; see ``tally`` (created on first use).
+        self._recent: list[int] | None = None
 
     @property
     def resets(self) -> Budget:
@@ -84,10 +100,36 @@ class Abuse:
             b = self._resets = Budget(self._config.max_reset_burst, self._config.max_reset_rate)
         return b
 
-    def resets_below(self, now: float, fraction: float) -> bool:
-        """True if the reset budget holds less than ``fraction`` of its burst at ``now``."""
-        b = self._resets
-        return b is not None and b.level(now) < b.burst * fraction
+    def tally(self, second: int, reset: bool) -> None:
+        """Server: the peer opened a stream (or reset one, if ``reset``) in ``second``.
+
+        Two one-second windows, so ``rapid_resetter`` sees the last one to two seconds.
+        """
+        r = self._recent
+        if r is None:
+            r = self._recent = [second, 0, 0, 0, 0]
+        elif r[0] != second:
+            keep = r[0] == second - 1
+            r[:] = [second, 0, r[1] if keep else 0, 0, r[3] if keep else 0]
+        r[3 if reset else 1] += 1
+
+    def rapid_resetter(self, second: int) -> bool:
+        """Whether, lately, the peer reset ``RECENT_RESETS`` streams and half it opened.
+
+        The measure of a Rapid Reset spread over many connections: each stays under its own
+        reset budget, and a server that parses a few thousand streams a second reaches few
+        of each one's streams, so no total over its life would tell it apart in time. A
+        client that cancels now and then, or a busy one cancelling some of many requests,
+        does not come near it.
+        """
+        r = self._recent
+        if r is None or r[0] < second - 1:
+            return False
+        if r[0] == second:
+            resets, opened = r[3] + r[4], r[1] + r[2]
+        else:
+            resets, opened = r[3], r[1]
+        return resets >= RECENT_RESETS and 2 * resets >= opened
 
     def glitch(self) -> bool:
         """A frame that made no progress (empty DATA, PRIORITY, unknown type, tiny update)."""
@@ -209,6 +251,10 @@ class BodyRate:
                     self._confirm = True
                     self.timer = conn.loop.call_later(0.001, self._check)
                     return
+                pool = conn.pool
+                if pool is not None and not pool.may_end(conn):
+                    self.timer = conn.loop.call_later(0.005, self._check)
+                    return
                 conn.calm_down(f"request bodies arrived slower than {self.rate:g} bytes/s "
                                f"(min_body_rate) for {self.grace:g} s of waiting")
                 return
@@ -216,6 +262,51 @@ class BodyRate:
             self.waited = 0.0
         self._confirm = False
         self._arm()
+
+
+class Line:
+    """Waiters served first come, first served, at most ``per_iteration`` per loop iteration.
+
+    ``join()`` gives a future to await; once per loop iteration the next ``per_iteration``
+    of them are resolved (those cancelled while they waited are skipped).
+    """
+
+    __slots__ = ("per_iteration", "_waiting", "_releasing", "_loop")
+
+    def __init__(self, per_iteration: int) -> None:
+        self.per_iteration = per_iteration
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._releasing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+    def join(self) -> asyncio.Future[None]:
+        """A place at the end of the line: the future resolves when it is its turn."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._waiting.append(fut)
+        if not self._releasing:
+            self._releasing = True
+            loop.call_soon(self._release)
+        return fut
+
+    def _release(self) -> None:
+        waiting = self._waiting
+        n = self.per_iteration
+        while waiting and n:
+            fut = waiting.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                n -= 1
+        if waiting:
+            assert self._loop is not None
+            self._loop.call_soon(self._release)
+        else:
+            self._releasing = False
 
 
 class ServerBudget:
@@ -230,12 +321,15 @@ class ServerBudget:
 
     Resets: each connection has its own reset budget (Rapid Reset), but many connections
     each just under it add up. Every reset a peer sends on a live stream also spends from
-    the server's bucket (``max_server_reset_burst``/``rate``); while it is overdrawn, the
-    connection that has spent most of its own budget is ended, one every 10 ms.
+    the server's bucket (``max_server_reset_burst``/``rate``); while it is overdrawn, every
+    connection that lately reset many streams, most of those it opened
+    (``Abuse.rapid_resetter``), is ended, checked at most every 25 ms.
+
+    Reader turns: see ``crowded`` and ``next_turn``.
     """
 
     __slots__ = ("limit", "used", "conns", "_culled", "resets", "_reset_culled", "busy",
-                 "turns", "loop")
+                 "turns", "loop", "_turn_line", "starts", "iteration", "_start_line", "ended")
 
     def __init__(self, limit: int | None, reset_burst: int, reset_rate: float) -> None:
         self.limit = limit if limit is not None else 1 << 62
@@ -249,6 +343,14 @@ class ServerBudget:
         self.busy = 0
         self.turns = 0
         self.loop: asyncio.AbstractEventLoop | None = None
+        self._turn_line = Line(TURNS_PER_ITERATION)
+        #: Handlers started, and streams of connections ended, in this loop iteration: see
+        #: ``start_handler`` and ``may_end``.
+        self.starts = 0
+        #: Counts the loop iterations in which something was counted (see ``_count``).
+        self.iteration = 0
+        self._start_line = Line(STARTS_PER_ITERATION)
+        self.ended = 0
 
     def crowded(self) -> bool:
         """A reader turn starts: whether it should be small (see ``Connection.receive``).
@@ -257,15 +359,73 @@ class ServerBudget:
         than ``CROWD`` turns ran in this loop iteration already: a quiet client then waits
         for small turns only.
         """
-        if not self.turns:
-            if self.loop is None:
-                self.loop = asyncio.get_running_loop()
-            self.loop.call_soon(self._new_iteration)
+        self._count()
         self.turns += 1
         return self.busy > CROWD or self.turns > CROWD
 
+    def _count(self) -> None:
+        """Something is counted in this loop iteration: have the counts reset after it."""
+        if not (self.turns or self.starts or self.ended):
+            if self.loop is None:
+                self.loop = asyncio.get_running_loop()
+            self.loop.call_soon(self._new_iteration)
+
     def _new_iteration(self) -> None:
-        self.turns = 0
+        self.turns = self.starts = self.ended = 0
+        self.iteration += 1
+
+    def start_handler(self, conn: Connection) -> asyncio.Future[None] | None:
+        """A handler task of ``conn`` begins: None to go on, or a future to await first.
+
+        A connection hands its requests over when its input is parsed, so a hundred
+        connections that each opened a hundred streams start ten thousand handlers within a
+        few loop iterations, each iteration lasting tens of milliseconds for every other
+        client. Beyond ``STARTS_PER_ITERATION`` per iteration, handlers wait in line (their
+        tasks exist, so they count against max_concurrent_streams as before), except each
+        connection's first ``OWN_STARTS`` in an iteration: a client with a request or two
+        does not wait behind another's hundred.
+        """
+        self._count()
+        self.starts += 1
+        if conn.starts_at != self.iteration:
+            conn.starts_at = self.iteration
+            conn.starts_n = 0
+        conn.starts_n += 1
+        if conn.starts_n <= OWN_STARTS or (
+                self.starts <= STARTS_PER_ITERATION and not self._start_line):
+            return None
+        return self._start_line.join()
+
+    def may_end(self, conn: Connection) -> bool:
+        """A budget would end ``conn`` now: whether it may in this loop iteration.
+
+        Ending a connection wakes the handler of each of its streams; a hundred connections
+        of a hundred streams each ending at the same moment (min_body_rate) made one
+        iteration last a third of a second. Past ``ENDS_PER_ITERATION`` streams in an
+        iteration the caller tries again a little later (a slow peer is no worse for it).
+        """
+        n = len(conn.streams)
+        if self.ended and self.ended + n > ENDS_PER_ITERATION:
+            return False
+        self._count()
+        self.ended += n + 1
+        return True
+
+    def next_turn(self) -> asyncio.Future[None] | None:
+        """A busy connection's reader ends a turn: what to await before its next one.
+
+        None (the caller yields once, ``asyncio.sleep(0)``) while no more than
+        ``TURNS_PER_ITERATION`` connections are busy: each of them then takes one turn per
+        loop iteration. Beyond that a loop iteration would run a turn of every one of them (a
+        hundred attacking connections made each iteration last tens of milliseconds, and a
+        new client needs several for its handshake and request), so they wait in line and
+        ``TURNS_PER_ITERATION`` of them go on in each iteration, in the order they came:
+        each still gets its share, none waits for ever, and the iteration stays short for
+        connections with little input, whose turns do not wait in line.
+        """
+        if self.busy <= TURNS_PER_ITERATION and not self._turn_line:
+            return None
+        return self._turn_line.join()
 
     def reset(self) -> None:
         """A peer reset a live stream: spend from the server's bucket; cull if overdrawn."""
@@ -275,19 +435,15 @@ class ServerBudget:
         # No debt: after an attack the bucket refills from zero, it does not stay overdrawn
         # (culling innocent connections) for as long as the attack lasted.
         resets.tokens = max(resets.tokens, 0.0)
-        now = time.monotonic()
-        if now - self._reset_culled < 0.01 or not self.conns:
+        now = resets.last
+        if now - self._reset_culled < 0.025 or not self.conns:
             return
         self._reset_culled = now
-        # Every connection that has spent a good part of its own budget goes at once: one
-        # at a time, a hundred attackers outlast the healthy clients' patience.
-        live = [c for c in self.conns if not c.closed]
-        if not live:
-            return
-        # Only connections that spent a tenth of their own budget (100 resets by default, net
-        # of its refill): a crowd of clients that each cancel now and then overdraws the
-        # bucket too, and is no attack.
-        victims = [c for c in live if c.abuse.resets_below(now, 0.9)]
+        # Every such connection goes at once: one at a time, a hundred attackers outlast the
+        # healthy clients' patience. A crowd of clients that each cancel now and then
+        # overdraws the bucket too, and is no attack: see Abuse.rapid_resetter.
+        second = int(now)
+        victims = [c for c in self.conns if not c.closed and c.abuse.rapid_resetter(second)]
         for c in victims:
             c.calm_down("the most stream resets while the server's reset budget is "
                         "overdrawn (Rapid Reset spread over connections)")

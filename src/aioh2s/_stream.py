@@ -117,7 +117,11 @@ class Stream:
 
     @property
     def error(self) -> BaseException | None:
-        """The error that ended this stream, if any (either direction)."""
+        """The error that ended this stream, if any (either direction).
+
+        Each raise of a kept error starts a fresh traceback: it would otherwise grow by every
+        raise, and keep the frames of every read that raised it (and so this stream) alive.
+        """
         return self.recv_error or self.send_error
 
     # -- inbound: what the application calls ---------------------------------------------------
@@ -162,7 +166,7 @@ class Stream:
         """Return when body bytes are buffered or the body ended; raise the stream's error."""
         while True:
             if self.recv_error is not None:
-                raise self.recv_error
+                raise self.recv_error.with_traceback(None)  # see Stream.error
             if self.buf or self.recv is Recv.ENDED:
                 return
             await self.wait_inbound()
@@ -176,7 +180,7 @@ class Stream:
         """
         while True:
             if self.recv_error is not None:
-                raise self.recv_error
+                raise self.recv_error.with_traceback(None)  # see Stream.error
             if self.recv is Recv.ENDED or (n is not None and len(self.buf) >= n):
                 return
             self.grant_buffered()
@@ -363,7 +367,7 @@ class Stream:
     def _raise_if_reset(self) -> None:
         if self.send is Send.RESET:
             assert self.send_error is not None
-            raise self.send_error
+            raise self.send_error.with_traceback(None)  # see Stream.error
 
     def wake_drain(self) -> None:
         if self._drain_waiters and (

@@ -123,9 +123,10 @@ class Config:
     #: GOAWAY(ENHANCE_YOUR_CALM). nghttp2's budget.
     max_reset_rate: float = 33.0
     #: Server: stream resets received over all connections in a burst...
-    max_server_reset_burst: int = 10000
+    max_server_reset_burst: int = 2000
     #: ...and per second after it: while overdrawn (no debt is kept), every connection that
-    #: has spent a tenth of its own reset budget is ended (GOAWAY ENHANCE_YOUR_CALM).
+    #: reset 20 live streams in the last second or two, and half the streams it opened then,
+    #: is ended (GOAWAY ENHANCE_YOUR_CALM).
     max_server_reset_rate: float = 1000.0
     #: Frames that make no progress (empty DATA, PRIORITY, unknown types, tiny WINDOW_UPDATEs)
     #: allowed in a burst...

@@ -110,6 +110,10 @@ class _ServedConnection:
         writer = H2StreamWriter(s)
         conn = self.conn
         try:
+            pool = conn.pool
+            wait = pool.start_handler(conn) if pool is not None else None
+            if wait is not None:
+                await wait  # (see ServerBudget.start_handler)
             await self.server._handler(reader, writer)
         except (StreamReset, ConnectionClosed) as e:
             log.debug("aioh2s: handler of stream %d ended by %s", s.id, e)
@@ -132,6 +136,11 @@ class _ServedConnection:
                 s.end()
         finally:
             s.task = None
+            for err in (s.recv_error, s.send_error):
+                if err is not None:
+                    # Its traceback holds the handler's frames, and they this stream: a
+                    # cycle that only a full garbage collection would free.
+                    err.__traceback__ = None
             # The body nobody read gives its window back; once the response is complete the
             # stream is reset with NO_ERROR if the client is still sending (RFC 9113 §8.1).
             s.abandon()
@@ -223,6 +232,7 @@ class Server:
                 self._shedding.discard(served)
                 self._pool.drop(served.conn)
                 await self._reap(served)
+                served.conn.release()
         except asyncio.CancelledError:
             # The loop is shutting down (e.g. asyncio.run() returned with the server open); the
             # connection was failed and closed by the reader task's own cleanup.

@@ -329,7 +329,8 @@ class ServerBudget:
     """
 
     __slots__ = ("limit", "used", "conns", "_culled", "resets", "_reset_culled", "busy",
-                 "turns", "loop", "_turn_line", "starts", "iteration", "_start_line", "ended")
+                 "turns", "loop", "_turn_line", "starts", "iteration", "_start_line", "ended",
+                 "_cull_pending")
 
     def __init__(self, limit: int | None, reset_burst: int, reset_rate: float) -> None:
         self.limit = limit if limit is not None else 1 << 62
@@ -338,6 +339,7 @@ class ServerBudget:
         self._culled = 0.0
         self.resets = Budget(reset_burst, reset_rate)
         self._reset_culled = 0.0
+        self._cull_pending = False
         #: Connections whose reader is in the middle of a chain of turns (more input than
         #: one turn), and reader turns run in this loop iteration: see ``crowded``.
         self.busy = 0
@@ -436,8 +438,21 @@ class ServerBudget:
         # (culling innocent connections) for as long as the attack lasted.
         resets.tokens = max(resets.tokens, 0.0)
         now = resets.last
-        if now - self._reset_culled < 0.025 or not self.conns:
+        if not self.conns:
             return
+        wait = self._reset_culled + 0.025 - now
+        if wait > 0:
+            # Checked lately. Look again once the interval is over even if no reset comes
+            # then: an attack parsed within one interval would otherwise go unchecked.
+            if not self._cull_pending:
+                self._cull_pending = True
+                asyncio.get_running_loop().call_later(wait, self._cull_resetters)
+            return
+        self._cull_resetters()
+
+    def _cull_resetters(self) -> None:
+        self._cull_pending = False
+        now = time.monotonic()
         self._reset_culled = now
         # Every such connection goes at once: one at a time, a hundred attackers outlast the
         # healthy clients' patience. A crowd of clients that each cancel now and then

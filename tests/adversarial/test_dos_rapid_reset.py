@@ -125,26 +125,31 @@ async def test_a_busy_client_cancelling_some_requests_is_spared_server_wide(serv
     opened go: one that resets a quarter of many requests (more resets than the attackers'
     threshold, but no Rapid Reset) stays, and its requests are answered."""
     srv = await serve(max_server_reset_burst=50, max_server_reset_rate=1.0)
+    peers: list[RawPeer] = []
     busy = await RawPeer.connect(srv.port)
-    await busy.handshake()
-    attackers = [await RawPeer.connect(srv.port) for _ in range(3)]
-    for p in attackers:
-        await p.handshake()
-    for k in range(40):  # busy: 40 requests answered, then 20 of 80 hanging ones reset
-        await busy.send(busy.request(1 + 2 * k, "/"))
-    for k in range(40, 120):
-        sid = 1 + 2 * k
-        await busy.send(busy.request(sid, "/hang") + (rp.rst(sid) if k % 4 == 0 else b""))
-    assert await busy.wait_for(lambda p: sum(r.ended for r in p.streams.values()) >= 40, 5)
-    for k in range(60):  # then each attacker: 60 pairs
+    peers.append(busy)
+    try:
+        await busy.handshake()
+        attackers = [await RawPeer.connect(srv.port) for _ in range(3)]
+        peers += attackers
         for p in attackers:
-            if not p.eof:
-                sid = 1 + 2 * k
-                await p.try_send(p.request(sid, "/hang") + rp.rst(sid))
-    cut = [p for p in attackers if await p.closed(2.0)]
-    assert cut, [p.describe() for p in attackers]
-    for p in cut:
-        assert p.goaway is not None and p.goaway.error_code == E.ENHANCE_YOUR_CALM, p.describe()
-    assert not busy.eof and busy.goaway is None, busy.describe()
-    for p in [busy, *attackers]:
-        await p.close()
+            await p.handshake()
+        for k in range(40):  # busy: 40 requests answered, then 20 of 80 hanging ones reset
+            await busy.send(busy.request(1 + 2 * k, "/"))
+        for k in range(40, 120):
+            sid = 1 + 2 * k
+            await busy.send(busy.request(sid, "/hang") + (rp.rst(sid) if k % 4 == 0 else b""))
+        assert await busy.wait_for(lambda p: sum(r.ended for r in p.streams.values()) >= 40, 5)
+        for k in range(60):  # then each attacker: 60 pairs
+            for p in attackers:
+                if not p.eof:
+                    sid = 1 + 2 * k
+                    await p.try_send(p.request(sid, "/hang") + rp.rst(sid))
+        cut = [p for p in attackers if await p.closed(2.0)]
+        assert cut, [p.describe() for p in attackers]
+        for p in cut:
+            assert p.goaway is not None and p.goaway.error_code == E.ENHANCE_YOUR_CALM, p.describe()
+        assert not busy.eof and busy.goaway is None, busy.describe()
+    finally:
+        for p in peers:
+            await p.close()

@@ -76,3 +76,15 @@ def test_a_client_cancelling_a_fraction_of_many_requests_is_no_rapid_resetter() 
         few.tally(5, False)
         few.tally(5, True)
     assert not few.rapid_resetter(5)  # every one reset, but too few to matter
+
+
+def test_a_client_resetting_exactly_half_is_no_rapid_resetter() -> None:
+    """Hedged requests (send two, cancel the slower) reset exactly half of what is opened."""
+    abuse = Abuse(Config())
+    for _ in range(2 * RECENT_RESETS):
+        abuse.tally(7, False)
+        abuse.tally(7, False)
+        abuse.tally(7, True)
+    assert not abuse.rapid_resetter(7)
+    abuse.tally(7, True)  # one more than half
+    assert abuse.rapid_resetter(7)

@@ -44,8 +44,9 @@ OWN_STARTS = 4
 #: Streams (and connections) a budget may end per loop iteration (``ServerBudget.may_end``).
 ENDS_PER_ITERATION = 500
 #: While the server's reset budget is overdrawn, a connection is ended if it reset this many
-#: live streams in the last one to two seconds, and at least half the streams it opened then.
-RECENT_RESETS = 20
+#: live streams in the last one to two seconds, and more than half the streams it opened
+#: then; or if it spent a tenth of its own reset budget (net of refill).
+RECENT_RESETS = 50
 
 
 class Budget:
@@ -113,14 +114,21 @@ class Abuse:
             r[:] = [second, 0, r[1] if keep else 0, 0, r[3] if keep else 0]
         r[3 if reset else 1] += 1
 
-    def rapid_resetter(self, second: int) -> bool:
-        """Whether, lately, the peer reset ``RECENT_RESETS`` streams and half it opened.
+    def resets_below(self, now: float, fraction: float) -> bool:
+        """True if the reset budget holds less than ``fraction`` of its burst at ``now``."""
+        b = self._resets
+        return b is not None and b.level(now) < b.burst * fraction
 
-        The measure of a Rapid Reset spread over many connections: each stays under its own
-        reset budget, and a server that parses a few thousand streams a second reaches few
-        of each one's streams, so no total over its life would tell it apart in time. A
-        client that cancels now and then, or a busy one cancelling some of many requests,
-        does not come near it.
+    def rapid_resetter(self, second: int) -> bool:
+        """Whether, lately, the peer reset ``RECENT_RESETS`` streams, most of those it opened.
+
+        The quick measure of a Rapid Reset spread over many connections: each stays under
+        its own reset budget, and a server that parses a few thousand streams a second
+        reaches only some tens a second of each one's, barely more than its budget refills,
+        so the slow measure (``resets_below``) takes seconds. A client that cancels now and
+        then, hedges requests (resets half), or closes a page with a few dozen requests in
+        flight does not come near it; an attacker who pads each reset with two answered
+        requests (and so pays for them) is left to the slow measure.
         """
         r = self._recent
         if r is None or r[0] < second - 1:
@@ -129,7 +137,7 @@ class Abuse:
             resets, opened = r[3] + r[4], r[1] + r[2]
         else:
             resets, opened = r[3], r[1]
-        return resets >= RECENT_RESETS and 2 * resets >= opened
+        return resets >= RECENT_RESETS and 2 * resets > opened
 
     def glitch(self) -> bool:
         """A frame that made no progress (empty DATA, PRIORITY, unknown type, tiny update)."""
@@ -323,7 +331,8 @@ class ServerBudget:
     each just under it add up. Every reset a peer sends on a live stream also spends from
     the server's bucket (``max_server_reset_burst``/``rate``); while it is overdrawn, every
     connection that lately reset many streams, most of those it opened
-    (``Abuse.rapid_resetter``), is ended, checked at most every 25 ms.
+    (``Abuse.rapid_resetter``), or has spent a tenth of its own budget, is ended, checked
+    at most every 25 ms.
 
     Reader turns: see ``crowded`` and ``next_turn``.
     """
@@ -456,9 +465,11 @@ class ServerBudget:
         self._reset_culled = now
         # Every such connection goes at once: one at a time, a hundred attackers outlast the
         # healthy clients' patience. A crowd of clients that each cancel now and then
-        # overdraws the bucket too, and is no attack: see Abuse.rapid_resetter.
+        # overdraws the bucket too, and is no attack: see Abuse.rapid_resetter (quick) and
+        # resets_below (slow: a tenth of the connection's own budget, 100 resets net).
         second = int(now)
-        victims = [c for c in self.conns if not c.closed and c.abuse.rapid_resetter(second)]
+        victims = [c for c in self.conns if not c.closed and (
+            c.abuse.rapid_resetter(second) or c.abuse.resets_below(now, 0.9))]
         for c in victims:
             c.calm_down("the most stream resets while the server's reset budget is "
                         "overdrawn (Rapid Reset spread over connections)")

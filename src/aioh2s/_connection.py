@@ -476,6 +476,12 @@ class Connection(Sender, Lifecycle, StreamSlots):
         """
         self._on_request = None
         self.body_rate = None
+        # Errors kept and raised again: each raise gave them a traceback through the frames
+        # that raised them (this connection's run(), a handler), which hold this connection.
+        self.wire.forget_error()
+        for err in (self.error, self.closing_error):
+            if err is not None:
+                err.__traceback__ = None
 
     def _handshake_expired(self) -> None:
         self._handshake_timer = None

@@ -178,6 +178,15 @@ class Wire(asyncio.BufferedProtocol):
             raise self._lost
         return data
 
+    def forget_error(self) -> None:
+        """Drop the traceback the connection's error got when ``take()`` raised it.
+
+        It runs through the reader task's frames, which hold the connection, which holds
+        this wire: a reference cycle (see ``Connection.release``).
+        """
+        if self._lost is not None:
+            self._lost.__traceback__ = None
+
     def readable(self) -> asyncio.Future[None]:
         """A future that is done once ``take()`` has something to return."""
         fut = self._read_waiter

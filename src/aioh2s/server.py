@@ -114,6 +114,10 @@ class _ServedConnection:
             wait = pool.start_handler(conn) if pool is not None else None
             if wait is not None:
                 await wait  # (see ServerBudget.start_handler)
+            if s.error is not None or conn.closed:
+                # Reset, or its connection gone, before its handler began (often while it
+                # waited in line): there is nobody to answer.
+                return
             await self.server._handler(reader, writer)
         except (StreamReset, ConnectionClosed) as e:
             log.debug("aioh2s: handler of stream %d ended by %s", s.id, e)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
+import struct
 from typing import Any
 
 import pytest
@@ -148,3 +150,107 @@ async def test_a_connection_ended_for_a_protocol_error(wire: Wire) -> None:
             writer.close()
         assert _goaway_codes(got) == [rp.ErrorCodes.PROTOCOL_ERROR]
         assert await _gone(server, kept) == []
+
+
+async def _raw(port, wire: Wire):
+    return await asyncio.open_connection("127.0.0.1", port, **wire.raw_client_options())
+
+
+@pytest.mark.usefixtures("no_gc")
+@pytest.mark.parametrize("how", ["rst_idle", "rst_in_request", "fin_in_request"])
+async def test_a_connection_the_peer_reset(wire: Wire, how: str) -> None:
+    """The client vanishes with a TCP RST (SO_LINGER 0): the commonest end of an attack."""
+    kept = Kept()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        kept.keep(reader)
+        if how == "rst_idle":
+            writer.send_headers({":status": "200"})
+            writer.write_eof()
+            return
+        await reader.read()
+
+    async with wire.serving(handler) as (server, port):
+        r, w = await _raw(port, wire)
+        w.write(rp.PREFACE + rp.settings() + rp.headers_frame(1, POST_BLOCK,
+                                                              end_stream=how == "rst_idle"))
+        await asyncio.wait_for(kept.seen.wait(), 5)
+        await asyncio.sleep(0.05)
+        sock = w.get_extra_info("socket")
+        if how.startswith("rst"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        w.transport.abort() if how.startswith("rst") else w.close()
+        left = await _gone(server, kept)
+        assert left == []
+
+
+@pytest.mark.usefixtures("no_gc")
+@pytest.mark.parametrize("how", ["handler_raises", "server_close_hanging", "min_body_rate",
+                                 "idle_timeout", "handler_cancelled_after_reset"])
+async def test_other_ends(wire: Wire, how: str, caplog: pytest.LogCaptureFixture) -> None:
+    kept = Kept()
+    caplog.set_level(100)  # log records with exc_info would keep frames alive themselves
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        kept.keep(reader)
+        if how == "handler_raises":
+            raise ValueError("boom")
+        if how == "min_body_rate":
+            await reader.read()
+        if how == "idle_timeout":
+            writer.send_headers({":status": "204"}, end_stream=True)
+            return
+        await asyncio.sleep(3600)
+
+    opts = {}
+    if how == "min_body_rate":
+        opts = dict(min_body_rate=1000.0, body_rate_grace=0.2)
+    if how == "idle_timeout":
+        opts = dict(idle_timeout=0.3)
+    if how == "handler_cancelled_after_reset":
+        opts = dict(reset_handler_timeout=0.1)
+    async with wire.serving(handler, **opts) as (server, port):
+        r, w = await _raw(port, wire)
+        end = how in ("handler_raises", "idle_timeout")
+        w.write(rp.PREFACE + rp.settings() + rp.headers_frame(1, POST_BLOCK, end_stream=end))
+        await asyncio.wait_for(kept.seen.wait(), 5)
+        if how == "server_close_hanging":
+            server.close(grace=0)
+        if how == "handler_cancelled_after_reset":
+            w.write(rp.rst(1))
+        if how in ("handler_raises", "handler_cancelled_after_reset"):
+            await asyncio.sleep(0.6)
+            w.close()
+        else:
+            await asyncio.sleep(1.5)
+        left = await _gone(server, kept)
+        w.close()
+        assert left == []
+
+
+@pytest.mark.usefixtures("no_gc")
+async def test_a_handler_that_pings_after_its_connection_died(wire: Wire) -> None:
+    """Connection.ping() raises the connection's own (shared) error object with a fresh
+    traceback through the handler: conn.error -> traceback -> handler frame -> conn."""
+    kept = Kept()
+    got: list[str] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        kept.keep(reader)
+        try:
+            await reader.read()
+        except aioh2s.H2Error:
+            try:
+                await writer.connection.ping(timeout=1)
+            except aioh2s.H2Error as e:
+                got.append(type(e).__name__)
+
+    async with wire.serving(handler) as (server, port):
+        r, w = await _raw(port, wire)
+        w.write(rp.PREFACE + rp.settings() + rp.headers_frame(1, POST_BLOCK))
+        await asyncio.wait_for(kept.seen.wait(), 5)
+        await asyncio.sleep(0.05)
+        w.close()
+        left = await _gone(server, kept)
+        assert got, "handler did not get to ping"
+        assert left == []

@@ -128,7 +128,9 @@ class Abuse:
         so the slow measure (``resets_below``) takes seconds. A client that cancels now and
         then, hedges requests (resets half), or closes a page with a few dozen requests in
         flight does not come near it; an attacker who pads each reset with two answered
-        requests (and so pays for them) is left to the slow measure.
+        requests (and so pays for them) is left to the slow measure. That one also ends,
+        during a storm, a client that keeps resetting more than its budget's 33 a second
+        however it does it: its own budget would end it within a minute anyway.
         """
         r = self._recent
         if r is None or r[0] < second - 1:

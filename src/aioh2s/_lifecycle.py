@@ -234,11 +234,9 @@ class Lifecycle:
             if timer is not None:
                 timer.cancel()
         linger = self.config.linger
-        if self._grace_deadline is not None and self.transport.get_write_buffer_size():
-            # Responses still sit in the transport's buffer: they get the rest of the grace
-            # period to drain before the hard abort. With nothing left to send, only
-            # ``linger``: an idle connection closed (idle_timeout, or shed near the connection
-            # cap) whose peer neither reads nor closes was otherwise held for the whole grace.
+        if self._grace_deadline is not None:
+            # Responses may still sit in the transport's buffer: they get the rest of the grace
+            # period to drain before the hard abort.
             linger = max(linger, self._grace_deadline - time.monotonic())
         self._linger_timer = self.loop.call_later(linger, self._linger_expired)
         t = self.transport

@@ -71,6 +71,9 @@ async def test_a_healthy_client_survives_an_attack_by_others(serve, victim):
         else:
             await _victim_hedging(v, 25)
         await asyncio.sleep(0.3)
+        deadline = asyncio.get_running_loop().time() + 15.0  # slower on a loaded machine
+        while not any(p.eof for p in attackers) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
         cut = sum(p.eof for p in attackers)
         assert cut, "the attack was not even cut"
         assert v.goaway is None and not v.eof, f"healthy client cut: {v.describe()}"

@@ -25,7 +25,11 @@ async def _first_cut(peers: list[RawPeer], timeout: float) -> None:
 @pytest.mark.expect_log("aioh2s", "WARNING", "closing connection from")
 @pytest.mark.parametrize("pad", [0, 1, 2])
 async def test_padded_spread_rapid_reset_is_still_cut(serve, pad):
-    srv = await serve(max_server_reset_burst=2000)
+    # Refill rates well under what even a slow, loaded machine parses (a few thousand of
+    # these a second), so that the server's bucket is overdrawn and each connection's own
+    # budget drains however fast this machine is.
+    srv = await serve(max_server_reset_burst=2000, max_server_reset_rate=100.0,
+                      max_reset_rate=5.0)
     attackers = [await RawPeer.connect(srv.port, track_streams=False) for _ in range(20)]
     for p in attackers:
         await p.handshake()

@@ -39,6 +39,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import math
 import multiprocessing
 import os
@@ -496,9 +497,7 @@ class Server:
         return why
 
 
-_HEALTH_POOL: list[concurrent.futures.ProcessPoolExecutor] = []
-
-
+@functools.cache
 def health_pool() -> concurrent.futures.ProcessPoolExecutor:
     """The process the healthy client runs in, started (and warmed up) on first use.
 
@@ -506,12 +505,10 @@ def health_pool() -> concurrent.futures.ProcessPoolExecutor:
     120 ms whenever the attacker's coroutines or its garbage collector held it, and that
     is no measure of the server.
     """
-    if not _HEALTH_POOL:
-        pool = concurrent.futures.ProcessPoolExecutor(
-            1, mp_context=multiprocessing.get_context("spawn"))
-        pool.submit(os.getpid).result()  # the process is up and this module imported
-        _HEALTH_POOL.append(pool)
-    return _HEALTH_POOL[0]
+    pool = concurrent.futures.ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"))
+    pool.submit(os.getpid).result()  # the process is up and this module imported
+    return pool
 
 
 class Health:

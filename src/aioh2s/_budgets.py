@@ -376,12 +376,16 @@ class ServerBudget:
         self.turns += 1
         return self.busy > CROWD or self.turns > CROWD
 
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self.loop
+        if loop is None:
+            loop = self.loop = asyncio.get_running_loop()
+        return loop
+
     def _count(self) -> None:
         """Something is counted in this loop iteration: have the counts reset after it."""
         if not (self.turns or self.starts or self.ended):
-            if self.loop is None:
-                self.loop = asyncio.get_running_loop()
-            self.loop.call_soon(self._new_iteration)
+            self._loop().call_soon(self._new_iteration)
 
     def _new_iteration(self) -> None:
         self.turns = self.starts = self.ended = 0
@@ -457,7 +461,7 @@ class ServerBudget:
             # then: an attack parsed within one interval would otherwise go unchecked.
             if not self._cull_pending:
                 self._cull_pending = True
-                asyncio.get_running_loop().call_later(wait, self._cull_resetters)
+                self._loop().call_later(wait, self._cull_resetters)
             return
         self._cull_resetters()
 

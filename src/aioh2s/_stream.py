@@ -162,11 +162,15 @@ class Stream:
                 return
             self.conn.schedule_flush()
 
+    def check_recv(self) -> None:
+        """Raise the receiving side's error, if any, with a fresh traceback (see ``error``)."""
+        if self.recv_error is not None:
+            raise self.recv_error.with_traceback(None)
+
     async def wait_readable(self) -> None:
         """Return when body bytes are buffered or the body ended; raise the stream's error."""
         while True:
-            if self.recv_error is not None:
-                raise self.recv_error.with_traceback(None)  # see Stream.error
+            self.check_recv()
             if self.buf or self.recv is Recv.ENDED:
                 return
             await self.wait_inbound()
@@ -179,8 +183,7 @@ class Stream:
         nothing. Memory stays bounded by what the application asked for plus one window.
         """
         while True:
-            if self.recv_error is not None:
-                raise self.recv_error.with_traceback(None)  # see Stream.error
+            self.check_recv()
             if self.recv is Recv.ENDED or (n is not None and len(self.buf) >= n):
                 return
             self.grant_buffered()

@@ -60,8 +60,7 @@ class RequestStream:
         """Wait for and return the final (non-1xx) response headers."""
         s = self._s
         while s.headers is None:
-            if s.recv_error is not None:
-                raise s.recv_error
+            s.check_recv()
             await s.wait_inbound()
         return s.headers
 

@@ -142,8 +142,7 @@ class H2StreamReader:
         if n < 0:
             await s.wait_buffered(None)
             return s.consume(len(s.buf))
-        if s.recv_error is not None:
-            raise s.recv_error.with_traceback(None)  # see Stream.error
+        s.check_recv()
         if n == 0:
             return b""
         await s.wait_readable()

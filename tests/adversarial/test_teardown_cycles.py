@@ -69,6 +69,11 @@ def _goaway_codes(data: bytes) -> list[int]:
     return codes
 
 
+async def _raw(port: int, wire: Wire) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A non-aioh2s client connection (TLS with ALPN h2 when ``wire`` is TLS)."""
+    return await asyncio.open_connection("127.0.0.1", port, **wire.raw_client_options())
+
+
 @pytest.fixture
 def no_gc() -> Any:
     gc.collect()
@@ -135,8 +140,7 @@ async def test_a_connection_ended_for_a_protocol_error(wire: Wire) -> None:
         await reader.read()
 
     async with wire.serving(handler) as (server, port):
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, **wire.raw_client_options())
+        reader, writer = await _raw(port, wire)
         try:
             writer.write(rp.PREFACE + rp.settings() + rp.headers_frame(1, POST_BLOCK))
             await asyncio.wait_for(kept.seen.wait(), 5)  # a request whose handler waits
@@ -150,10 +154,6 @@ async def test_a_connection_ended_for_a_protocol_error(wire: Wire) -> None:
             writer.close()
         assert _goaway_codes(got) == [rp.ErrorCodes.PROTOCOL_ERROR]
         assert await _gone(server, kept) == []
-
-
-async def _raw(port, wire: Wire):
-    return await asyncio.open_connection("127.0.0.1", port, **wire.raw_client_options())
 
 
 @pytest.mark.usefixtures("no_gc")

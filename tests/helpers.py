@@ -130,6 +130,16 @@ class Wire:
     def serving(self, handler: Any, **options: Any) -> Any:
         return serving(handler, **self.server_options(), **options)
 
+    def url(self, port: int, path: str = "/") -> str:
+        """The URL of ``path`` on a test server of this kind (the leaf covers 127.0.0.1)."""
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}{path}"
+
+    def session(self, **options: Any) -> aioh2s.Session:
+        """An ``aioh2s.Session`` that trusts the test CA."""
+        if self.tls:
+            options.setdefault("ssl", aioh2s.client_ssl_context(self.certs.ca))
+        return aioh2s.Session(**options)
+
     def client_for(
         self, handler: Any, server_options: dict[str, Any] | None = None, **client_options: Any
     ) -> Any:

@@ -120,6 +120,8 @@ class StreamSlots:
     closing_error: ConnectionClosed | None
     open_outbound: int
     idle_since: float | None
+    writes: int
+    on_slots: Callable[[], None] | None
     _slot_waiters: collections.deque[asyncio.Future[bool]] | None
 
     if not TYPE_CHECKING:
@@ -186,6 +188,7 @@ class StreamSlots:
                 f"{err}; no stream ids are left on this connection", retry_safe=True
             ) from None
         s = Stream(cast("Connection", self), sid)
+        s.sent_mark = self.writes
         self.streams[sid] = s
         self.idle_since = None
         try:
@@ -214,6 +217,8 @@ class StreamSlots:
             if not fut.done():
                 self.open_outbound += 1
                 fut.set_result(True)
+        if self.on_slots is not None:
+            self.on_slots()
 
 
 class Connection(Sender, Lifecycle, StreamSlots):
@@ -236,7 +241,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         "partial_since",
         "_tick_timer", "_keepalive_task", "_grace_timer", "_grace_deadline", "_shutdown_timer",
         "_linger_timer", "front_door", "abuse", "body_rate", "_header_priority", "idle_since",
-        "starts_at", "starts_n",
+        "starts_at", "starts_n", "writes", "on_slots",
     )
 
     def __init__(
@@ -275,6 +280,10 @@ class Connection(Sender, Lifecycle, StreamSlots):
         # traffic (gRPC's estimator sends one per burst), not a flood (see _control_reply).
         self.sent_frames = 0
         self._sent_at_control = 0
+        self.writes = 0  # transport.write calls (see Stream.sent_mark)
+        #: Client: called when a stream slot may have come free or the connection stopped
+        #: taking new streams (a Session's pool then looks again).
+        self.on_slots: Callable[[], None] | None = None
         # asyncio pauses the transport (and our drain task waits) at our own high-water mark.
         self.transport.set_write_buffer_limits(high=config.transport_high_water)
         self._sendable: collections.deque[Stream] | None = None
@@ -390,7 +399,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
             await _aio.wait_for(asyncio.shield(fut), timeout)
         except asyncio.TimeoutError:
             exc = ConnectionClosed(
-                f"handshake timed out: no SETTINGS from the peer within {timeout} s"
+                f"handshake timed out: no SETTINGS from the peer within {timeout} s",
+                ErrorCodes.SETTINGS_TIMEOUT,
             )
             self.abort(exc, ErrorCodes.SETTINGS_TIMEOUT)
             raise exc from None

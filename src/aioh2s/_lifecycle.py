@@ -37,6 +37,7 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from h2.errors import ErrorCodes
@@ -121,6 +122,8 @@ class Lifecycle:
     _closed_waiter: asyncio.Future[None] | None
     idle_since: float | None
     last_activity: float
+    writes: int
+    on_slots: Callable[[], None] | None
 
     if not TYPE_CHECKING:
         # No storage of its own, so that Connection's instances need no dict (hidden from
@@ -281,6 +284,9 @@ class Lifecycle:
         self.maybe_finish_close()
 
     def _fail_slot_waiters(self) -> None:
+        # No new streams from here on: a Session's pool stops offering this connection.
+        if self.on_slots is not None:
+            self.on_slots()
         waiters = self._slot_waiters
         if not waiters:
             return
@@ -388,6 +394,7 @@ class Lifecycle:
             data = self.h2.data_to_send()
             if data:
                 t.write(data)
+                self.writes += 1
         self.fail(_as_closed(exc))
 
     def close_now(self, code: int = ErrorCodes.NO_ERROR) -> None:
@@ -405,8 +412,9 @@ class Lifecycle:
         self.error = exc
         try:
             self._stop_timers()
+            writes = self.writes
             for s in list(self.streams.values()):
-                s.fail(exc.for_stream(s.id))
+                s.fail(exc.for_stream(s.id, unsent=s.sent_mark == writes))
             self.streams.clear()
             self._sendable = None
             self._fail_slot_waiters()

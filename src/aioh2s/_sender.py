@@ -68,6 +68,7 @@ class Sender:
     #: connections have nothing to send).
     _sendable: collections.deque[Stream] | None
     sent_frames: int
+    writes: int
     _flush_handle: asyncio.Handle | None
     _drain_task: asyncio.Task[None] | None
 
@@ -116,6 +117,7 @@ class Sender:
         data = self.h2.data_to_send()
         if data:
             self.transport.write(data)
+            self.writes += 1
         self._check_write_blocked()
         if self._budget_hit and self.life.may_write:
             # Part of what we wrote went straight to the socket, so the transport may not be
@@ -165,6 +167,7 @@ class Sender:
                 unwritten += n + 9
                 if unwritten >= _WRITE_CHUNK:
                     self.transport.write(h2c.data_to_send())
+                    self.writes += 1
                     unwritten = 0
                 if end:
                     s.queued = False

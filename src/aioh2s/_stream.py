@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ._state import Recv, Send, check_send, send_terminal
-from .errors import LocalProtocolError
+from .errors import LocalProtocolError, ReadTimeout, WriteTimeout
 from .headers import REQUEST, RESPONSE, TRAILERS, Headers, HeadersLike, to_wire
 
 if TYPE_CHECKING:
@@ -57,6 +58,13 @@ def _wake_all(waiters: list[asyncio.Future[None]] | None) -> None:
         _wake(f)
 
 
+def _time_out(fut: asyncio.Future[None], error: Callable[[], BaseException]) -> None:
+    # A timed-out wait changes nothing but the waiter: what arrived stays buffered, what is
+    # queued stays queued, so the call can be repeated (cancel-safe, like wait_for()).
+    if not fut.done():
+        fut.set_exception(error())
+
+
 def _cancel(task: asyncio.Task[None]) -> None:
     if not task.done():
         task.cancel()
@@ -70,7 +78,7 @@ class Stream:
         "conn", "id", "send", "recv", "send_error", "recv_error", "headers", "informational",
         "trailers", "buf", "credit", "unflowed", "_in_waiter", "headers_sent", "out",
         "out_size", "trailers_out", "queued", "_drain_waiters", "_sent_waiters", "task",
-        "held", "slow_ok", "expect_100",
+        "held", "slow_ok", "expect_100", "sent_mark", "read_timeout", "write_timeout",
     )
 
     def __init__(self, conn: Connection, stream_id: int) -> None:
@@ -103,6 +111,13 @@ class Stream:
         self._sent_waiters: list[asyncio.Future[None]] | None = None
         # Server: the handler task serving this stream (cancelled if it outlives a reset).
         self.task: asyncio.Task[None] | None = None
+        # Client: the connection's write count when our HEADERS were queued; if it has not
+        # moved when the connection dies, the peer never saw this request (retry-safe).
+        self.sent_mark = -1
+        #: Seconds one wait for inbound bytes (or for ``drain()``) may last: then ReadTimeout
+        #: (WriteTimeout). Set by a Session for its requests; None: wait as long as it takes.
+        self.read_timeout: float | None = None
+        self.write_timeout: float | None = None
 
     def __repr__(self) -> str:
         return f"<Stream {self.id} send={self.send.name} recv={self.recv.name}>"
@@ -140,9 +155,14 @@ class Stream:
         rate = None if self.slow_ok or self.recv is not Recv.OPEN else self.conn.body_rate
         if rate is not None:
             rate.wait_begins()
+        timer = None if self.read_timeout is None else self.conn.loop.call_later(
+            self.read_timeout, _time_out, fut, self._read_expired
+        )
         try:
             await fut
         finally:
+            if timer is not None:
+                timer.cancel()
             if rate is not None:
                 rate.wait_ends()
             # Woken but not yet resumed, another reader may have started waiting meanwhile:
@@ -364,8 +384,30 @@ class Stream:
             while not send_terminal(self.send) and (self.out_size > low or conn.write_blocked):
                 if self._drain_waiters is None:
                     self._drain_waiters = []
-                await wait_in(self._drain_waiters, conn.loop.create_future())
+                fut = conn.loop.create_future()
+                timer = None if self.write_timeout is None else conn.loop.call_later(
+                    self.write_timeout, _time_out, fut, self._write_expired
+                )
+                try:
+                    await wait_in(self._drain_waiters, fut)
+                finally:
+                    if timer is not None:
+                        timer.cancel()
         self._raise_if_reset()
+
+    def _read_expired(self) -> BaseException:
+        what = "the response headers" if self.headers is None else "more of the body"
+        return ReadTimeout(
+            f"read timed out: no byte arrived on stream {self.id} for {self.read_timeout} s"
+            f" while waiting for {what}", self.read_timeout,
+        )
+
+    def _write_expired(self) -> BaseException:
+        return WriteTimeout(
+            f"write timed out: the peer took none of stream {self.id}'s queued body for"
+            f" {self.write_timeout} s (its flow-control window stayed closed)",
+            self.write_timeout,
+        )
 
     def _raise_if_reset(self) -> None:
         if self.send is Send.RESET:

@@ -88,16 +88,18 @@ class _RequestContext:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        stream = self._stream
-        if stream is None:
-            return
-        s = stream._s
-        # Body bytes nobody read still hold connection window: release them.
-        s.abandon()
-        if not s.closed:
-            # Leaving before the response completed (or with our side still open): the
-            # exchange is abandoned; tell the server so it stops working on it.
-            s.conn.reset_stream(s, ErrorCode.CANCEL)
+        if self._stream is not None:
+            end_request(self._stream._s)
+
+
+def end_request(s: Stream) -> None:
+    """The application is done with request ``s``: whatever is left of it goes."""
+    # Body bytes nobody read still hold connection window: release them.
+    s.abandon()
+    if not s.closed:
+        # Leaving before the response completed (or with our side still open): the
+        # exchange is abandoned; tell the server so it stops working on it.
+        s.conn.reset_stream(s, ErrorCode.CANCEL)
 
 
 class Client:
@@ -205,14 +207,16 @@ async def connect(
     Every failure is an :class:`aioh2s.ConnectError` (an ``H2Error`` and an ``OSError``) that
     names ``host:port`` and the stage that failed (DNS lookup, TCP connect, TLS handshake, ALPN,
     HTTP/2 handshake), with the original error as ``__cause__``; ``handshake_timeout`` bounds
-    the TCP connect and TLS handshake together, then the wait for the server's SETTINGS.
+    the TCP connect and TLS handshake together, then the wait for the server's SETTINGS, and
+    either running out raises :class:`aioh2s.ConnectTimeout` (a ``ConnectError`` and a
+    ``TimeoutError``).
     Cancelling ``connect()`` (or timing it out with ``asyncio.wait_for``) raises
     ``CancelledError`` as usual, and closes the socket and ends the connection's task first.
     """
     # Imported here so that this function owns everything it needs (see the report of issue 10).
     import socket
 
-    from .errors import ConnectError, ConnectionClosed, H2Error
+    from .errors import ConnectError, ConnectionClosed, ConnectTimeout, H2Error
 
     cfg = Config.from_options(config, **options)
     ctx: _ssl.SSLContext | None
@@ -248,8 +252,10 @@ async def connect(
         )
     except (OSError, asyncio.TimeoutError) as e:  # ssl.SSLError and socket.gaierror included
         if isinstance(e, asyncio.TimeoutError) and not e.args:  # from wait_for()
-            why = f"{stage} timed out after {timeout} s"
-        elif isinstance(e, socket.gaierror):
+            raise ConnectTimeout(
+                f"cannot connect to {where}: {stage} timed out after {timeout} s", timeout
+            ) from e
+        if isinstance(e, socket.gaierror):
             why = f"cannot resolve {host!r}: {e}"
         else:
             why = f"{stage} failed: {str(e) or type(e).__name__}"
@@ -304,7 +310,10 @@ async def connect(
             raise asyncio.CancelledError() from None
         if isinstance(e, H2Error) and not isinstance(e, ConnectError):
             # The peer closed, broke HTTP/2 or stayed silent before its SETTINGS arrived.
-            raise ConnectError(f"cannot connect to {where}: HTTP/2 handshake failed: {e}") from e
+            text = f"cannot connect to {where}: HTTP/2 handshake failed: {e}"
+            if isinstance(e, ConnectionClosed) and e.error_code == ErrorCode.SETTINGS_TIMEOUT:
+                raise ConnectTimeout(text, timeout) from e
+            raise ConnectError(text) from e
         raise
     authority = host if port in (80, 443) else f"{host}:{port}"
     if ":" in host and not host.startswith("["):

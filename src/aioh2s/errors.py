@@ -21,19 +21,29 @@ Rules kept here:
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 from h2.errors import ErrorCodes
 
 __all__ = [
     "ALPNError",
     "ConnectError",
+    "ConnectTimeout",
     "ConnectionClosed",
     "ConnectionTerminated",
     "ErrorCode",
     "H2Error",
+    "H2Timeout",
     "LocalProtocolError",
+    "PoolTimeout",
     "ProtocolError",
+    "ReadTimeout",
     "RemoteProtocolError",
+    "RequestTimeout",
+    "ResponseTooLarge",
     "StreamReset",
+    "WriteTimeout",
 ]
 
 #: HTTP/2 error codes (RFC 9113 §7), the same ``IntEnum`` as :class:`h2.errors.ErrorCodes`.
@@ -55,7 +65,14 @@ def _as_code(code: int) -> ErrorCode | int:
 
 
 class H2Error(Exception):
-    """Base class of every aioh2s error."""
+    """Base class of every aioh2s error.
+
+    ``retry_safe`` is True when the peer certainly did not process the request the error ended
+    (so sending it again cannot do anything twice); a :class:`aioh2s.Session` retries only
+    those, and only when the body can be sent again.
+    """
+
+    retry_safe: bool = False
 
 
 class ProtocolError(H2Error):
@@ -88,8 +105,10 @@ class ConnectError(H2Error, OSError):
 
     It is both an :class:`H2Error` and an :class:`OSError`, so code written for
     ``asyncio.open_connection`` (``except OSError``) keeps working; the original error is
-    ``__cause__``.
+    ``__cause__``. Nothing was sent, so it is ``retry_safe``.
     """
+
+    retry_safe = True
 
 
 class StreamReset(H2Error):
@@ -102,11 +121,8 @@ class StreamReset(H2Error):
         self.stream_id = stream_id
         self.error_code: ErrorCode | int = _as_code(error_code)
         self.remote = remote
-
-    @property
-    def retry_safe(self) -> bool:
-        """True when the peer refused the stream before processing it (REFUSED_STREAM)."""
-        return self.remote and self.error_code == ErrorCode.REFUSED_STREAM
+        #: True when the peer refused the stream before processing it (REFUSED_STREAM).
+        self.retry_safe = remote and self.error_code == ErrorCode.REFUSED_STREAM
 
 
 class ConnectionClosed(H2Error):
@@ -129,12 +145,19 @@ class ConnectionClosed(H2Error):
         self.last_stream_id = last_stream_id
         self.retry_safe = retry_safe
 
-    def for_stream(self, stream_id: int) -> ConnectionClosed:
-        """A copy of this error as seen by one stream (``retry_safe`` computed for it)."""
-        safe = self.last_stream_id is not None and stream_id > self.last_stream_id
+    def for_stream(self, stream_id: int, unsent: bool = False) -> ConnectionClosed:
+        """A copy of this error as seen by one stream (``retry_safe`` computed for it).
+
+        ``unsent``: not one byte was written since the stream's HEADERS were queued, so the
+        peer cannot have seen the request.
+        """
+        above = self.last_stream_id is not None and stream_id > self.last_stream_id
+        safe = above or unsent
         text = str(self)
-        if safe:
+        if above:
             text += f"; stream {stream_id} was not processed by the peer and is safe to retry"
+        elif unsent:
+            text += f"; no byte of stream {stream_id} was sent, so it is safe to retry"
         err = type(self)(text, self.error_code, self.last_stream_id, safe)
         err.__cause__ = self.__cause__
         return err
@@ -168,3 +191,63 @@ class ALPNError(ConnectError, RemoteProtocolError):
             text = f"cannot connect to {peer}: {text}"
         super().__init__(text)
         self.negotiated = negotiated
+
+
+# On 3.10 asyncio.TimeoutError is not yet the built-in TimeoutError: be both, so that either
+# ``except`` catches ours.
+if sys.version_info >= (3, 11):
+    class _TimeoutBase(H2Error, TimeoutError):
+        pass
+else:  # pragma: no cover - 3.10
+    class _TimeoutBase(H2Error, TimeoutError, asyncio.TimeoutError):
+        pass
+
+
+class H2Timeout(_TimeoutBase):
+    """A timeout of aioh2s fired. ``timeout`` names which one and ``seconds`` is its limit.
+
+    Also a built-in :class:`TimeoutError` (and so an ``asyncio.TimeoutError``). Which one fired
+    is the subclass: :class:`ConnectTimeout`, :class:`PoolTimeout`, :class:`ReadTimeout`,
+    :class:`WriteTimeout` or :class:`RequestTimeout`.
+    """
+
+    timeout = "request"
+
+    def __init__(self, message: str, seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
+class ConnectTimeout(ConnectError, H2Timeout):
+    """TCP connect, TLS handshake or the HTTP/2 handshake took longer than allowed."""
+
+    timeout = "connect"
+
+
+class PoolTimeout(H2Timeout):
+    """No connection of the pool had a free stream in time. Nothing was sent: retry-safe."""
+
+    timeout = "pool"
+    retry_safe = True
+
+
+class ReadTimeout(H2Timeout):
+    """No byte of the response arrived for ``seconds`` while the application waited for one."""
+
+    timeout = "read"
+
+
+class WriteTimeout(H2Timeout):
+    """``drain()`` waited ``seconds`` for the peer to take more of the request body."""
+
+    timeout = "write"
+
+
+class RequestTimeout(H2Timeout):
+    """The whole request (``Session.fetch``) took longer than its total timeout."""
+
+    timeout = "total"
+
+
+class ResponseTooLarge(H2Error):
+    """A response body grew past the ``max_body_size`` the application allowed for it."""

@@ -1,0 +1,537 @@
+"""The pooled client: ``Session`` takes URLs, keeps connections per origin, retries what is safe.
+
+Theory of operation
+-------------------
+A :class:`Session` maps each origin (scheme, host, port) to an ``_origin.Origin``, which owns
+that origin's connections and the FIFO line of requests waiting for a stream slot. A request
+acquires a slot, opens its stream on that connection, and from there on is an ordinary
+:class:`~aioh2s.RequestStream`: the same reader/writer pair, flow control and backpressure
+as a request on a :class:`~aioh2s.Client`.
+
+Retries follow one rule: a request is sent again, on whichever connection has room, only when
+the error that ended it says the peer *certainly did not process it* (``retry_safe``) and the
+body can be sent again. Retry-safe are: REFUSED_STREAM; a stream above the last stream id of
+a GOAWAY; a connection that ended (or was found closing) before one byte of the request was
+written; and a connection that could not take the request at all. A body can be sent again
+when it is absent, ``bytes``, or an async iterable of which nothing was taken yet. Everything
+else (a reset with any other code, a connection lost after the request went out, a timeout)
+reaches the caller, whose error's ``retry_safe`` says whether *it* may resend.
+
+Timeouts (:class:`Timeouts`) are per request except ``connect``, which belongs to the
+connection being opened. ``read`` and ``write`` are idle timeouts: each wait for response
+bytes, and each ``drain()`` that waits for the peer's window, may last that long; a wait that
+times out changes nothing, so it is cancel-safe, and the caller may wait again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json as _json
+import ssl as _ssl
+from collections.abc import AsyncIterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import _aio
+from ._origin import Origin
+from ._stream import Stream
+from .client import Client, RequestStream, connect, end_request
+from .config import Config
+from .errors import ErrorCode, H2Error, RequestTimeout, ResponseTooLarge, StreamReset
+from .headers import PARTIAL_REQUEST, Headers, HeadersLike, check_request, to_wire
+from .tls import client_ssl_context
+
+__all__ = ["Response", "Session", "SessionStream", "Timeouts", "TimeoutsLike"]
+
+_MiB = 1024 * 1024
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long each stage of a request may take, in seconds; None disables that limit."""
+
+    #: TCP connect plus TLS handshake, and then the wait for the server's SETTINGS.
+    connect: float | None = 10.0
+    #: Waiting for a free stream when every connection is at the server's stream limit and
+    #: the origin has ``max_connections``.
+    pool: float | None = 30.0
+    #: Silence while waiting for the response headers or for more of the body.
+    read: float | None = 60.0
+    #: ``drain()`` waiting for the server to take more of the request body.
+    write: float | None = 60.0
+    #: The whole of :meth:`Session.fetch`, retries included (None: no limit).
+    total: float | None = None
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None and not value > 0:
+                raise ValueError(f"timeout {f.name!r} must be a positive number or None")
+
+    @classmethod
+    def of(cls, value: Timeouts | float | None) -> Timeouts:
+        """``Timeouts`` as given, or every limit but ``total`` set to one number (None: off)."""
+        if isinstance(value, Timeouts):
+            return value
+        if value is None:
+            return cls(None, None, None, None, None)
+        return cls(value, value, value, value, None)
+
+
+TimeoutsLike = Timeouts | float | None
+
+#: The sentinel for "the session's own timeouts".
+_SESSION: Any = object()
+
+
+class Response:
+    """A whole response: ``status``, ``headers``, ``body`` and ``trailers``."""
+
+    __slots__ = ("status", "headers", "body", "trailers", "url")
+
+    def __init__(
+        self, status: int, headers: Headers, body: bytes, trailers: Headers | None, url: str
+    ) -> None:
+        #: The status code (``int``).
+        self.status = status
+        #: The final response headers (pseudo-header ``:status`` included).
+        self.headers = headers
+        #: The body, whole.
+        self.body = body
+        #: Trailers, or None when the response had none.
+        self.trailers = trailers
+        #: The request's URL.
+        self.url = url
+
+    def __repr__(self) -> str:
+        return f"<aioh2s.Response {self.status} {self.url} {len(self.body)} bytes>"
+
+    def text(self, encoding: str | None = None) -> str:
+        """The body decoded with ``encoding``, else the Content-Type charset, else UTF-8."""
+        if encoding is None:
+            ctype = self.headers.get("content-type", "")
+            for part in ctype.split(";")[1:]:
+                key, _, value = part.strip().partition("=")
+                if key.lower() == "charset" and value:
+                    encoding = value.strip('"')
+        return self.body.decode(encoding or "utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return _json.loads(self.body)
+
+
+class SessionStream(RequestStream):
+    """A :class:`~aioh2s.RequestStream` of a :class:`Session`.
+
+    A request without a body (``end_stream=True``) that the server refuses before it answers
+    (REFUSED_STREAM, GOAWAY) is sent again transparently while ``response_headers()`` waits:
+    ``reader`` and ``writer`` then serve the new stream, and ``stream_id`` changes.
+    """
+
+    __slots__ = ("_again",)
+
+    def __init__(self, stream: Stream, again: Any) -> None:
+        super().__init__(stream)
+        self._again = again  # an async function opening the request anew, or None
+
+    async def response_headers(self) -> Headers:
+        """Wait for and return the final (non-1xx) response headers."""
+        while True:
+            try:
+                return await super().response_headers()
+            except H2Error as e:
+                again = self._again
+                if again is None or not e.retry_safe or self._s.buf:
+                    raise
+                s = await again(e)
+                if s is None:
+                    raise
+                end_request(self._s)
+                self._s = self.reader._s = self.writer._s = s
+
+
+class _Request:
+    """``async with session.request(...) as stream`` (see :meth:`Session.request`)."""
+
+    def __init__(
+        self, session: Session, origin: Origin, wire: list[tuple[bytes, bytes]], end: bool,
+        timeouts: Timeouts,
+    ) -> None:
+        self._session = session
+        self._origin = origin
+        self._wire = wire
+        self._end = end
+        self._timeouts = timeouts
+        self._stream: SessionStream | None = None
+        self._attempts = _Attempts()
+
+    async def __aenter__(self) -> SessionStream:
+        s = await self._session._open(
+            self._origin, self._wire, self._end, self._timeouts, self._attempts
+        )
+        again = self._again if self._end else None
+        self._stream = SessionStream(s, again)
+        return self._stream
+
+    async def _again(self, e: H2Error) -> Stream | None:
+        if not self._session._may_retry(e, self._attempts):
+            return None
+        return await self._session._open(
+            self._origin, self._wire, True, self._timeouts, self._attempts
+        )
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._stream is not None:
+            end_request(self._stream._s)
+
+
+class Session:
+    """A pool of HTTP/2 connections, per origin, opened on first use.
+
+    ``ssl`` is the context for ``https`` origins (default: :func:`aioh2s.client_ssl_context`);
+    ``http`` origins speak h2c with prior knowledge. ``timeout`` is a :class:`Timeouts`, or
+    one number for all but ``total``, or None for no limits at all. Each origin has at most
+    ``max_connections`` connections that take new requests; ``retries`` bounds how often one
+    request is sent again (see the module's rule). Connections without streams for
+    ``idle_timeout`` seconds are closed, connections older than ``max_connection_age`` take
+    no new requests, and a connection silent for ``keepalive_interval`` seconds is PINGed
+    (and closed when the PING is not answered within the ``keepalive_timeout`` option).
+    ``headers`` are added to every request that does not set them; ``options`` are
+    :class:`aioh2s.Config` fields for every connection.
+    """
+
+    def __init__(
+        self,
+        *,
+        ssl: _ssl.SSLContext | None = None,
+        timeout: TimeoutsLike = Timeouts(),  # noqa: B008 - frozen, so sharing it is safe
+        max_connections: int = 10,
+        retries: int = 2,
+        idle_timeout: float | None = 90.0,
+        max_connection_age: float | None = None,
+        keepalive_interval: float | None = 30.0,
+        headers: HeadersLike | None = None,
+        config: Config | None = None,
+        **options: Any,
+    ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if retries < 0:
+            raise ValueError("retries must be 0 or more")
+        for name, value in (("idle_timeout", idle_timeout),
+                            ("max_connection_age", max_connection_age)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be a positive number of seconds or None")
+        self.timeouts = Timeouts.of(timeout)
+        cfg = Config.from_options(config, **options)
+        self._config = dataclasses.replace(
+            cfg, keepalive_interval=keepalive_interval, handshake_timeout=self.timeouts.connect
+        )
+        self._ssl = ssl
+        self._max_connections = max_connections
+        self.retries = retries
+        self._idle_timeout = idle_timeout
+        self._max_age = max_connection_age
+        self._headers = to_wire(headers, PARTIAL_REQUEST) if headers is not None else []
+        if any(n[0] == 0x3A for n, _ in self._headers):
+            raise ValueError("a Session's default headers cannot hold pseudo-headers")
+        self._origins: dict[tuple[str, str, int], Origin] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<aioh2s.Session {state} origins={len(self._origins)}>"
+
+    # -- the public surface --------------------------------------------------------------------
+
+    def request(
+        self,
+        target: str | HeadersLike,
+        *,
+        method: str = "GET",
+        headers: HeadersLike | None = None,
+        end_stream: bool = False,
+        timeout: TimeoutsLike = _SESSION,
+    ) -> _Request:
+        """Start a streaming request: ``async with session.request(url) as stream: ...``.
+
+        ``target`` is a URL (``https://host:port/path?query``) or request headers with
+        ``:scheme`` and ``:authority`` (``:method`` defaults to ``method``, ``:path`` to
+        ``/``). ``stream`` is a :class:`SessionStream`: ``reader``, ``writer``,
+        ``response_headers()``, as for :meth:`aioh2s.Client.request`. ``end_stream=True``
+        sends no body. Retries happen while the stream is being opened, and for a request
+        without a body also while its response headers are awaited.
+        """
+        self._check_open()
+        t = self.timeouts if timeout is _SESSION else Timeouts.of(timeout)
+        origin, wire, _url = self._prepare(target, method, headers)
+        return _Request(self, origin, wire, end_stream, t)
+
+    async def fetch(
+        self,
+        target: str | HeadersLike,
+        *,
+        method: str = "GET",
+        headers: HeadersLike | None = None,
+        body: bytes | bytearray | memoryview | AsyncIterable[bytes] | None = None,
+        json: Any = None,
+        timeout: TimeoutsLike = _SESSION,
+        max_body_size: int | None = 64 * _MiB,
+    ) -> Response:
+        """Send a request and return the whole :class:`Response` (status, headers, body).
+
+        ``body`` is bytes or an async iterable of bytes; ``json`` an object sent as JSON
+        (with ``content-type: application/json``). A response body past ``max_body_size``
+        bytes raises :class:`aioh2s.ResponseTooLarge` (None: no limit). Retried as the
+        module's rule says; ``timeout``'s ``total`` bounds the whole call.
+        """
+        self._check_open()
+        if json is not None:
+            if body is not None:
+                raise ValueError("give either body or json, not both")
+            body = _json.dumps(json, separators=(",", ":")).encode()
+            extra = [(b"content-type", b"application/json")]
+            headers = [*to_wire(headers, PARTIAL_REQUEST), *extra] if headers else extra
+        t = self.timeouts if timeout is _SESSION else Timeouts.of(timeout)
+        origin, wire, url = self._prepare(target, method, headers)
+        if t.total is None:
+            return await self._fetch(origin, wire, url, body, t, max_body_size)
+        total = t.total
+
+        def expired() -> BaseException:
+            return RequestTimeout(f"request timed out: {url} took more than {total} s", total)
+
+        async with _aio.Deadline(total, expired):
+            return await self._fetch(origin, wire, url, body, t, max_body_size)
+
+    async def close(self, grace: float | None = None) -> None:
+        """Close every connection gracefully; requests still waiting for a slot fail.
+
+        Open requests get ``grace`` seconds (default: the ``grace`` option) to finish.
+        """
+        self._closed = True
+        origins = list(self._origins.values())
+        self._origins.clear()
+        await asyncio.gather(*(o.close(grace) for o in origins))
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def connections(self) -> list[Client]:
+        """The connections the pool holds now, of every origin (for inspection)."""
+        return [p.client for o in self._origins.values() for p in o.conns]
+
+    # -- machinery -----------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Session is closed")
+
+    def _prepare(
+        self, target: str | HeadersLike, method: str, headers: HeadersLike | None
+    ) -> tuple[Origin, list[tuple[bytes, bytes]], str]:
+        wire, scheme, host, port = _target(target, method)
+        if headers is not None:
+            extra = to_wire(headers, PARTIAL_REQUEST)
+            if any(n[0] == 0x3A for n, _ in extra):
+                raise ValueError("pseudo-headers go in the target, not in headers=")
+            wire += extra
+        if self._headers:
+            have = {n for n, _ in wire}
+            wire += [f for f in self._headers if f[0] not in have]
+        check_request(wire)
+        authority = next(v for n, v in wire if n == b":authority").decode()
+        path = next((v for n, v in wire if n == b":path"), b"").decode()
+        return self._origin(scheme, host, port), wire, f"{scheme}://{authority}{path}"
+
+    def _origin(self, scheme: str, host: str, port: int) -> Origin:
+        key = (scheme, host, port)
+        origin = self._origins.get(key)
+        if origin is None:
+            if len(self._origins) > 64:  # forget origins with nothing left, now and then
+                for k in [k for k, o in self._origins.items() if o.idle]:
+                    del self._origins[k]
+            ctx = None
+            if scheme == "https":
+                if self._ssl is None:
+                    self._ssl = client_ssl_context()
+                ctx = self._ssl
+            cfg = self._config
+
+            async def opener() -> Client:
+                return await connect(host, port, ssl=ctx, config=cfg)
+
+            name = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+            origin = self._origins[key] = Origin(
+                name, opener, max_connections=self._max_connections,
+                idle_timeout=self._idle_timeout, max_age=self._max_age,
+            )
+        return origin
+
+    def _may_retry(self, e: H2Error, attempts: _Attempts) -> bool:
+        if not e.retry_safe or self._closed or attempts.tries >= self.retries:
+            return False
+        attempts.tries += 1
+        return True
+
+    async def _open(
+        self, origin: Origin, wire: list[tuple[bytes, bytes]], end: bool, t: Timeouts,
+        attempts: _Attempts,
+    ) -> Stream:
+        """Open the request's stream on a pooled connection, retrying what is retry-safe."""
+        while True:
+            p = await origin.acquire(t.pool)
+            conn = p.conn
+            origin.use(p)
+            try:
+                # The slot was free when it was reserved; open_stream takes it without waiting.
+                s = await conn.open_stream(wire, end)
+            except H2Error as e:
+                origin._dispatch()
+                if self._may_retry(e, attempts):
+                    continue
+                raise
+            s.read_timeout = t.read
+            s.write_timeout = t.write
+            return s
+
+    async def _fetch(
+        self,
+        origin: Origin,
+        wire: list[tuple[bytes, bytes]],
+        url: str,
+        body: bytes | bytearray | memoryview | AsyncIterable[bytes] | None,
+        t: Timeouts,
+        max_body_size: int | None,
+    ) -> Response:
+        replayable = body is None or isinstance(body, (bytes, bytearray, memoryview))
+        empty = body is None or (replayable and not body)
+        state = _Attempts()
+        while True:
+            s = await self._open(origin, wire, empty, t, state)
+            stream = RequestStream(s)
+            try:
+                if not empty:
+                    if replayable:
+                        s.write(body)  # type: ignore[arg-type]
+                        s.end()
+                        await _drain(s)
+                    else:
+                        state.started = True
+                        async for chunk in body:  # type: ignore[union-attr]
+                            s.write(chunk)
+                            await _drain(s)
+                        s.end()
+                        await _drain(s)
+                headers = await stream.response_headers()
+                data = await _read_body(stream, max_body_size, url)
+                status = int(headers[":status"])
+                return Response(status, headers, data, s.trailers, url)
+            except H2Error as e:
+                if (replayable or not state.started) and self._may_retry(e, state):
+                    if isinstance(e, StreamReset) and state.tries > 1:
+                        await asyncio.sleep(min(1.0, 0.025 * 2 ** state.tries))
+                    continue
+                raise
+            finally:
+                end_request(s)
+
+
+class _Attempts:
+    """How often one request was sent again, and whether its body started to be consumed."""
+
+    __slots__ = ("tries", "started")
+
+    def __init__(self) -> None:
+        self.tries = 0
+        self.started = False
+
+
+async def _drain(s: Stream) -> None:
+    try:
+        await s.drain()
+    except StreamReset as e:
+        # RFC 9113 §8.1: a server may answer before reading the whole body, then reset the
+        # stream with NO_ERROR to stop it; the response still counts.
+        if not (e.remote and e.error_code == ErrorCode.NO_ERROR):
+            raise
+
+
+async def _read_body(stream: RequestStream, limit: int | None, url: str) -> bytes:
+    parts: list[bytes] = []
+    size = 0
+    reader = stream.reader
+    while True:
+        chunk = await reader.read(256 * 1024)
+        if not chunk:
+            return b"".join(parts)
+        size += len(chunk)
+        if limit is not None and size > limit:
+            raise ResponseTooLarge(f"the response body of {url} is over {limit} bytes")
+        parts.append(chunk)
+
+
+def _target(
+    target: str | HeadersLike, method: str
+) -> tuple[list[tuple[bytes, bytes]], str, str, int]:
+    """The request's pseudo-headers and its origin, from a URL or from request headers."""
+    if isinstance(target, str):
+        parts = urlsplit(target)
+        scheme = parts.scheme.lower()
+        if scheme not in _DEFAULT_PORTS:
+            raise ValueError(f"URL {target!r}: the scheme must be http or https")
+        if parts.username is not None or parts.password is not None:
+            raise ValueError(f"URL {target!r}: credentials in URLs are not supported")
+        host = parts.hostname
+        if not host:
+            raise ValueError(f"URL {target!r} has no host")
+        port = parts.port or _DEFAULT_PORTS[scheme]  # (raises ValueError for a bad port)
+        path = parts.path or "/"
+        if parts.query:
+            path += "?" + parts.query
+        wire = [
+            (b":method", method.encode()),
+            (b":scheme", scheme.encode()),
+            (b":authority", _authority(host, port, scheme).encode()),
+            (b":path", path.encode()),
+        ]
+        return wire, scheme, host, port
+    wire = to_wire(target, PARTIAL_REQUEST)
+    pseudo = {n: v for n, v in wire if n[0] == 0x3A}
+    regular = [f for f in wire if f[0][0] != 0x3A]
+    scheme = pseudo.get(b":scheme", b"").decode().lower()
+    authority = pseudo.get(b":authority", b"").decode()
+    if scheme not in _DEFAULT_PORTS or not authority:
+        raise ValueError("request headers as a target need :scheme (http or https) and :authority")
+    parts = urlsplit(f"{scheme}://{authority}")
+    if not parts.hostname:
+        raise ValueError(f":authority {authority!r} has no host")
+    port = parts.port or _DEFAULT_PORTS[scheme]
+    head = [
+        (b":method", pseudo.get(b":method", method.encode())),
+        (b":scheme", scheme.encode()),
+        (b":authority", authority.encode()),
+        (b":path", pseudo.get(b":path", b"/")),
+    ]
+    if b":protocol" in pseudo:
+        head.append((b":protocol", pseudo[b":protocol"]))
+    return head + regular, scheme, parts.hostname, port
+
+
+def _authority(host: str, port: int, scheme: str) -> str:
+    name = f"[{host}]" if ":" in host else host
+    return name if port == _DEFAULT_PORTS[scheme] else f"{name}:{port}"
+

@@ -528,8 +528,11 @@ async def test_alpn_mismatch_is_tls_failure() -> None:
 
 
 def test_connection_refused() -> None:
-    port = closed_port()
-    p = run("get", f"http://127.0.0.1:{port}/")
+    # Bound but not listening: connecting is refused, and no parallel test can take the port.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        p = run("get", f"http://127.0.0.1:{port}/")
     assert p.returncode == 3
     assert err_lines(p) == [f"aioh2s: error: connection refused: 127.0.0.1:{port}"]
 

@@ -216,18 +216,13 @@ async def test_connect_cancelled_twice_still_cleans_up() -> None:
 # -- item 11: connect()'s errors are ConnectErrors that say what failed ------------------------
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port: int = s.getsockname()[1]
-    s.close()
-    return port
-
-
 async def test_connect_refused_is_a_connect_error() -> None:
-    port = _closed_port()
-    with pytest.raises(aioh2s.ConnectError) as info:
-        await asyncio.wait_for(aioh2s.connect("127.0.0.1", port), 5)
+    # Bound but not listening: refused, and no parallel test can take the port meanwhile.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        with pytest.raises(aioh2s.ConnectError) as info:
+            await asyncio.wait_for(aioh2s.connect("127.0.0.1", port), 5)
     err = info.value
     assert isinstance(err, aioh2s.H2Error) and isinstance(err, OSError)
     assert f"127.0.0.1:{port}" in str(err) and "TCP connect" in str(err), str(err)

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import json
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -359,9 +360,14 @@ async def test_connect_timeout_and_connect_errors_reach_every_waiter() -> None:
             w.close()
         silent.close()
         await silent.wait_closed()
-    async with aioh2s.Session() as s:
-        with pytest.raises(aioh2s.ConnectError, match="TCP connect failed"):
-            await s.fetch(f"http://127.0.0.1:{port}/")
+    with socket.socket() as sock:  # bound, not listening: refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        async with aioh2s.Session() as s:
+            rs = await asyncio.gather(*(s.fetch(f"http://127.0.0.1:{port}/") for _ in range(3)),
+                                      return_exceptions=True)
+            assert all(isinstance(r, aioh2s.ConnectError) for r in rs), rs
+            assert "TCP connect failed" in str(rs[0])
 
 
 # -- connection lifetime --------------------------------------------------------------------

@@ -10,7 +10,7 @@ import shutil
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -30,11 +30,15 @@ def require(tool: str) -> str:
     """
     path = shutil.which(tool) or shutil.which(tool, path=os.pathsep.join(_EXTRA_BIN_DIRS))
     if path is None:
-        msg = f"interop peer {tool!r} is not installed (not on PATH)"
-        if IN_CI:
-            pytest.fail(f"{msg}; CI=true, so .ci/run must install it", pytrace=False)
-        pytest.skip(msg)
+        unavailable(f"interop peer {tool!r} is not installed (not on PATH)")
     return path
+
+
+def unavailable(msg: str) -> NoReturn:
+    """Skip the test because a peer (or what it needs) is missing; fail it when ``CI=true``."""
+    if IN_CI:
+        pytest.fail(f"{msg}; CI=true, so .ci/run must install it", pytrace=False)
+    pytest.skip(msg)
 
 
 def sha(data: bytes) -> str:

@@ -123,15 +123,17 @@ class Origin:
 
     # -- acquiring a slot ----------------------------------------------------------------------
 
-    async def acquire(self, timeout: float | None) -> Pooled:
+    async def acquire(self, timeout: float | None, newest: bool = False) -> Pooled:
         """A connection with one slot reserved for the caller (who must ``use`` or ``give_back``).
 
         Waits in line for at most ``timeout`` seconds (None: no limit), then PoolTimeout.
+        ``newest``: prefer the youngest connection with room (a retry after a GOAWAY: the
+        older ones are nearer to their own).
         """
         if self.closed:
             raise ConnectionClosed("the session is closed", retry_safe=True)
         if not self._line:
-            p = self._free()
+            p = self._free(newest)
             if p is not None:
                 p.reserved += 1
                 return p
@@ -177,8 +179,8 @@ class Origin:
         p.reserved -= 1
         self._dispatch()
 
-    def _free(self) -> Pooled | None:
-        for p in self.conns:
+    def _free(self, newest: bool = False) -> Pooled | None:
+        for p in reversed(self.conns) if newest else self.conns:
             if p.free() > 0:
                 return p
         return None

@@ -40,7 +40,14 @@ from ._origin import Origin
 from ._stream import Stream
 from .client import Client, RequestStream, connect, end_request
 from .config import Config
-from .errors import ErrorCode, H2Error, RequestTimeout, ResponseTooLarge, StreamReset
+from .errors import (
+    ConnectionClosed,
+    ErrorCode,
+    H2Error,
+    RequestTimeout,
+    ResponseTooLarge,
+    StreamReset,
+)
 from .headers import PARTIAL_REQUEST, Headers, HeadersLike, check_request, to_wire
 from .tls import client_ssl_context
 
@@ -48,6 +55,7 @@ __all__ = ["Response", "Session", "SessionStream", "Timeouts", "TimeoutsLike"]
 
 _MiB = 1024 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_REFUSALS = 50  # connections that stop taking streams just as a request gets to them
 
 
 @dataclass(frozen=True)
@@ -216,7 +224,7 @@ class Session:
         ssl: _ssl.SSLContext | None = None,
         timeout: TimeoutsLike = Timeouts(),  # noqa: B008 - frozen, so sharing it is safe
         max_connections: int = 10,
-        retries: int = 2,
+        retries: int = 3,
         idle_timeout: float | None = 90.0,
         max_connection_age: float | None = None,
         keepalive_interval: float | None = 30.0,
@@ -392,8 +400,8 @@ class Session:
         attempts: _Attempts,
     ) -> Stream:
         """Open the request's stream on a pooled connection, retrying what is retry-safe."""
-        while True:
-            p = await origin.acquire(t.pool)
+        for _ in range(_MAX_REFUSALS):
+            p = await origin.acquire(t.pool, newest=attempts.tries > 0)
             conn = p.conn
             origin.use(p)
             try:
@@ -401,12 +409,18 @@ class Session:
                 s = await conn.open_stream(wire, end)
             except H2Error as e:
                 origin._dispatch()
-                if self._may_retry(e, attempts):
+                # Refused before HEADERS were even queued (the connection began closing
+                # between the reservation and now): no attempt was made, none is counted.
+                if e.retry_safe and not self._closed:
                     continue
                 raise
             s.read_timeout = t.read
             s.write_timeout = t.write
             return s
+        raise ConnectionClosed(
+            f"{origin.name}: {_MAX_REFUSALS} connections in a row refused to open a stream",
+            retry_safe=True,
+        )
 
     async def _fetch(
         self,

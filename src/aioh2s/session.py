@@ -91,6 +91,8 @@ class Timeouts:
 
 
 TimeoutsLike = Timeouts | float | None
+#: A request body: bytes (sent again on a retry), an async iterable of bytes, or None.
+Body = bytes | bytearray | memoryview | AsyncIterable[bytes] | None
 
 #: The sentinel for "the session's own timeouts".
 _SESSION: Any = object()
@@ -291,7 +293,7 @@ class Session:
         *,
         method: str = "GET",
         headers: HeadersLike | None = None,
-        body: bytes | bytearray | memoryview | AsyncIterable[bytes] | None = None,
+        body: Body = None,
         json: Any = None,
         timeout: TimeoutsLike = _SESSION,
         max_body_size: int | None = 64 * _MiB,
@@ -427,10 +429,27 @@ class Session:
         origin: Origin,
         wire: list[tuple[bytes, bytes]],
         url: str,
-        body: bytes | bytearray | memoryview | AsyncIterable[bytes] | None,
+        body: Body,
         t: Timeouts,
         max_body_size: int | None,
     ) -> Response:
+        stream = await self._exchange(origin, wire, body, t)
+        try:
+            headers = stream._s.headers
+            assert headers is not None
+            data = await _read_body(stream, max_body_size, url)
+            return Response(int(headers[":status"]), headers, data, stream._s.trailers, url)
+        finally:
+            end_request(stream._s)
+
+    async def _exchange(
+        self, origin: Origin, wire: list[tuple[bytes, bytes]], body: Body, t: Timeouts
+    ) -> RequestStream:
+        """Send the request and wait for its response headers, retrying what is safe.
+
+        The caller owns the stream returned and must ``end_request`` it. Once response
+        headers arrived the server has processed the request: nothing after that is retried.
+        """
         replayable = body is None or isinstance(body, (bytes, bytearray, memoryview))
         empty = body is None or (replayable and not body)
         state = _Attempts()
@@ -450,18 +469,16 @@ class Session:
                             await _drain(s)
                         s.end()
                         await _drain(s)
-                headers = await stream.response_headers()
-                data = await _read_body(stream, max_body_size, url)
-                status = int(headers[":status"])
-                return Response(status, headers, data, s.trailers, url)
-            except H2Error as e:
-                if (replayable or not state.started) and self._may_retry(e, state):
+                await stream.response_headers()
+                return stream
+            except BaseException as e:
+                end_request(s)
+                if (isinstance(e, H2Error) and (replayable or not state.started)
+                        and self._may_retry(e, state)):
                     if isinstance(e, StreamReset) and state.tries > 1:
                         await asyncio.sleep(min(1.0, 0.025 * 2 ** state.tries))
                     continue
                 raise
-            finally:
-                end_request(s)
 
 
 class _Attempts:

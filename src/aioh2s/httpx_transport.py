@@ -1,0 +1,171 @@
+"""An ``httpx`` transport that speaks HTTP/2 through an :class:`aioh2s.Session`.
+
+    import httpx, aioh2s.httpx_transport
+    async with httpx.AsyncClient(transport=aioh2s.httpx_transport.Transport()) as client:
+        r = await client.get("https://example.org/")
+
+Needs the optional extra ``aioh2s[httpx]``. Theory of operation: httpx builds an
+``httpx.Request``; :meth:`Transport.handle_async_request` turns it into the HTTP/2 request
+headers (``Host`` becomes ``:authority``; fields HTTP/2 forbids, such as ``Connection``,
+are dropped as RFC 9113 §8.2.2 asks), sends it on the session's pool with httpx's per-request
+timeouts, and returns an ``httpx.Response`` as soon as the response headers arrived, whose
+body streams from the HTTP/2 stream as httpx reads it (``client.stream(...)`` keeps the
+backpressure: nothing is read ahead beyond the stream's window). Closing that response (httpx
+does when the body was read, or the ``async with`` ends) ends the stream: an unread rest is
+reset with CANCEL.
+
+Retries are the session's: a request whose body httpx holds as bytes is sent again when the
+server provably did not process it; a streaming body only until its first chunk was taken.
+
+Errors become httpx's own: ``ConnectTimeout``, ``PoolTimeout``, ``ReadTimeout`` and
+``WriteTimeout`` for the timeouts, ``ConnectError`` when no connection could be opened,
+``LocalProtocolError`` for a request HTTP/2 cannot carry, ``RemoteProtocolError`` for a
+stream the server reset or a protocol violation, and ``ReadError`` for a connection that
+ended under the request. The aioh2s error is the ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+
+from .client import RequestStream, end_request
+from .errors import (
+    ConnectError,
+    ConnectionClosed,
+    ConnectTimeout,
+    H2Error,
+    LocalProtocolError,
+    PoolTimeout,
+    ReadTimeout,
+    WriteTimeout,
+)
+from .session import Session, Timeouts
+
+__all__ = ["Transport"]
+
+# RFC 9113 §8.2.2: connection-specific fields must not be sent over HTTP/2.
+_DROP = frozenset([b"host", b"connection", b"keep-alive", b"proxy-connection",
+                   b"transfer-encoding", b"upgrade"])
+
+# Most specific first: ConnectTimeout is a ConnectError too.
+_MAP: list[tuple[type[H2Error], type[httpx.TransportError]]] = [
+    (ConnectTimeout, httpx.ConnectTimeout),
+    (ConnectError, httpx.ConnectError),
+    (PoolTimeout, httpx.PoolTimeout),
+    (ReadTimeout, httpx.ReadTimeout),
+    (WriteTimeout, httpx.WriteTimeout),
+    (LocalProtocolError, httpx.LocalProtocolError),
+    (ConnectionClosed, httpx.ReadError),
+    (H2Error, httpx.RemoteProtocolError),
+]
+
+
+@contextlib.contextmanager
+def _as_httpx(request: httpx.Request) -> Iterator[None]:
+    try:
+        yield
+    except H2Error as e:
+        for ours, theirs in _MAP:
+            if isinstance(e, ours):
+                raise theirs(str(e), request=request) from e
+        raise  # pragma: no cover - H2Error is the last entry
+
+
+class _ResponseBody(httpx.AsyncByteStream):
+    """The response body, read from the HTTP/2 stream as httpx asks for it."""
+
+    def __init__(self, stream: RequestStream, request: httpx.Request) -> None:
+        self._stream = stream
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        reader = self._stream.reader
+        with _as_httpx(self._request):
+            while True:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    return
+                yield chunk
+
+    async def aclose(self) -> None:
+        end_request(self._stream._s)
+
+
+class Transport(httpx.AsyncBaseTransport):
+    """``httpx.AsyncClient(transport=Transport())``: HTTP/2 through an aioh2s pool.
+
+    ``session`` is the :class:`aioh2s.Session` to use (closed with the transport only when
+    it was made here); otherwise ``options`` are :class:`aioh2s.Session` keywords
+    (``ssl=``, ``max_connections=``, ``retries=``...). httpx's ``pool``, ``read`` and
+    ``write`` timeouts apply per request; the connect timeout is the session's, because a
+    connection is opened for whichever requests come to share it.
+    """
+
+    def __init__(self, session: Session | None = None, **options: Any) -> None:
+        if session is not None and options:
+            raise TypeError("give either a Session or Session options, not both")
+        self._own = session is None
+        self.session = session if session is not None else Session(**options)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and return the response once its headers arrived."""
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(f"aioh2s cannot send {url.scheme!r} URLs",
+                                            request=request)
+        authority = request.headers.get("host") or url.netloc.decode("ascii")
+        wire: list[tuple[bytes, bytes]] = [
+            (b":method", request.method.encode("ascii")),
+            (b":scheme", url.scheme.encode("ascii")),
+            (b":authority", authority.encode("ascii")),
+            (b":path", url.raw_path),
+        ]
+        for name, value in request.headers.raw:
+            low = name.lower()
+            if low in _DROP or (low == b"te" and value.lower() != b"trailers"):
+                continue
+            wire.append((low, value))
+        body: Any
+        if isinstance(request.stream, httpx.ByteStream):
+            body = request.read()
+        else:
+            body = request.stream
+        timeouts = self._timeouts(request)
+        with _as_httpx(request):
+            session = self.session
+            origin, checked, _url = session._prepare(wire, request.method, None)
+            stream = await session._exchange(origin, checked, body, timeouts)
+        head = stream._s.headers
+        assert head is not None
+        headers = [(n.encode(), v.encode()) for n, v in head if not n.startswith(":")]
+        return httpx.Response(
+            int(head[":status"]),
+            headers=headers,
+            stream=_ResponseBody(stream, request),
+            extensions={"http_version": b"HTTP/2", "stream_id": stream.stream_id},
+        )
+
+    def _timeouts(self, request: httpx.Request) -> Timeouts:
+        given = request.extensions.get("timeout") or {}
+        base = self.session.timeouts
+
+        def pick(name: str, ours: float | None) -> float | None:
+            value = given.get(name, ours)
+            return None if value is None or value <= 0 else float(value)
+
+        return Timeouts(
+            connect=base.connect,
+            pool=pick("pool", base.pool),
+            read=pick("read", base.read),
+            write=pick("write", base.write),
+            total=None,
+        )
+
+    async def aclose(self) -> None:
+        """Close the session (when this transport made it)."""
+        if self._own:
+            await self.session.close()

@@ -14,6 +14,7 @@ import asyncio
 import socket
 import ssl
 import subprocess
+import sys
 import time
 from typing import Any
 
@@ -768,3 +769,33 @@ async def test_tls_server_closed_while_a_request_is_open(cert_files: Any) -> Non
 async def test_h2c_server_closed_while_a_request_is_open() -> None:
     await _server_closed_while_a_request_is_open(Wire("h2c"))
 
+
+
+async def test_an_idle_close_of_a_peer_that_neither_reads_nor_closes_takes_linger(
+    wire: Wire,
+) -> None:
+    """Closed for idling with nothing left to send: gone after ``linger``, not ``grace``.
+
+    The peer sends its preface and then nothing, and never closes. The idle close's PING gets
+    no ACK (1 s at most), the final GOAWAY goes out, and once the peer's TCP has acknowledged
+    it and the peer has been quiet for ``linger``, the connection ends (over TLS with
+    close_notify first); it used to wait out the whole grace period (30 s) over cleartext,
+    which kept connections shed near the connection cap alive as long. Linux only: elsewhere
+    the kernel's send queue cannot be read, and the grace period still bounds it.
+    """
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads the kernel's send queue (SIOCOUTQ), Linux only")
+    async with wire.serving(echo_handler, idle_timeout=0.3, linger=0.5, grace=30) as (srv, port):
+        _reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, **wire.raw_client_options())
+        try:
+            empty_settings = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+            writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + empty_settings)
+            t0 = time.monotonic()
+            while srv._connections or time.monotonic() - t0 < 0.1:
+                assert time.monotonic() - t0 < 10, "still served 10 s after idling"
+                await asyncio.sleep(0.05)
+            elapsed = time.monotonic() - t0
+        finally:
+            writer.close()
+    assert 0.3 <= elapsed < 0.3 + 1.0 + 0.5 + 2.0, elapsed

@@ -240,8 +240,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         "_header_since", "_header_block", "_header_timeout", "pool", "held", "partial_held",
         "partial_since",
         "_tick_timer", "_keepalive_task", "_grace_timer", "_grace_deadline", "_shutdown_timer",
-        "_linger_timer", "front_door", "abuse", "body_rate", "_header_priority", "idle_since",
-        "starts_at", "starts_n", "writes", "on_slots",
+        "_linger_timer", "_linger_deadline", "front_door", "abuse", "body_rate",
+        "_header_priority", "idle_since", "starts_at", "starts_n", "writes", "on_slots",
     )
 
     def __init__(
@@ -317,6 +317,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self._grace_deadline: float | None = None
         self._shutdown_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
+        self._linger_deadline = 0.0  # set when the connection starts to linger
         #: Server: called with the first bytes read; handles HTTP/1.1 and returns h2 bytes.
         self.front_door: (
             Callable[[Connection, bytes | bytearray], Awaitable[bytes | bytearray]] | None

@@ -15,11 +15,25 @@ Graceful close (RFC 9113 §6.8), started by :meth:`Lifecycle.start_close`:
    GOAWAY when its last request ended (stock h2 servers answer nothing after a GOAWAY).
 2. Open streams may finish until the grace period ends; then they are reset (CANCEL). A
    second ``start_close`` with a shorter grace shortens it.
-3. With no stream left, the connection *lingers*: our write side is shut (TCP FIN after the
-   buffered bytes; on TLS, close_notify) and we read and discard until the peer closes,
-   at most ``linger`` seconds (or the rest of the grace period, if longer): closing a socket
-   with unread input makes the kernel send a reset, which can destroy our GOAWAY before the
-   peer reads it.
+3. With no stream left, the connection *lingers*: we read and discard until the peer closes,
+   because closing a socket that then receives data (a WINDOW_UPDATE from a peer still
+   reading our last response, say) makes the kernel send a reset, which destroys what the
+   kernel still had to send and, in most clients, what they had received but not yet read.
+   Over TCP our write side is shut at once (FIN after the buffered bytes). The linger ends
+   when the peer closes, when the peer's TCP has acknowledged everything we sent
+   (``Wire.delivered``) and the peer has sent nothing for ``linger`` seconds, or at the
+   deadline: ``linger`` seconds, or the rest of the grace period if longer (a peer that
+   reads nothing gets that long). Where the kernel's send queue cannot be read, only the
+   peer's close or the deadline ends it.
+
+   TLS has no half-close that asyncio keeps reading through: once our close_notify is out,
+   OpenSSL refuses the peer's application data (APPLICATION_DATA_AFTER_CLOSE_NOTIFY) and
+   asyncio's SSL transport aborts the socket, with the rest of a response for a slow reader
+   still in the kernel's send queue. So a server sends close_notify only when the linger
+   would end over TCP; then the SSL layer finishes and ``linger`` seconds later at most we
+   abort. A client sends it at once: it lingers only once every response was read in full,
+   so nothing it sent is still needed, and a server waiting for it would keep
+   ``client.close()`` waiting too.
 
 A received graceful GOAWAY fails our streams above its last stream id (not processed: safe to
 retry), lets the others finish, refuses new requests with a retry-safe
@@ -59,6 +73,9 @@ __all__ = ["Lifecycle", "not_sent"]
 log = logging.getLogger("aioh2s")
 
 _SHUTDOWN_RTT = 1.0  # seconds to wait for the §6.8 PING's ACK before the final GOAWAY
+# Seconds between two looks at a lingering connection whose bytes are still on their way: one
+# cheap ioctl each, for connections that are closing anyway.
+_LINGER_POLL = 0.25
 
 
 def not_sent(err: ConnectionClosed) -> ConnectionClosed:
@@ -105,6 +122,7 @@ class Lifecycle:
     _grace_timer: asyncio.TimerHandle | None
     _grace_deadline: float | None
     _linger_timer: asyncio.TimerHandle | None
+    _linger_deadline: float
     _handshake_timer: asyncio.TimerHandle | None
     _header_timer: asyncio.TimerHandle | None
     body_rate: BodyRate | None
@@ -236,23 +254,58 @@ class Lifecycle:
         for timer in (self._grace_timer, self._handshake_timer):
             if timer is not None:
                 timer.cancel()
-        linger = self.config.linger
+        now = time.monotonic()
+        deadline = now + self.config.linger
         if self._grace_deadline is not None:
-            # Responses may still sit in the transport's buffer: they get the rest of the grace
-            # period to drain before the hard abort.
-            linger = max(linger, self._grace_deadline - time.monotonic())
-        self._linger_timer = self.loop.call_later(linger, self._linger_expired)
+            # A peer still reading responses gets the rest of the grace period.
+            deadline = max(deadline, self._grace_deadline)
+        self._linger_deadline = deadline
         t = self.transport
-        if t.is_closing():
+        if not t.is_closing():
+            try:
+                if t.can_write_eof():
+                    t.write_eof()
+                elif self.client:
+                    t.close()  # TLS: close_notify after the buffered bytes (module docstring)
+            except (OSError, RuntimeError) as e:
+                # The peer is already gone (ENOTCONN after its reset): nothing to linger for.
+                self.fail(self.ended_error(f"the connection was lost: {e!r}"), abort=True)
+                return
+        # First look on the next turn of the loop: no teardown from inside the caller's step.
+        self._linger_timer = self.loop.call_later(0, self._linger_check)
+
+    def _linger_check(self) -> None:
+        """End the linger if the peer has had its chance (module docstring), else look later."""
+        self._linger_timer = None
+        t = self.transport
+        now = time.monotonic()
+        left = self._linger_deadline - now
+        if left <= 0:
+            self._linger_expired()
             return
-        try:
-            if t.can_write_eof():
-                t.write_eof()
-            else:
-                t.close()  # TLS: close_notify after the buffered bytes; asyncio then waits
-        except (OSError, RuntimeError) as e:
-            # The peer is already gone (ENOTCONN after its reset): nothing left to linger for.
-            self.fail(self.ended_error(f"the connection was lost: {e!r}"), abort=True)
+        if t.is_closing():
+            # A TLS client's close_notify is out, or the peer's close is under way: only the
+            # deadline is left to watch (3.10's SSL transport raises when asked more).
+            self._linger_timer = self.loop.call_later(left, self._linger_expired)
+            return
+        delivered = self.wire.delivered()
+        if delivered is None:
+            wait = left  # the kernel's queue is unknown: the peer's close or the deadline
+        elif not delivered:
+            wait = _LINGER_POLL
+        else:
+            # Everything we sent has reached the peer's kernel; a peer still reading it sends
+            # WINDOW_UPDATEs as it goes, so wait until it has been quiet for ``linger``.
+            wait = self.last_activity + self.config.linger - now
+        if wait > 0:
+            self._linger_timer = self.loop.call_later(min(wait, left), self._linger_check)
+            return
+        if t.can_write_eof():
+            self._linger_expired()  # our FIN is acknowledged too: nothing left to give
+            return
+        t.close()  # TLS: close_notify now; the SSL layer then waits for the peer's answer
+        self._linger_timer = self.loop.call_later(
+            min(self.config.linger, left), self._linger_expired)
 
     def _linger_expired(self) -> None:
         self._linger_timer = None

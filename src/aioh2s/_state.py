@@ -46,9 +46,10 @@ A connection has one state machine of its own (``Life``), with every allowed mov
   knowledge, h2c Upgrade or HTTP/1.1 is not decided yet): nothing of HTTP/2 was said, so a
   close then writes nothing.
 - ``CLOSING``: no new streams; open ones may finish until the grace period ends.
-- ``LINGER``: the last GOAWAY is written and our write side shut (TCP FIN, or TLS
-  close_notify); we read and discard until the peer closes too, for a bounded time, so the
-  peer reads our GOAWAY instead of a TCP reset.
+- ``LINGER``: the last GOAWAY is written (over TCP our write side shut at once; over TLS a
+  server sends close_notify only once the peer has it all); we read and discard until the
+  peer closes too, for a bounded time, so the peer reads our last frames instead of a TCP
+  reset.
 
 Errors say who broke which rule: a call the table forbids is the application's mistake and
 raises ``RuntimeError`` naming the operation and the state, before anything changes.

@@ -25,11 +25,20 @@ The write side mirrors ``StreamWriter``'s flow control: the transport calls
 ``pause_writing``/``resume_writing`` around its high-water mark, and :meth:`Wire.drain` waits
 for the resume. :meth:`Wire.wait_closed` returns once ``connection_lost`` was called; it never
 raises.
+
+:meth:`Wire.delivered` tells a lingering connection whether the peer has everything we wrote:
+nothing in the transport's buffers (over TLS, the SSL layer's and the TCP transport's below
+it) and nothing in the kernel's send queue, which holds bytes until the peer's TCP
+acknowledges them (``SIOCOUTQ``, Linux only; elsewhere it cannot tell). A closed socket
+that receives data answers with a reset, and the reset destroys what its send queue still
+held: knowing that the queue is empty is what lets a connection end without that risk.
 """
 
 from __future__ import annotations
 
 import asyncio
+import struct
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, cast
@@ -40,6 +49,15 @@ __all__ = ["SCRATCH", "Wire"]
 SCRATCH = 64 * 1024
 
 _local = threading.local()
+
+if sys.platform.startswith("linux"):
+    import fcntl
+    import termios
+
+    #: The ioctl that reads a TCP socket's unacknowledged and unsent bytes (SIOCOUTQ).
+    _OUTQ: int | None = termios.TIOCOUTQ
+else:
+    _OUTQ = None
 
 
 def _scratch(size: int) -> memoryview:
@@ -217,6 +235,34 @@ class Wire(asyncio.BufferedProtocol):
         if self._closed is None:
             self._closed = self.loop.create_future()
         await asyncio.shield(self._closed)
+
+    def delivered(self) -> bool | None:
+        """Whether the peer's TCP has acknowledged every byte written; None: cannot tell.
+
+        Only while the transport is open (3.10's SSL transport raises once it is closing).
+        """
+        t = self.transport
+        if t is None:
+            return None
+        try:
+            if t.get_write_buffer_size():
+                return False
+            # asyncio's SSL transport counts only what its SSL layer holds (3.11+), not the
+            # encrypted bytes waiting in the TCP transport below it (private, so looked up
+            # with care: uvloop's has no such attribute).
+            below = getattr(getattr(t, "_ssl_protocol", None), "_transport", None)
+            if below is not None and below.get_write_buffer_size():
+                return False
+            sock = t.get_extra_info("socket")
+        except (AttributeError, RuntimeError):
+            return None
+        if _OUTQ is None or sock is None:
+            return None
+        try:
+            queued = fcntl.ioctl(sock.fileno(), _OUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return None  # closed meanwhile, or a socket with no such queue
+        return bool(struct.unpack("i", queued)[0] == 0)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """The transport's ``get_extra_info`` (``default`` once there is none)."""

@@ -95,6 +95,8 @@ class Config:
     grace: float = 30.0
     #: Seconds a closing connection waits for the peer to read our last frames and close its
     #: side (after a graceful close, or for the transport buffer to drain) before aborting.
+    #: After a graceful close, up to the rest of the grace period while the peer's TCP has
+    #: not acknowledged everything we sent or the peer sent something in the last ``linger``.
     linger: float = 1.0
     #: Seconds a server handler may keep running after its stream was reset before it is cancelled.
     reset_handler_timeout: float = 1.0

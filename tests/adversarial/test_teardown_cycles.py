@@ -206,8 +206,8 @@ async def test_other_ends(wire: Wire, how: str, caplog: pytest.LogCaptureFixture
     if how == "min_body_rate":
         opts = dict(min_body_rate=1000.0, body_rate_grace=0.2)
     if how == "idle_timeout":
-        # grace 0.5: a peer that neither reads nor closes holds an idle close for the rest
-        # of the grace period (after linger) on cleartext
+        # grace 0.5: where the kernel's send queue cannot be read (not Linux), a peer that
+        # neither reads nor closes holds an idle close for the rest of the grace period
         opts = dict(idle_timeout=0.3, grace=0.5)
     if how == "handler_cancelled_after_reset":
         opts = dict(reset_handler_timeout=0.1)

@@ -418,3 +418,67 @@ async def test_a_server_closing_the_pool_connection_is_survived(wire: Wire) -> N
                 assert r.status == 200
                 await asyncio.sleep(0.25)  # the server's idle timeout ends the connection
             assert len(s.connections()) <= 1
+
+
+class BlackHole:
+    """A TCP proxy to ``port`` that can stop forwarding (a black-holed path) per connection."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.links: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self.holes: set[int] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _link(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        ur, uw = await asyncio.open_connection("127.0.0.1", self.port)
+        n = len(self.links)
+        self.links.append((w, uw))
+        for a, b in ((r, uw), (ur, w)):
+            task = asyncio.ensure_future(self._pump(n, a, b))
+            self.tasks.add(task)
+
+    async def _pump(self, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await r.read(65536):
+                if n not in self.holes:  # black-holed: bytes vanish, nothing is closed
+                    w.write(data)
+        with contextlib.suppress(OSError):
+            w.close()
+
+    async def close(self) -> None:
+        self.server.close()
+        for a, b in self.links:
+            a.close()
+            b.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.server.wait_closed()
+
+
+async def test_keepalive_finds_a_black_holed_connection_and_the_pool_moves_on() -> None:
+    async with origin(h2c()) as (_o, port):
+        hole = BlackHole(port)
+        via = await hole.start()
+        try:
+            async with aioh2s.Session(keepalive_interval=0.2, keepalive_timeout=0.3,
+                                      timeout=aioh2s.Timeouts(read=5)) as s:
+                url = f"http://127.0.0.1:{via}/x"
+                assert (await s.fetch(url)).status == 200
+                first = s.connections()[0]
+                hole.holes.add(0)
+                await asyncio.wait_for(first.wait_closed(), 5)  # PING unanswered: closed
+                assert first not in s.connections()
+                assert (await s.fetch(url)).status == 200  # a new connection, not black-holed
+                hole.holes.add(1)
+                t0 = time.monotonic()
+                with pytest.raises(aioh2s.H2Error) as ei:  # in flight: the PING or read fails
+                    await s.fetch(url, timeout=aioh2s.Timeouts(read=3))
+                assert time.monotonic() - t0 < 3
+                assert not ei.value.retry_safe  # the request went out: never resent
+        finally:
+            await hole.close()

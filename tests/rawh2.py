@@ -16,6 +16,7 @@ from typing import Any
 import h2.config
 import h2.connection
 import h2.events
+import h2.settings
 
 
 class RawPeer(asyncio.Protocol):
@@ -26,14 +27,29 @@ class RawPeer(asyncio.Protocol):
         )
         self.transport: asyncio.Transport | None = None
         self.auto_ack_pings = server.auto_ack_pings
+        self.quiet = False
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.server.peers.append(self)
+        srv = self.server
+        srv.peers.append(self)
+        srv.accepted += 1
+        if srv.pre_connect is not None and srv.pre_connect(self):
+            self.quiet = True  # it dealt with the connection (aborted it, or stays silent)
+            return
+        if srv.settings:
+            self.conn.local_settings = h2.settings.Settings(
+                client=False, initial_values=srv.settings
+            )
         self.conn.initiate_connection()
         self.flush()
+        if srv.on_connect is not None:
+            srv.on_connect(self)
+            self.flush()
 
     def data_received(self, data: bytes) -> None:
+        if self.quiet:
+            return
         if not self.auto_ack_pings and b"\x00\x00\x08\x06\x00" in data:
             # Swallow PING frames (type 6, no ACK flag) so they are never answered.
             out = bytearray()
@@ -82,7 +98,17 @@ class RawH2Server:
         on_event: Callable[[RawPeer, Any], None],
         auto_ack_pings: bool = True,
         ssl: _ssl.SSLContext | None = None,
+        *,
+        settings: dict[int, int] | None = None,
+        on_connect: Callable[[RawPeer], None] | None = None,
+        pre_connect: Callable[[RawPeer], bool] | None = None,
     ) -> None:
+        #: ``settings``: our SETTINGS; ``on_connect(peer)`` runs after our preface;
+        #: ``pre_connect(peer)`` before it, and a True result means no preface at all.
+        self.settings = settings
+        self.on_connect = on_connect
+        self.pre_connect = pre_connect
+        self.accepted = 0
         self.on_event = on_event
         self.ssl = ssl
         self.peers: list[RawPeer] = []
@@ -97,6 +123,7 @@ class RawH2Server:
             lambda: RawPeer(self), "127.0.0.1", 0, ssl=self.ssl
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        self.url = f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}/"
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-__all__ = ["Deadline", "wait_for"]
+__all__ = ["deadline", "wait_for"]
 
 _T = TypeVar("_T")
 
@@ -55,39 +55,37 @@ async def wait_for(
             timer.cancel()
 
 
-class Deadline:
-    """``async with Deadline(seconds, make_error):`` cancels the block when time runs out.
+async def deadline(
+    aw: Awaitable[_T], seconds: float, make_error: Callable[[], BaseException]
+) -> _T:
+    """``await aw`` for at most ``seconds``, then cancel it and raise ``make_error()``.
 
-    Like ``asyncio.timeout()`` (3.11+) on every supported Python, but raising
-    ``make_error()`` instead of ``TimeoutError``. A cancellation from elsewhere that arrives
-    in the same instant stays a cancellation on 3.11+, where ``Task.uncancel`` tells them
-    apart.
+    ``aw`` runs as a child task awaited through ``shield``, so the two cancellations never
+    mix, on every Python: a cancellation of the caller finds the child still running (it is
+    cancelled and awaited, then the caller's ``CancelledError`` goes on), while the deadline
+    cancels only the child. Had both happened in the same instant, the caller's wins.
     """
+    fut = asyncio.ensure_future(aw)
+    expired = False
 
-    def __init__(self, seconds: float | None, make_error: Callable[[], BaseException]) -> None:
-        self._seconds = seconds
-        self._make_error = make_error
-        self._handle: asyncio.TimerHandle | None = None
-        self._task: asyncio.Task[object] | None = None
-        self.expired = False
+    def expire() -> None:
+        nonlocal expired
+        expired = True
+        fut.cancel()
 
-    async def __aenter__(self) -> Deadline:
-        if self._seconds is not None:
-            self._task = asyncio.current_task()
-            self._handle = asyncio.get_running_loop().call_later(self._seconds, self._expire)
-        return self
-
-    def _expire(self) -> None:
-        self._handle = None
-        if self._task is not None and not self._task.done():
-            self.expired = True
-            self._task.cancel()
-
-    async def __aexit__(self, et: type[BaseException] | None, e: object, tb: object) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        if self.expired and et is asyncio.CancelledError:
-            uncancel = getattr(self._task, "uncancel", None)
-            if uncancel is None or uncancel() == 0:
-                raise self._make_error() from None
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        if not fut.done():  # the caller was cancelled: take the child with it
+            fut.cancel()
+            try:
+                await fut
+            except BaseException:  # noqa: BLE001 - its outcome is moot: we were cancelled
+                pass
+            raise
+        if expired and fut.cancelled():
+            raise make_error() from None
+        raise
+    finally:
+        timer.cancel()

@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 An :class:`Origin` holds the connections to one ``(scheme, host, port)``. A request first
-*acquires* a stream slot: the first connection that still takes new streams and has a slot
-free under the peer's SETTINGS_MAX_CONCURRENT_STREAMS is *reserved* for it, and the request
-opens its stream there without waiting again. When no connection has a free slot the request
-joins a FIFO line, and the origin opens more connections while the waiting requests outnumber
-what the connections being opened are expected to take, up to ``max_connections``. Every
-change that may free a slot (a stream closed, the peer raised its limit, a connection came
-up) calls :meth:`Origin._dispatch`, which hands slots to the line in order.
+*acquires* a stream slot: a connection that still takes new streams and has a slot free under
+the peer's SETTINGS_MAX_CONCURRENT_STREAMS is *reserved* for it, and the request opens its
+stream there without waiting again. When no connection has a free slot the request joins a
+FIFO line, and the origin opens more connections while the waiting requests outnumber what
+the connections being opened are expected to take, up to ``max_connections``. Every change
+that may free a slot (a stream closed, the peer raised its limit, a connection came up) calls
+:meth:`Origin._dispatch`, which hands slots to the line in order.
 
 A slot is counted as reserved from the moment it is handed to a waiter until that waiter opens
 its stream (or gives the slot back), so two releases before the waiters run cannot hand out
@@ -17,16 +17,20 @@ more slots than the peer allows, and nobody overtakes the line.
 
 Connections leave in three ways, all graceful for the streams still running on them: the peer
 or we sent GOAWAY (the connection takes no new streams and is dropped once it ended), it sat
-without streams for ``idle_timeout``, or it is older than ``max_age``. A connection that
-dies is dropped the moment it does; the next request that finds no room opens a new one.
+without streams for ``idle_timeout``, or it grew older than ``max_age`` (it takes no new
+streams, and is closed once the ones it has are over: age never cuts a download short).
 
 Rules kept here:
 - A waiter whose wait is cancelled or times out (:class:`PoolTimeout`) leaves the line, and a
   slot it was already granted goes to the next in line.
-- A connection that cannot be opened fails the requests waiting for it only when no other
-  connection of the origin can serve them; otherwise they wait on, and the origin tries to
-  open more connections again only after a pause (1 s, doubling to 30 s) so a failing peer
-  is not dialled in a loop.
+- A *failed attempt* is a connection that could not be opened, or one that ended before it
+  served a single stream (a server that answers every connection with GOAWAY, or closes it).
+  It fails the requests waiting for it when no other connection can serve them; they see
+  that attempt's error. Consecutive failed attempts space out the next ones (0, 0.1, 0.2 ...
+  up to 5 s), so a failing server is not dialled in a loop; a timer dials again when the
+  pause is over, and the first stream served ends the series.
+- A request that retries after REFUSED_STREAM avoids the connection that refused it while the
+  origin may still open another one.
 - Nothing outlives :meth:`Origin.close`: connection attempts are cancelled and every
   connection has ended when it returns.
 """
@@ -35,10 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import copy
 import functools
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from .errors import ConnectionClosed, PoolTimeout
 
@@ -50,14 +55,14 @@ __all__ = ["Origin", "Pooled"]
 
 # Streams a connection is expected to take before its SETTINGS say so (most servers: 100+).
 _FIRST_GUESS = 100
-_BACKOFF_FIRST = 1.0
-_BACKOFF_MAX = 30.0
+_PAUSE_FIRST = 0.1
+_PAUSE_MAX = 5.0
 
 
 class Pooled:
     """One pooled connection and the slots handed out on it but not yet used."""
 
-    __slots__ = ("client", "conn", "reserved", "born", "retired")
+    __slots__ = ("client", "conn", "reserved", "born", "retired", "served")
 
     def __init__(self, client: Client) -> None:
         self.client = client
@@ -65,6 +70,7 @@ class Pooled:
         self.reserved = 0
         self.born = time.monotonic()
         self.retired = False  # we decided it takes no new streams (idle, too old, closing)
+        self.served = False  # a stream was opened on it
 
     def __repr__(self) -> str:
         return f"<Pooled {self.conn!r} reserved={self.reserved}>"
@@ -81,6 +87,15 @@ class Pooled:
         if c._slot_waiters:  # somebody uses the Client directly: leave it its line
             return 0
         return c._peer_limit() - c.open_outbound - self.reserved
+
+
+class _Waiter:
+    __slots__ = ("fut", "newest", "avoid")
+
+    def __init__(self, fut: asyncio.Future[Pooled], newest: bool, avoid: Pooled | None) -> None:
+        self.fut = fut
+        self.newest = newest
+        self.avoid = avoid
 
 
 class Origin:
@@ -102,11 +117,13 @@ class Origin:
         self.max_age = max_age
         self.loop = asyncio.get_running_loop()
         self.conns: list[Pooled] = []
-        self._line: collections.deque[asyncio.Future[Pooled]] = collections.deque()
+        self._line: collections.deque[_Waiter] = collections.deque()
         self._opening: set[asyncio.Task[None]] = set()
         self._guess = _FIRST_GUESS
-        self._backoff = 0.0
+        self._fails = 0  # failed attempts in a row
+        self._last_error: Exception | None = None
         self._no_dial_until = 0.0
+        self._redial: asyncio.TimerHandle | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self.closed = False
 
@@ -123,22 +140,26 @@ class Origin:
 
     # -- acquiring a slot ----------------------------------------------------------------------
 
-    async def acquire(self, timeout: float | None, newest: bool = False) -> Pooled:
+    async def acquire(
+        self, timeout: float | None, newest: bool = False, avoid: Pooled | None = None
+    ) -> Pooled:
         """A connection with one slot reserved for the caller (who must ``use`` or ``give_back``).
 
         Waits in line for at most ``timeout`` seconds (None: no limit), then PoolTimeout.
         ``newest``: prefer the youngest connection with room (a retry after a GOAWAY: the
-        older ones are nearer to their own).
+        older ones are nearer to their own). ``avoid``: not this connection, unless the
+        origin may open no other.
         """
         if self.closed:
             raise ConnectionClosed("the session is closed", retry_safe=True)
+        w = _Waiter(self.loop.create_future(), newest, avoid)
         if not self._line:
-            p = self._free(newest)
+            p = self._pick(w)
             if p is not None:
                 p.reserved += 1
                 return p
-        fut: asyncio.Future[Pooled] = self.loop.create_future()
-        self._line.append(fut)
+        self._line.append(w)
+        fut = w.fut
         timer = None
         if timeout is not None:
             timer = self.loop.call_later(timeout, self._expire, fut, timeout)
@@ -150,7 +171,7 @@ class Origin:
                 self.give_back(fut.result())  # granted as we were cancelled: pass it on
             else:
                 try:
-                    self._line.remove(fut)
+                    self._line.remove(w)
                 except ValueError:
                     pass
             raise
@@ -161,10 +182,12 @@ class Origin:
     def _expire(self, fut: asyncio.Future[Pooled], timeout: float) -> None:
         if fut.done():
             return
-        what = (
-            f"all {len(self.conns)} connection(s) to {self.name} were busy"
-            if self.conns else f"no connection to {self.name} could be opened"
-        )
+        if self.conns:
+            what = f"all {len(self.conns)} connection(s) to {self.name} were busy"
+        else:
+            what = f"no connection to {self.name} could be opened"
+        if self._last_error is not None and self._fails:
+            what += f"; the last attempt: {self._last_error}"
         fut.set_exception(PoolTimeout(
             f"pool timed out: no stream slot for {timeout} s ({what}); nothing was sent",
             timeout,
@@ -174,30 +197,45 @@ class Origin:
         """The caller opens its stream on ``p`` now (synchronously): the reservation ends."""
         p.reserved -= 1
 
+    def served(self, p: Pooled) -> None:
+        """A stream was opened on ``p``: the origin works, failed attempts are forgotten."""
+        p.served = True
+        self._fails = 0
+
     def give_back(self, p: Pooled) -> None:
         """The caller will not use its reserved slot on ``p``."""
         p.reserved -= 1
         self._dispatch()
 
-    def _free(self, newest: bool = False) -> Pooled | None:
-        for p in reversed(self.conns) if newest else self.conns:
+    def _may_grow(self) -> bool:
+        live = sum(1 for p in self.conns if p.accepting())
+        return live + len(self._opening) < self.max_connections
+
+    def _pick(self, w: _Waiter) -> Pooled | None:
+        order = reversed(self.conns) if w.newest else self.conns
+        fallback = None
+        for p in order:
             if p.free() > 0:
-                return p
+                if p is not w.avoid:
+                    return p
+                fallback = p
+        if fallback is not None and not self._may_grow():
+            return fallback  # no other connection may be opened: the refusing one it is
         return None
 
     def _dispatch(self) -> None:
         line = self._line
         while line:
-            fut = line[0]
-            if fut.done():
+            w = line[0]
+            if w.fut.done():
                 line.popleft()
                 continue
-            p = self._free()
+            p = self._pick(w)
             if p is None:
                 break
             line.popleft()
             p.reserved += 1
-            fut.set_result(p)
+            w.fut.set_result(p)
         if line:
             self._grow()
 
@@ -206,31 +244,41 @@ class Origin:
     def _grow(self) -> None:
         if self.closed:
             return
-        live = sum(1 for p in self.conns if p.accepting())
-        if live and self.loop.time() < self._no_dial_until:
-            return  # the last attempt failed: wait a little before dialling again
-        want = sum(1 for f in self._line if not f.done()) - len(self._opening) * self._guess
-        while want > 0 and live + len(self._opening) < self.max_connections:
+        pause = self._no_dial_until - self.loop.time()
+        if pause > 0:
+            # Failed attempts in a row: dial again when the pause is over.
+            if self._redial is None:
+                self._redial = self.loop.call_later(pause, self._redial_now)
+            return
+        want = sum(1 for w in self._line if not w.fut.done()) - len(self._opening) * self._guess
+        if self._line and self._line[0].avoid is not None and not self._opening:
+            want = max(want, 1)  # the head of the line waits for a connection of its own
+        while want > 0 and self._may_grow():
             task = self.loop.create_task(self._open())
             self._opening.add(task)
             want -= self._guess
 
+    def _redial_now(self) -> None:
+        self._redial = None
+        if self._line:
+            self._dispatch()
+            self._grow()
+
     async def _open(self) -> None:
-        task = asyncio.current_task()
+        task = cast("asyncio.Task[None]", asyncio.current_task())
         try:
             client = await self._opener()
         except asyncio.CancelledError:
             raise  # close() is ending us: it fails the line itself
         except Exception as e:  # noqa: BLE001 - every failure goes to the waiters
             self._opening.discard(task)
-            self._open_failed(e)
+            self._attempt_failed(e)
             return
         finally:
             self._opening.discard(task)
         if self.closed:
             client.abort()
             return
-        self._backoff = 0.0
         p = Pooled(client)
         self.conns.append(p)
         self._guess = max(1, min(p.conn._peer_limit(), 1000))
@@ -240,21 +288,32 @@ class Origin:
         self._dispatch()
         self._arm_sweeper()
 
-    def _open_failed(self, e: Exception) -> None:
-        self._backoff = min(_BACKOFF_MAX, self._backoff * 2 or _BACKOFF_FIRST)
-        self._no_dial_until = self.loop.time() + self._backoff
+    def _attempt_failed(self, e: Exception) -> None:
+        self._fails += 1
+        self._last_error = e
+        pause = 0.0 if self._fails == 1 else min(_PAUSE_MAX, _PAUSE_FIRST * 2 ** (self._fails - 2))
+        self._no_dial_until = self.loop.time() + pause
         if self._opening or any(p.accepting() for p in self.conns):
+            if self._line:
+                self._grow()  # (schedules the redial)
             return  # others may still serve the line
         line = self._line
         self._line = collections.deque()
-        for fut in line:
-            if not fut.done():
-                fut.set_exception(e.with_traceback(None))
+        for w in line:
+            if not w.fut.done():
+                w.fut.set_exception(_fresh(e))
 
     def _changed(self, p: Pooled) -> None:
         """``p``'s connection may have a slot free, or stopped taking streams."""
         if p.conn.closed:
             self._drop(p)
+            if not p.served and not p.retired and not self.closed:
+                err = p.conn.error
+                self._attempt_failed(ConnectionClosed(
+                    f"{self.name} ended the connection before it served a request"
+                    + (f" ({err})" if err is not None else ""),
+                    retry_safe=True,
+                ))
         if self._line:
             self._dispatch()
 
@@ -276,45 +335,62 @@ class Origin:
         self._sweeper = None
         now = time.monotonic()
         for p in list(self.conns):
-            if not p.accepting():
-                continue
             c = p.conn
-            idle = self.idle_timeout
-            if (idle is not None and c.idle_since is not None and not p.reserved
-                    and now - c.idle_since >= idle):
-                self.retire(p)
+            if c.closing:
+                continue
+            since = c.idle_since
+            idle = since is not None and not p.reserved
+            if p.retired:
+                if idle:
+                    c.start_close()  # too old, and its last stream is over
+                continue
+            if (idle and since is not None and self.idle_timeout is not None
+                    and now - since >= self.idle_timeout):
+                p.retired = True
+                c.start_close()
             elif self.max_age is not None and now - p.born >= self.max_age:
-                self.retire(p)
-        self._arm_sweeper()
-
-    def retire(self, p: Pooled, grace: float | None = None) -> None:
-        """``p`` takes no new streams; its open ones finish within ``grace`` (config default)."""
-        p.retired = True
-        p.conn.start_close(grace)
+                p.retired = True  # no new streams; closed once the running ones are over
+                if idle:
+                    c.start_close()
         if self._line:
             self._dispatch()
+        self._arm_sweeper()
 
     # -- the end -------------------------------------------------------------------------------
 
     async def close(self, grace: float | None) -> None:
         """Fail the line, cancel connection attempts, close every connection gracefully."""
         self.closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            self._sweeper = None
+        for timer in (self._sweeper, self._redial):
+            if timer is not None:
+                timer.cancel()
+        self._sweeper = self._redial = None
         line = self._line
         self._line = collections.deque()
-        for fut in line:
-            if not fut.done():
-                fut.set_exception(ConnectionClosed("the session was closed", retry_safe=True))
+        for w in line:
+            if not w.fut.done():
+                w.fut.set_exception(ConnectionClosed("the session was closed", retry_safe=True))
         opening = list(self._opening)
         for task in opening:
             task.cancel()
-        for p in self.conns:
+        conns = list(self.conns)  # start_close may end one at once, and so drop it
+        for p in conns:
             p.retired = True
             p.conn.start_close(grace)
-        waits = [p.conn.wait_closed() for p in list(self.conns)]
-        results = await asyncio.gather(*opening, *waits, return_exceptions=True)
-        del results
-        for p in list(self.conns):
+        waits = [p.conn.wait_closed() for p in conns]
+        await asyncio.gather(*opening, *waits, return_exceptions=True)
+        for p in conns:
             self._drop(p)
+
+
+def _fresh(e: Exception) -> Exception:
+    """A copy of ``e`` for one more waiter: each raise writes its own traceback and context."""
+    try:
+        new = copy.copy(e)
+    except Exception:  # noqa: BLE001 - an exception that cannot be copied is shared
+        return e.with_traceback(None)
+    if str(new) != str(e):
+        return e.with_traceback(None)
+    new.__cause__ = e.__cause__
+    new.__traceback__ = None
+    return new

@@ -32,7 +32,6 @@ from typing import Any
 
 import httpx
 
-from .client import RequestStream, end_request
 from .errors import (
     ConnectError,
     ConnectionClosed,
@@ -43,7 +42,7 @@ from .errors import (
     ReadTimeout,
     WriteTimeout,
 )
-from .session import Session, Timeouts
+from .session import Exchange, Session, Timeouts
 
 __all__ = ["Transport"]
 
@@ -78,21 +77,22 @@ def _as_httpx(request: httpx.Request) -> Iterator[None]:
 class _ResponseBody(httpx.AsyncByteStream):
     """The response body, read from the HTTP/2 stream as httpx asks for it."""
 
-    def __init__(self, stream: RequestStream, request: httpx.Request) -> None:
-        self._stream = stream
+    def __init__(self, exchange: Exchange, request: httpx.Request) -> None:
+        self._exchange = exchange
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        reader = self._stream.reader
+        reader = self._exchange.stream.reader
         with _as_httpx(self._request):
             while True:
                 chunk = await reader.read(65536)
                 if not chunk:
+                    await self._exchange.uploaded()  # a failed upload is the request's error
                     return
                 yield chunk
 
     async def aclose(self) -> None:
-        end_request(self._stream._s)
+        await self._exchange.end()
 
 
 class Transport(httpx.AsyncBaseTransport):
@@ -117,11 +117,15 @@ class Transport(httpx.AsyncBaseTransport):
         if url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"aioh2s cannot send {url.scheme!r} URLs",
                                             request=request)
+        if not url.host:
+            raise httpx.UnsupportedProtocol(f"the URL {url} has no host", request=request)
+        # Where to connect is the URL's business; a Host header only names the authority.
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         authority = request.headers.get("host") or url.netloc.decode("ascii")
         wire: list[tuple[bytes, bytes]] = [
             (b":method", request.method.encode("ascii")),
             (b":scheme", url.scheme.encode("ascii")),
-            (b":authority", authority.encode("ascii")),
+            (b":authority", authority.encode("ascii", "surrogateescape")),
             (b":path", url.raw_path),
         ]
         for name, value in request.headers.raw:
@@ -135,19 +139,29 @@ class Transport(httpx.AsyncBaseTransport):
         else:
             body = request.stream
         timeouts = self._timeouts(request)
+        session = self.session
         with _as_httpx(request):
-            session = self.session
-            origin, checked, _url = session._prepare(wire, request.method, None)
-            stream = await session._exchange(origin, checked, body, timeouts)
-        head = stream._s.headers
-        assert head is not None
-        headers = [(n.encode(), v.encode()) for n, v in head if not n.startswith(":")]
-        return httpx.Response(
-            int(head[":status"]),
-            headers=headers,
-            stream=_ResponseBody(stream, request),
-            extensions={"http_version": b"HTTP/2", "stream_id": stream.stream_id},
-        )
+            try:
+                key, checked, _url = session._prepare(wire, request.method, None, origin)
+            except ValueError as e:
+                raise LocalProtocolError(str(e)) from e
+            exchange = await session._exchange(key, checked, body, timeouts)
+        try:
+            head = exchange.stream._s.headers
+            assert head is not None
+            headers = [
+                (n.encode("ascii", "surrogateescape"), v.encode("utf-8", "surrogateescape"))
+                for n, v in head if not n.startswith(":")
+            ]
+            return httpx.Response(
+                int(head[":status"]),
+                headers=headers,
+                stream=_ResponseBody(exchange, request),
+                extensions={"http_version": b"HTTP/2", "stream_id": exchange.stream.stream_id},
+            )
+        except BaseException:
+            await exchange.end()  # its slot goes back whatever went wrong
+            raise
 
     def _timeouts(self, request: httpx.Request) -> Timeouts:
         given = request.extensions.get("timeout") or {}

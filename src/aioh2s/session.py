@@ -17,6 +17,9 @@ when it is absent, ``bytes``, or an async iterable of which nothing was taken ye
 else (a reset with any other code, a connection lost after the request went out, a timeout)
 reaches the caller, whose error's ``retry_safe`` says whether *it* may resend.
 
+A body is sent while the response is awaited and read, never before it: a server that
+answers (or echoes) before it has read the whole request gets its answer read.
+
 Timeouts (:class:`Timeouts`) are per request except ``connect``, which belongs to the
 connection being opened. ``read`` and ``write`` are idle timeouts: each wait for response
 bytes, and each ``drain()`` that waits for the peer's window, may last that long; a wait that
@@ -36,7 +39,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from . import _aio
-from ._origin import Origin
+from ._origin import Origin, Pooled
+from ._state import Send
 from ._stream import Stream
 from .client import Client, RequestStream, connect, end_request
 from .config import Config
@@ -55,7 +59,9 @@ __all__ = ["Response", "Session", "SessionStream", "Timeouts", "TimeoutsLike"]
 
 _MiB = 1024 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-_MAX_REFUSALS = 50  # connections that stop taking streams just as a request gets to them
+_MAX_REFUSALS = 10  # connections that stop taking streams just as a request gets to them
+_KEEPALIVE = 30.0  # a Session's keepalive_interval unless told otherwise
+_Key = tuple[str, str, int]  # an origin: scheme, host, port
 
 
 @dataclass(frozen=True)
@@ -169,11 +175,11 @@ class _Request:
     """``async with session.request(...) as stream`` (see :meth:`Session.request`)."""
 
     def __init__(
-        self, session: Session, origin: Origin, wire: list[tuple[bytes, bytes]], end: bool,
+        self, session: Session, key: _Key, wire: list[tuple[bytes, bytes]], end: bool,
         timeouts: Timeouts,
     ) -> None:
         self._session = session
-        self._origin = origin
+        self._key = key
         self._wire = wire
         self._end = end
         self._timeouts = timeouts
@@ -182,7 +188,7 @@ class _Request:
 
     async def __aenter__(self) -> SessionStream:
         s = await self._session._open(
-            self._origin, self._wire, self._end, self._timeouts, self._attempts
+            self._key, self._wire, self._end, self._timeouts, self._attempts
         )
         again = self._again if self._end else None
         self._stream = SessionStream(s, again)
@@ -191,8 +197,9 @@ class _Request:
     async def _again(self, e: H2Error) -> Stream | None:
         if not self._session._may_retry(e, self._attempts):
             return None
+        self._attempts.note(e)
         return await self._session._open(
-            self._origin, self._wire, True, self._timeouts, self._attempts
+            self._key, self._wire, True, self._timeouts, self._attempts
         )
 
     async def __aexit__(
@@ -217,19 +224,20 @@ class Session:
     no new requests, and a connection silent for ``keepalive_interval`` seconds is PINGed
     (and closed when the PING is not answered within the ``keepalive_timeout`` option).
     ``headers`` are added to every request that does not set them; ``options`` are
-    :class:`aioh2s.Config` fields for every connection.
+    :class:`aioh2s.Config` fields for every connection (a ``handshake_timeout`` or
+    ``keepalive_interval`` set there counts unless ``timeout``/``keepalive_interval`` is given).
     """
 
     def __init__(
         self,
         *,
         ssl: _ssl.SSLContext | None = None,
-        timeout: TimeoutsLike = Timeouts(),  # noqa: B008 - frozen, so sharing it is safe
+        timeout: TimeoutsLike = _SESSION,
         max_connections: int = 10,
         retries: int = 3,
         idle_timeout: float | None = 90.0,
         max_connection_age: float | None = None,
-        keepalive_interval: float | None = 30.0,
+        keepalive_interval: float | None = _SESSION,
         headers: HeadersLike | None = None,
         config: Config | None = None,
         **options: Any,
@@ -242,8 +250,23 @@ class Session:
                             ("max_connection_age", max_connection_age)):
             if value is not None and not value > 0:
                 raise ValueError(f"{name} must be a positive number of seconds or None")
-        self.timeouts = Timeouts.of(timeout)
         cfg = Config.from_options(config, **options)
+        # What the caller set wins: an explicit keyword, then a field of ``config`` or
+        # ``options`` that differs from Config's default; the session's defaults fill the rest.
+        stock = Config()
+        if timeout is _SESSION:
+            connect_t = (
+                cfg.handshake_timeout if cfg.handshake_timeout != stock.handshake_timeout
+                else Timeouts.connect
+            )
+            self.timeouts = Timeouts(connect=connect_t)
+        else:
+            self.timeouts = Timeouts.of(timeout)
+        if keepalive_interval is _SESSION:
+            keepalive_interval = (
+                cfg.keepalive_interval if cfg.keepalive_interval != stock.keepalive_interval
+                else _KEEPALIVE
+            )
         self._config = dataclasses.replace(
             cfg, keepalive_interval=keepalive_interval, handshake_timeout=self.timeouts.connect
         )
@@ -255,8 +278,9 @@ class Session:
         self._headers = to_wire(headers, PARTIAL_REQUEST) if headers is not None else []
         if any(n[0] == 0x3A for n, _ in self._headers):
             raise ValueError("a Session's default headers cannot hold pseudo-headers")
-        self._origins: dict[tuple[str, str, int], Origin] = {}
+        self._origins: dict[_Key, Origin] = {}
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -284,8 +308,8 @@ class Session:
         """
         self._check_open()
         t = self.timeouts if timeout is _SESSION else Timeouts.of(timeout)
-        origin, wire, _url = self._prepare(target, method, headers)
-        return _Request(self, origin, wire, end_stream, t)
+        key, wire, _url = self._prepare(target, method, headers)
+        return _Request(self, key, wire, end_stream, t)
 
     async def fetch(
         self,
@@ -306,23 +330,32 @@ class Session:
         module's rule says; ``timeout``'s ``total`` bounds the whole call.
         """
         self._check_open()
+        if not (body is None or isinstance(body, (bytes, bytearray, memoryview))
+                or hasattr(body, "__aiter__")):
+            raise TypeError(
+                f"body must be bytes-like or an async iterable of bytes, not {type(body).__name__}"
+            )
+        if max_body_size is not None and max_body_size < 0:
+            raise ValueError("max_body_size must be 0 or more, or None")
         if json is not None:
             if body is not None:
                 raise ValueError("give either body or json, not both")
             body = _json.dumps(json, separators=(",", ":")).encode()
-            extra = [(b"content-type", b"application/json")]
-            headers = [*to_wire(headers, PARTIAL_REQUEST), *extra] if headers else extra
+            given = to_wire(headers, PARTIAL_REQUEST) if headers is not None else []
+            if not any(n == b"content-type" for n, _ in given):
+                given.append((b"content-type", b"application/json"))
+            headers = given
         t = self.timeouts if timeout is _SESSION else Timeouts.of(timeout)
-        origin, wire, url = self._prepare(target, method, headers)
+        key, wire, url = self._prepare(target, method, headers)
+        work = self._fetch(key, wire, url, body, t, max_body_size)
         if t.total is None:
-            return await self._fetch(origin, wire, url, body, t, max_body_size)
+            return await work
         total = t.total
 
         def expired() -> BaseException:
             return RequestTimeout(f"request timed out: {url} took more than {total} s", total)
 
-        async with _aio.Deadline(total, expired):
-            return await self._fetch(origin, wire, url, body, t, max_body_size)
+        return await _aio.deadline(work, total, expired)
 
     async def close(self, grace: float | None = None) -> None:
         """Close every connection gracefully; requests still waiting for a slot fail.
@@ -330,9 +363,16 @@ class Session:
         Open requests get ``grace`` seconds (default: the ``grace`` option) to finish.
         """
         self._closed = True
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_all(grace))
+        # Shielded: a cancelled close() leaves the closing to go on, and the next close()
+        # (or a concurrent one) waits for the same work.
+        await asyncio.shield(self._closing)
+
+    async def _close_all(self, grace: float | None) -> None:
         origins = list(self._origins.values())
-        self._origins.clear()
         await asyncio.gather(*(o.close(grace) for o in origins))
+        self._origins.clear()
 
     async def __aenter__(self) -> Session:
         return self
@@ -351,8 +391,17 @@ class Session:
             raise RuntimeError("this Session is closed")
 
     def _prepare(
-        self, target: str | HeadersLike, method: str, headers: HeadersLike | None
-    ) -> tuple[Origin, list[tuple[bytes, bytes]], str]:
+        self,
+        target: str | HeadersLike,
+        method: str,
+        headers: HeadersLike | None,
+        origin: _Key | None = None,
+    ) -> tuple[_Key, list[tuple[bytes, bytes]], str]:
+        """The request's checked header list, its origin's key and its URL.
+
+        ``origin``: where to connect, when it is not what ``:authority`` names (the httpx
+        transport connects to the URL's host, whatever the Host header says).
+        """
         wire, scheme, host, port = _target(target, method)
         if headers is not None:
             extra = to_wire(headers, PARTIAL_REQUEST)
@@ -363,32 +412,36 @@ class Session:
             have = {n for n, _ in wire}
             wire += [f for f in self._headers if f[0] not in have]
         check_request(wire)
-        authority = next(v for n, v in wire if n == b":authority").decode()
-        path = next((v for n, v in wire if n == b":path"), b"").decode()
-        return self._origin(scheme, host, port), wire, f"{scheme}://{authority}{path}"
+        authority = wire[2][1].decode("ascii", "replace")  # (_target puts it third)
+        path = wire[3][1].decode("ascii", "replace")
+        key = origin if origin is not None else (scheme, host, port)
+        return key, wire, f"{scheme}://{authority}{path}"
 
-    def _origin(self, scheme: str, host: str, port: int) -> Origin:
-        key = (scheme, host, port)
+    def _origin(self, key: _Key) -> Origin:
         origin = self._origins.get(key)
-        if origin is None:
-            if len(self._origins) > 64:  # forget origins with nothing left, now and then
-                for k in [k for k, o in self._origins.items() if o.idle]:
-                    del self._origins[k]
-            ctx = None
-            if scheme == "https":
-                if self._ssl is None:
-                    self._ssl = client_ssl_context()
-                ctx = self._ssl
-            cfg = self._config
+        if origin is not None:
+            return origin
+        if self._closed:
+            raise RuntimeError("this Session is closed")
+        if len(self._origins) > 64:  # forget origins with nothing left, now and then
+            for k in [k for k, o in self._origins.items() if o.idle]:
+                del self._origins[k]
+        scheme, host, port = key
+        ctx = None
+        if scheme == "https":
+            if self._ssl is None:
+                self._ssl = client_ssl_context()
+            ctx = self._ssl
+        cfg = self._config
 
-            async def opener() -> Client:
-                return await connect(host, port, ssl=ctx, config=cfg)
+        async def opener() -> Client:
+            return await connect(host, port, ssl=ctx, config=cfg)
 
-            name = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
-            origin = self._origins[key] = Origin(
-                name, opener, max_connections=self._max_connections,
-                idle_timeout=self._idle_timeout, max_age=self._max_age,
-            )
+        name = f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+        origin = self._origins[key] = Origin(
+            name, opener, max_connections=self._max_connections,
+            idle_timeout=self._idle_timeout, max_age=self._max_age,
+        )
         return origin
 
     def _may_retry(self, e: H2Error, attempts: _Attempts) -> bool:
@@ -398,17 +451,23 @@ class Session:
         return True
 
     async def _open(
-        self, origin: Origin, wire: list[tuple[bytes, bytes]], end: bool, t: Timeouts,
+        self, key: _Key, wire: list[tuple[bytes, bytes]], end: bool, t: Timeouts,
         attempts: _Attempts,
     ) -> Stream:
-        """Open the request's stream on a pooled connection, retrying what is retry-safe."""
+        """Open the request's stream on a pooled connection."""
         for _ in range(_MAX_REFUSALS):
-            p = await origin.acquire(t.pool, newest=attempts.tries > 0)
+            # Looked up on every attempt: an origin with nothing left may have been forgotten.
+            origin = self._origin(key)
+            p = await origin.acquire(t.pool, newest=attempts.tries > 0, avoid=attempts.avoid)
             conn = p.conn
             origin.use(p)
+            if conn.open_outbound >= conn._peer_limit() or conn._slot_waiters:
+                # The peer lowered its limit since the slot was reserved: open_stream would
+                # wait in the connection's own line, beyond the pool timeout. Queue again.
+                origin._dispatch()
+                continue
             try:
-                # The slot was free when it was reserved; open_stream takes it without waiting.
-                s = await conn.open_stream(wire, end)
+                s = await conn.open_stream(wire, end)  # (does not wait: the slot is free)
             except H2Error as e:
                 origin._dispatch()
                 # Refused before HEADERS were even queued (the connection began closing
@@ -416,79 +475,139 @@ class Session:
                 if e.retry_safe and not self._closed:
                     continue
                 raise
+            origin.served(p)
+            attempts.last = p
             s.read_timeout = t.read
             s.write_timeout = t.write
             return s
         raise ConnectionClosed(
-            f"{origin.name}: {_MAX_REFUSALS} connections in a row refused to open a stream",
+            f"{key[0]}://{key[1]}:{key[2]}: {_MAX_REFUSALS} connections in a row stopped"
+            " taking streams just as this request got to them",
             retry_safe=True,
         )
 
     async def _fetch(
         self,
-        origin: Origin,
+        key: _Key,
         wire: list[tuple[bytes, bytes]],
         url: str,
         body: Body,
         t: Timeouts,
         max_body_size: int | None,
     ) -> Response:
-        stream = await self._exchange(origin, wire, body, t)
+        ex = await self._exchange(key, wire, body, t)
         try:
-            headers = stream._s.headers
+            headers = ex.stream._s.headers
             assert headers is not None
-            data = await _read_body(stream, max_body_size, url)
-            return Response(int(headers[":status"]), headers, data, stream._s.trailers, url)
+            data = await _read_body(ex.stream, max_body_size, url)
+            await ex.uploaded()
+            return Response(int(headers[":status"]), headers, data, ex.stream._s.trailers, url)
         finally:
-            end_request(stream._s)
+            await ex.end()
 
     async def _exchange(
-        self, origin: Origin, wire: list[tuple[bytes, bytes]], body: Body, t: Timeouts
-    ) -> RequestStream:
+        self, key: _Key, wire: list[tuple[bytes, bytes]], body: Body, t: Timeouts
+    ) -> Exchange:
         """Send the request and wait for its response headers, retrying what is safe.
 
-        The caller owns the stream returned and must ``end_request`` it. Once response
+        The body goes out in a task of its own, while the response is awaited (and then
+        read): a server that answers before it read everything still gets its answer read.
+        The caller owns the :class:`Exchange` and must ``await ex.end()``. Once response
         headers arrived the server has processed the request: nothing after that is retried.
         """
         replayable = body is None or isinstance(body, (bytes, bytearray, memoryview))
         empty = body is None or (replayable and not body)
         state = _Attempts()
         while True:
-            s = await self._open(origin, wire, empty, t, state)
-            stream = RequestStream(s)
+            s = await self._open(key, wire, empty, t, state)
+            ex = Exchange(RequestStream(s))
             try:
                 if not empty:
-                    if replayable:
-                        s.write(body)  # type: ignore[arg-type]
-                        s.end()
-                        await _drain(s)
-                    else:
-                        state.started = True
-                        async for chunk in body:  # type: ignore[union-attr]
-                            s.write(chunk)
-                            await _drain(s)
-                        s.end()
-                        await _drain(s)
-                await stream.response_headers()
-                return stream
+                    ex.upload = asyncio.ensure_future(_upload(s, body, state))
+                await ex.stream.response_headers()
+                if ex.upload is not None and ex.upload.done():
+                    await ex.uploaded()  # failed before the answer came: raise that
+                return ex
             except BaseException as e:
-                end_request(s)
+                await ex.end()
+                if ex.upload is not None and ex.upload.done() and not ex.upload.cancelled():
+                    failed = ex.upload.exception()
+                    if failed is not None and not isinstance(e, type(failed)):
+                        raise failed from None  # the body's own error says more
                 if (isinstance(e, H2Error) and (replayable or not state.started)
                         and self._may_retry(e, state)):
+                    state.note(e)
                     if isinstance(e, StreamReset) and state.tries > 1:
                         await asyncio.sleep(min(1.0, 0.025 * 2 ** state.tries))
                     continue
                 raise
 
 
-class _Attempts:
-    """How often one request was sent again, and whether its body started to be consumed."""
+class Exchange:
+    """One request of a Session in flight: its stream, and the task sending its body."""
 
-    __slots__ = ("tries", "started")
+    __slots__ = ("stream", "upload")
+
+    def __init__(self, stream: RequestStream) -> None:
+        self.stream = stream
+        self.upload: asyncio.Future[None] | None = None
+
+    async def uploaded(self) -> None:
+        """Wait until the whole body went out; raise what stopped it."""
+        if self.upload is not None:
+            await asyncio.shield(self.upload)
+
+    async def end(self) -> None:
+        """The exchange is over: stop the body, end the stream (reset if unfinished)."""
+        end_request(self.stream._s)
+        up = self.upload
+        if up is not None and not up.done():
+            up.cancel()
+        if up is not None:
+            try:
+                await asyncio.shield(up)
+            except BaseException:  # noqa: BLE001 - its error was raised already, or is moot
+                if up.done() and not up.cancelled():
+                    up.exception()
+
+
+async def _upload(s: Stream, body: Body, state: _Attempts) -> None:
+    try:
+        if isinstance(body, (bytes, bytearray, memoryview)):
+            s.write(body)  # queued whole: it is in memory already
+        elif body is not None:
+            state.started = True
+            async for chunk in body:
+                s.write(chunk)
+                await _drain(s)
+        if s.send is Send.OPEN:  # (not after a reset: the server may have answered early)
+            s.end()
+        await _drain(s)
+    except asyncio.CancelledError:
+        raise
+    except BaseException:
+        # Nothing more will come: tell the server, and wake the wait for the response.
+        if not s.closed:
+            s.conn.reset_stream(s, ErrorCode.CANCEL)
+            s.conn.flush()
+        raise
+
+
+class _Attempts:
+    """How often one request was sent again, and what the retries should avoid."""
+
+    __slots__ = ("tries", "started", "last", "avoid")
 
     def __init__(self) -> None:
         self.tries = 0
-        self.started = False
+        self.started = False  # a chunk of a streaming body was taken: it cannot be replayed
+        self.last: Pooled | None = None  # the connection of the latest attempt
+        self.avoid: Pooled | None = None
+
+    def note(self, e: BaseException) -> None:
+        """A retry follows ``e``: after REFUSED_STREAM, keep off the connection that refused."""
+        refused = isinstance(e, StreamReset) and e.error_code == ErrorCode.REFUSED_STREAM
+        self.avoid = self.last if refused else None
 
 
 async def _drain(s: Stream) -> None:

@@ -25,7 +25,7 @@ Server::
 """
 
 from .client import Client, RequestStream, connect
-from .config import Config
+from .config import Config, ConfigOptions, SessionConfigOptions
 from .errors import (
     ALPNError,
     ConnectError,
@@ -59,6 +59,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeout",
     "Config",
+    "ConfigOptions",
     "ConnectionClosed",
     "ConnectionHandle",
     "ConnectionTerminated",
@@ -81,6 +82,7 @@ __all__ = [
     "ResponseTooLarge",
     "Server",
     "Session",
+    "SessionConfigOptions",
     "SessionStream",
     "StreamReset",
     "Timeouts",

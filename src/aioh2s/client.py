@@ -18,18 +18,24 @@ from __future__ import annotations
 
 import asyncio
 import ssl as _ssl
+import sys
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _aio
 from ._connection import Connection
 from ._stream import Stream
 from ._wire import Wire
-from .config import Config
+from .config import Config, ConfigOptions
 from .errors import ErrorCode
 from .headers import PARTIAL_REQUEST, Headers, HeadersLike, check_request, to_wire
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn, client_ssl_context
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # only type checkers need it on 3.10 (see aioh2s.config)
+    from typing_extensions import Unpack
 
 __all__ = ["Client", "RequestStream", "connect"]
 
@@ -196,13 +202,15 @@ async def connect(
     ssl: _ssl.SSLContext | bool | None = None,
     server_hostname: str | None = None,
     config: Config | None = None,
-    **options: Any,
+    **options: Unpack[ConfigOptions],
 ) -> Client:
     """Open an HTTP/2 connection to ``host:port`` and return a :class:`Client`.
 
     ``ssl=None`` speaks h2c with prior knowledge; ``ssl=True`` uses
     :func:`aioh2s.client_ssl_context`; an ``SSLContext`` must offer ALPN ``h2``. ``options``
-    are :class:`aioh2s.Config` fields (``stream_window=...``, ``handshake_timeout=...``).
+    are :class:`aioh2s.Config` fields (``stream_window=...``, ``handshake_timeout=...``),
+    typed by :class:`aioh2s.ConfigOptions`: a misspelt name is a type error, and a
+    ``TypeError`` at run time.
 
     Every failure is an :class:`aioh2s.ConnectError` (an ``H2Error`` and an ``OSError``) that
     names ``host:port`` and the stage that failed (DNS lookup, TCP connect, TLS handshake, ALPN,

@@ -5,6 +5,11 @@ build one :class:`Config`; the connection reads it and nothing else. Each field 
 public server needs (the defaults must be safe to face the internet) or a buffer size that
 trades memory for throughput. :meth:`Config.from_options` rejects unknown keywords with the
 list of known ones, so a typo fails loudly instead of silently using a default.
+:class:`ConfigOptions` spells the same fields out as a ``TypedDict`` for ``**options:
+Unpack[ConfigOptions]`` in the signatures of ``connect()`` and ``start_server()``, so editors
+complete the names and type checkers reject a misspelt one too (a test keeps the two lists
+equal). ``Unpack`` is in :mod:`typing` from Python 3.11; on 3.10 only type checkers need it
+(from ``typing_extensions``, which they ship), so nothing is imported at run time.
 
 Memory rules the defaults keep (see README, "Flow control"):
 - a stream buffers at most ``stream_window`` unread inbound bytes, a connection at most
@@ -17,9 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypedDict
 
-__all__ = ["Config", "default_max_connections"]
+__all__ = ["Config", "ConfigOptions", "SessionConfigOptions", "default_max_connections"]
 
 KiB = 1024
 MiB = 1024 * KiB
@@ -44,6 +49,60 @@ def default_max_connections() -> int:
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return 10_000
     return max(16, min(10_000, soft // 2))
+
+
+class SessionConfigOptions(TypedDict, total=False):
+    """The :class:`Config` fields a :class:`aioh2s.Session` takes as keywords.
+
+    All of them but the four a Session sets itself: ``max_connections``, ``idle_timeout`` and
+    ``keepalive_interval`` are Session arguments of their own (per origin, not per server),
+    and ``handshake_timeout`` is the Session's ``Timeouts.connect``. Each field means what
+    the :class:`Config` field of that name means.
+    """
+
+    max_concurrent_streams: int
+    stream_window: int
+    connection_window: int
+    max_frame_size: int
+    max_header_list_size: int
+    max_header_fields: int
+    write_high_water: int
+    write_low_water: int
+    transport_high_water: int
+    read_limit: int
+    header_timeout: float | None
+    min_body_rate: float | None
+    body_rate_grace: float
+    keepalive_timeout: float
+    grace: float
+    linger: float
+    reset_handler_timeout: float
+    read_size: int
+    max_request_memory: int | None
+    idle_near_cap: float
+    max_reset_burst: int
+    max_reset_rate: float
+    max_server_reset_burst: int
+    max_server_reset_rate: float
+    max_glitch_burst: int
+    max_glitch_rate: float
+    max_queued_control: int
+    max_control_burst: int
+    max_control_rate: float
+    max_header_block_size: int | None
+
+
+class ConfigOptions(SessionConfigOptions, total=False):
+    """Every :class:`Config` field, as the keywords of ``connect()`` and ``start_server()``.
+
+    ``connect(host, port, stream_window=2**20)`` is ``connect(host, port,
+    config=Config(stream_window=2**20))``; see :class:`Config` for what each field means.
+    """
+
+    handshake_timeout: float | None
+    idle_timeout: float | None
+    keepalive_interval: float | None
+    max_connections: int | None
 
 
 @dataclass(frozen=True)

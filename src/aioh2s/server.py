@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl as _ssl
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from ._budgets import ServerBudget
 from ._connection import Connection
@@ -35,10 +36,15 @@ from ._http1 import front_door as _front_door
 from ._state import Send, send_terminal
 from ._stream import Stream
 from ._wire import Wire
-from .config import Config, default_max_connections
+from .config import Config, ConfigOptions, default_max_connections
 from .errors import ALPNError, ConnectionClosed, ErrorCode, StreamReset
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # only type checkers need it on 3.10 (see aioh2s.config)
+    from typing_extensions import Unpack
 
 __all__ = ["Handler", "Server", "start_server"]
 
@@ -352,13 +358,14 @@ async def start_server(
     config: Config | None = None,
     backlog: int = 1024,
     reuse_address: bool | None = None,
-    **options: Any,
+    **options: Unpack[ConfigOptions],
 ) -> Server:
     """Start an HTTP/2 server calling ``await handler(reader, writer)`` once per request stream.
 
     ``ssl=None`` serves h2c (prior knowledge); an ``SSLContext`` (see
     :func:`aioh2s.server_ssl_context`) must offer ALPN ``h2``. ``options`` are
-    :class:`aioh2s.Config` fields (``max_concurrent_streams=...``, ``stream_window=...``).
+    :class:`aioh2s.Config` fields (``max_concurrent_streams=...``, ``stream_window=...``),
+    typed by :class:`aioh2s.ConfigOptions`.
     ``backlog`` defaults to 1024, not asyncio's 100: a burst of connections beyond the listen
     queue makes healthy clients wait for SYN retransmits (a second or more).
     """

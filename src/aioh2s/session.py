@@ -32,10 +32,11 @@ import asyncio
 import dataclasses
 import json as _json
 import ssl as _ssl
+import sys
 from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import _aio
@@ -43,7 +44,7 @@ from ._origin import Origin, Pooled
 from ._state import Send
 from ._stream import Stream
 from .client import Client, RequestStream, connect, end_request
-from .config import Config
+from .config import Config, SessionConfigOptions
 from .errors import (
     ConnectionClosed,
     ErrorCode,
@@ -54,6 +55,11 @@ from .errors import (
 )
 from .headers import PARTIAL_REQUEST, Headers, HeadersLike, check_request, to_wire
 from .tls import client_ssl_context
+
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # only type checkers need it on 3.10 (see aioh2s.config)
+    from typing_extensions import Unpack
 
 __all__ = ["Response", "Session", "SessionStream", "Timeouts", "TimeoutsLike"]
 
@@ -224,8 +230,9 @@ class Session:
     no new requests, and a connection silent for ``keepalive_interval`` seconds is PINGed
     (and closed when the PING is not answered within the ``keepalive_timeout`` option).
     ``headers`` are added to every request that does not set them; ``options`` are
-    :class:`aioh2s.Config` fields for every connection (a ``handshake_timeout`` or
-    ``keepalive_interval`` set there counts unless ``timeout``/``keepalive_interval`` is given).
+    :class:`aioh2s.Config` fields for every connection (typed by
+    :class:`aioh2s.SessionConfigOptions`). A ``handshake_timeout`` or ``keepalive_interval``
+    set in ``config`` counts unless ``timeout``/``keepalive_interval`` is given.
     """
 
     def __init__(
@@ -240,7 +247,7 @@ class Session:
         keepalive_interval: float | None = _SESSION,
         headers: HeadersLike | None = None,
         config: Config | None = None,
-        **options: Any,
+        **options: Unpack[SessionConfigOptions],
     ) -> None:
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")

@@ -47,7 +47,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from . import _aio, _h2ext
+from . import _aio, _h2ext, _trace
 from ._budgets import Abuse, BodyRate, ServerBudget
 from ._h2headers import decode
 from ._lifecycle import Lifecycle, not_sent
@@ -90,6 +90,8 @@ _TURN_BYTES = 256 * 1024
 _NOTHING = memoryview(b"")
 _MAX_INFORMATIONAL = 32  # 1xx responses kept per stream (client); more is abuse
 _LOW_WINDOW = 16 * 1024  # a connection window below this may keep the peer from sending
+_tracing = _trace.log.isEnabledFor  # asked once per reader turn (see _trace), with DEBUG
+_DEBUG = logging.DEBUG
 
 
 def _expects_continue(fields: list[tuple[bytes, bytes]]) -> bool:
@@ -351,6 +353,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         if self.closed:
             return  # closed while the front door read (server.close(), a timeout)
         h2c = self.h2
+        if _tracing(_DEBUG) is not h2c.traced:
+            self.trace_frames()
         h2c.initiate_connection()
         extra = self.config.connection_window - 65535
         if extra > 0:
@@ -370,6 +374,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         if self.closed:
             return
         h2c = self.h2
+        if _tracing(_DEBUG) is not h2c.traced:
+            self.trace_frames()
         h2c.initiate_upgrade_connection(settings_header)
         extra = self.config.connection_window - 65535
         if extra > 0:
@@ -385,6 +391,14 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.idle_since = None
         if self._on_request is not None:
             self._on_request(s)
+
+    def trace_frames(self) -> None:
+        """Start or stop tracing frames, as the ``aioh2s.frames`` logger now says (_trace)."""
+        if _tracing(_DEBUG):
+            trace = _trace.FrameTrace(self.client, self.get_extra_info("peername"))
+            _h2ext.set_trace(self.h2, trace)
+        else:
+            _h2ext.set_trace(self.h2, None)
 
     async def wait_ready(self) -> None:
         """Wait for the peer's first SETTINGS (the end of the handshake)."""
@@ -524,6 +538,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         each call lets the control-reply budget see replies the peer leaves unread.
         """
         h2c = self.h2
+        if _tracing(_DEBUG) is not h2c.traced:
+            self.trace_frames()
         frames = self._frames
         pool = self.pool
         if pool is None:

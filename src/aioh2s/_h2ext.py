@@ -17,6 +17,8 @@ Each of those needs h2 internals (``_receive_frame``, ``_receive_goaway_frame``,
 - :func:`new_h2` builds the ``H2Connection`` subclass with aioh2s's settings and limits.
 - :func:`describe` turns an h2 exception into a sentence: several of h2's messages are only a
   stream id (``StreamClosedError(3)`` prints ``3``).
+- :class:`TracedH2` hooks h2's per-frame methods for the frame trace (``aioh2s._trace``);
+  :func:`set_trace` swaps a connection's h2 object to it and back.
 
 After an h2 upgrade run ``tests/test_h2conn.py`` and ``tests/test_h2headers.py`` first.
 """
@@ -45,9 +47,13 @@ from h2.errors import ErrorCodes
 from h2.stream import StreamClosedBy
 
 from . import _h2headers
+from ._trace import FrameTrace
 from .config import Config
 
-__all__ = ["H2", "H2_VERSION", "SUPPORTED", "GuardedFrameBuffer", "describe", "new_h2"]
+__all__ = [
+    "H2", "H2_VERSION", "SUPPORTED", "GuardedFrameBuffer", "TracedH2", "describe", "new_h2",
+    "set_trace",
+]
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -644,6 +650,8 @@ class H2(h2.connection.H2Connection):
 
     auto_resets = 0
     _app_reset = False
+    #: Whether this object traces its frames (see :class:`TracedH2`).
+    traced = False
     #: How many closed streams h2 remembers (to tell frames on a stream it reset from frames
     #: on one that ended). h2 keeps 65,536: ~7 MB on a long-lived connection. Frames after our
     #: own resets are recognised by ``_rst_sent`` anyway.
@@ -872,6 +880,51 @@ class H2(h2.connection.H2Connection):
         f.last_stream_id = last_stream_id
         f.error_code = ErrorCodes.NO_ERROR
         self._prepare_for_sending([f])
+
+
+class TracedH2(H2):
+    """An :class:`H2` that reports every frame it receives or queues to its ``trace``.
+
+    A connection's h2 object becomes one (its class is swapped, see :func:`set_trace`) only
+    while the frame trace is on, so that an untraced connection pays nothing per frame.
+    Received frames are reported before h2 processes them, sent ones once serialized (so
+    their lengths are known). h2 writes two SETTINGS frames straight into its output instead
+    of through ``_prepare_for_sending``: the connection preface's (``initiate_connection``,
+    also called for an h2c upgrade), reported here from the settings h2 put into it.
+    """
+
+    traced = True
+    trace: FrameTrace
+
+    def _receive_frame(self, frame: Any) -> Any:
+        self.trace.received(frame)
+        return super()._receive_frame(frame)
+
+    def _prepare_for_sending(self, frames: list[Any]) -> None:
+        super()._prepare_for_sending(frames)
+        self.trace.sent(frames)
+
+    def initiate_connection(self) -> None:
+        super().initiate_connection()
+        f = hyperframe.frame.SettingsFrame(0)
+        for setting, value in self.local_settings.items():
+            f.settings[setting] = value
+        f.body_len = 6 * len(f.settings)
+        self.trace.sent([f])
+
+
+def set_trace(conn: H2, trace: FrameTrace | None) -> None:
+    """Start (``trace``) or stop (None) tracing the frames of ``conn``.
+
+    Both classes have the same layout (TracedH2 adds no slots), so the swap is safe at any
+    point between two h2 calls.
+    """
+    if trace is None:
+        conn.__class__ = H2
+        conn.__dict__.pop("trace", None)
+    else:
+        conn.trace = trace  # type: ignore[attr-defined]
+        conn.__class__ = TracedH2
 
 
 def _initial_values(client: bool, config: Config) -> dict[Any, int]:

@@ -712,20 +712,22 @@ async def test_tls_curl_against_our_server(
 async def test_tls_curl_http11_only_is_refused(
     our_tls_server: OurServer, certs: Certs, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A client that cannot speak h2 gets a prompt close, never a hang or a garbled reply."""
+    """A client that cannot speak h2 gets a 505 that says why, never a hang or an empty reply."""
     caplog.set_level(logging.INFO)
     curl = require_curl("SSL")
     port = our_tls_server.port
     base = [curl, "-sS", "--cacert", str(certs.ca), "--max-time", "15"]
     base += ["--resolve", f"localhost:{port}:127.0.0.1"]
     res = await run_tool([*base, "--http1.1", "-i", f"https://localhost:{port}/"], timeout=20)
-    assert res.returncode != 0, f"an HTTP/1.1-only client got an answer\n{res.describe()}"
     assert res.returncode != 28, f"the server let it hang until curl's timeout\n{res.describe()}"
     assert res.elapsed < 10, res.describe()
-    assert not res.stdout.startswith(b"HTTP/1.1 200"), res.describe()
-    # Issue 3: the server closes it "after logging why".
-    why = [r.getMessage() for r in caplog.records if "ALPN" in r.getMessage()]
+    # As the cleartext front door answers an HTTP/1.1 request: 505 and a one-line reason.
+    assert res.stdout.startswith(b"HTTP/1.1 505 HTTP Version Not Supported"), res.describe()
+    assert b"ALPN h2" in res.stdout and b"curl --http2" in res.stdout, res.describe()
+    # Issue 3, and "the user's face": the server closes it after logging why, at INFO.
+    why = [r for r in caplog.records if r.name == "aioh2s" and "ALPN" in r.getMessage()]
     assert why, f"no log record explains the close: {[r.getMessage() for r in caplog.records]}"
+    assert why[0].levelno == logging.INFO and "505" in why[0].getMessage()
 
     # The server keeps serving h2 clients afterwards.
     url = f"https://localhost:{port}/"

@@ -7,10 +7,16 @@ live in tests/conftest.py; the TLS close and teardown paths are in tests/test_li
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import ssl
 import warnings
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
 import pytest
 
 import aioh2s
@@ -234,3 +240,162 @@ async def test_aioh2s_round_trip(cert_files: Any, version: ssl.TLSVersion) -> No
     finally:
         server.close()
         await asyncio.wait_for(server.wait_closed(), 10)
+
+
+# -- the TLS front door: a client whose ALPN selected nothing --------------------------------
+
+
+async def _tls_exchange(
+    cert_files: Any, alpn: list[str] | None, send: bytes, caplog: pytest.LogCaptureFixture,
+    done: Any = None,
+) -> tuple[bytes, list[logging.LogRecord]]:
+    """Connect with ALPN ``alpn`` (None: offer none), send ``send``, read until closed.
+
+    ``done(chunk)``, when given, ends the reading early once it returns True.
+    """
+    cert, key, ca = cert_files
+    caplog.set_level(logging.INFO, logger="aioh2s")
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, ssl=server_ssl_context(cert, key))
+    port = server.sockets[0].getsockname()[1]
+    ctx = ssl.create_default_context(cafile=ca)
+    if alpn is not None:
+        ctx.set_alpn_protocols(alpn)
+    got = b""
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+        )
+        try:
+            assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
+            writer.write(send)
+            while True:
+                try:
+                    chunk = await asyncio.wait_for(reader.read(65536), 5)
+                except (ConnectionError, ssl.SSLError):
+                    break
+                if not chunk:
+                    break
+                got += chunk
+                if done is not None and done(chunk):
+                    break
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+    return got, [r for r in caplog.records if r.name == "aioh2s"]
+
+
+async def _hello(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+    writer.send_headers({":status": "200"})
+    writer.write(b"hello over TLS")
+    writer.write_eof()
+
+
+@pytest.mark.parametrize("alpn", [["http/1.1"], None], ids=["http/1.1", "no-alpn"])
+async def test_http11_over_tls_gets_505_and_an_info_record(
+    cert_files: Any, alpn: list[str] | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    # curl -k --http1.1 https://... used to get an empty reply and the server said nothing.
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\nUser-Agent: curl\r\n\r\n"
+    got, records = await _tls_exchange(cert_files, alpn, request, caplog)
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), got
+    assert b"Connection: close" in head
+    assert body == (
+        b"This server speaks HTTP/2 only: offer ALPN h2 in the TLS handshake"
+        b" (curl --http2, or any HTTP/2 client).\n"
+    )
+    (record,) = records
+    assert record.levelno == logging.INFO
+    message = record.getMessage()
+    assert "127.0.0.1" in message and "ALPN h2" in message and "505" in message
+
+
+async def test_h2c_upgrade_over_tls_is_not_an_upgrade(
+    cert_files: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = (
+        b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n"
+    )
+    got, _ = await _tls_exchange(cert_files, ["http/1.1"], request, caplog)
+    assert got.startswith(b"HTTP/1.1 505 "), got
+
+
+async def test_malformed_http11_over_tls_gets_400(
+    cert_files: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    got, records = await _tls_exchange(
+        cert_files, None, b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", caplog
+    )
+    assert got.startswith(b"HTTP/1.1 400 Bad Request"), got
+    assert records and records[0].levelno == logging.INFO and "400" in records[0].getMessage()
+
+
+async def test_http2_preface_without_alpn_is_served(
+    cert_files: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    h2conn.initiate_connection()
+    h2conn.send_headers(
+        1, [(":method", "GET"), (":scheme", "https"), (":authority", "localhost"),
+            (":path", "/")], end_stream=True,
+    )
+    events: list[Any] = []
+
+    def ended(chunk: bytes) -> bool:
+        events.extend(h2conn.receive_data(chunk))
+        return any(isinstance(e, h2.events.StreamEnded) for e in events)
+
+    _, records = await _tls_exchange(cert_files, None, h2conn.data_to_send(), caplog, ended)
+    data = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert data == b"hello over TLS"
+    assert all(r.levelno < logging.INFO for r in records)
+
+
+async def test_garbage_without_alpn_gets_goaway(
+    cert_files: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    got, records = await _tls_exchange(cert_files, None, b"\x16\x03\x01 garbage\r\n", caplog)
+    h2conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    h2conn.initiate_connection()
+    events = h2conn.receive_data(got)
+    (goaway,) = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway.error_code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert records and records[0].levelno == logging.INFO
+    assert "neither HTTP/2 nor HTTP/1.x" in records[0].getMessage()
+
+
+async def test_client_selecting_another_protocol_is_closed_with_a_reason(
+    cert_files: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server context of the application's own that also offers http/1.1: ALPN selected
+    # it, so the client expects HTTP/1.1 framing we do not speak: closed, and logged.
+    cert, key, ca = cert_files
+    caplog.set_level(logging.INFO, logger="aioh2s")
+    sctx = server_ssl_context(cert, key)
+    sctx.set_alpn_protocols(["h2", "http/1.1"])
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, ssl=sctx)
+    port = server.sockets[0].getsockname()[1]
+    cctx = ssl.create_default_context(cafile=ca)
+    cctx.set_alpn_protocols(["http/1.1"])
+    try:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=cctx, server_hostname="localhost"
+        )
+        try:
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                assert await asyncio.wait_for(reader.read(), 5) == b""
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await writer.wait_closed()
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+    why = [r for r in caplog.records if r.name == "aioh2s"]
+    assert why and why[0].levelno == logging.INFO
+    assert "'http/1.1'" in why[0].getMessage()

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 front door of a cleartext server: h2c Upgrade (RFC 7540 §3.2), a 505, or GOAWAY.
+"""The HTTP/1.1 front doors: cleartext (h2c Upgrade, RFC 7540 §3.2, a 505, or GOAWAY) and TLS.
 
 Theory of operation: a cleartext HTTP/2 server normally sees the 24-byte connection preface
 first. :func:`front_door` reads just enough of the first bytes for :func:`classify` to tell
@@ -26,12 +26,22 @@ An HTTP/1.x request is then:
 
 Every HTTP/1.1 answer closes the connection: never a hang and never a garbled exchange. None of
 this is logged above DEBUG: a bad request is the peer's business, not an operator's.
+
+TLS has a front door too, :func:`tls_front_door`, for a connection whose ALPN selected nothing:
+a client that offered no protocol at all, or only ones we do not speak (``curl --http1.1``
+offers only ``http/1.1``). It answers what the client then sends as the cleartext door does,
+with two differences. An HTTP/1.x request gets the 505 (or the 400) whatever it asks for,
+since an h2c Upgrade exists only for cleartext (RFC 7540 §3.2). And the outcome is logged
+at INFO on ``aioh2s``: an operator who set up TLS expects to hear why a TLS client got
+nothing but an error. The HTTP/2 preface without ALPN (RFC 9113 §3.3 asks clients for ALPN
+over TLS) is served, like prior knowledge on cleartext: refusing it would help nobody.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import struct
 from dataclasses import dataclass, field
@@ -56,7 +66,10 @@ __all__ = [
     "parse_request",
     "read_request",
     "response",
+    "tls_front_door",
 ]
+
+log = logging.getLogger("aioh2s")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_HEAD = 64 * 1024
@@ -274,6 +287,12 @@ _505_TEXT = (
 )
 
 
+_505_TLS_TEXT = (
+    "This server speaks HTTP/2 only: offer ALPN h2 in the TLS handshake"
+    " (curl --http2, or any HTTP/2 client).\n"
+)
+
+
 def _refuse(conn: Connection, status: int, reason: str, text: str, why: str) -> bytes:
     conn.transport.write(response(status, reason, text))
     conn.abort(ConnectionClosed(why), None)
@@ -345,3 +364,62 @@ async def front_door(conn: Connection, data: bytes | bytearray) -> bytes | bytea
     ))
     conn.initiate_upgrade(settings, req.h2_headers(b"http"), body)
     return rest
+
+
+async def tls_front_door(conn: Connection, data: bytes | bytearray) -> bytes | bytearray:
+    """First bytes of a TLS connection whose ALPN selected nothing (see the module's docstring).
+
+    Returns the bytes to feed h2 (after our preface was sent), or ``b""`` when the connection
+    was answered and closed here; each outcome but HTTP/2 is logged at INFO.
+    """
+    wire = conn.wire
+    peer = conn.get_extra_info("peername")
+    kind = classify(data)
+    while kind == MORE:
+        more = await wire.read()
+        if conn.closed:
+            return b""
+        if not more:
+            if PREFACE.startswith(data):
+                return data  # h2 sees the truncated preface, then the EOF
+            log.info("aioh2s: closing TLS connection from %s: no ALPN protocol was selected,"
+                     " and it closed in what looked like an HTTP/1.x request line", peer)
+            conn.abort(ConnectionClosed("the peer closed the connection in its request line"),
+                       None)
+            return b""
+        data += more
+        kind = classify(data)
+    if kind == H2:
+        log.debug("aioh2s: TLS connection from %s sent the HTTP/2 preface without ALPN h2:"
+                  " serving it", peer)
+        conn.initiate(flush=False)
+        return data
+    if kind == INVALID:
+        log.info("aioh2s: closing TLS connection from %s: no ALPN protocol was selected, and"
+                 " its first bytes are neither HTTP/2 nor HTTP/1.x: GOAWAY(PROTOCOL_ERROR)",
+                 peer)
+        conn.initiate()
+        conn.abort(
+            RemoteProtocolError(f"invalid connection preface: {data[:24]!r}",
+                                ErrorCode.PROTOCOL_ERROR),
+            ErrorCode.PROTOCOL_ERROR,
+        )
+        return b""
+    try:
+        head, _rest = await read_request(wire, data)
+        if conn.closed:
+            return b""
+        parse_request(head)
+    except BadRequest as e:
+        log.info("aioh2s: closing TLS connection from %s: no ALPN protocol was selected, and"
+                 " it sent a malformed HTTP/1.x request: answered %d (%s)", peer, e.status, e)
+        return _refuse(conn, e.status, e.reason, f"{e}\n", f"bad HTTP/1.1 request: {e}")
+    except ConnectionResetError as e:
+        log.info("aioh2s: closing TLS connection from %s: no ALPN protocol was selected, and"
+                 " it closed in an HTTP/1.x request head", peer)
+        conn.abort(ConnectionClosed(str(e)), None)
+        return b""
+    log.info("aioh2s: closing TLS connection from %s: the client did not offer ALPN h2 and"
+             " sent an HTTP/1.x request: answered 505 HTTP Version Not Supported", peer)
+    return _refuse(conn, 505, "HTTP Version Not Supported", _505_TLS_TEXT,
+                   "HTTP/1.1 request over TLS without ALPN h2: answered 505")

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, cast
 from ._budgets import ServerBudget
 from ._connection import Connection
 from ._http1 import front_door as _front_door
+from ._http1 import tls_front_door as _tls_front_door
 from ._state import Send, send_terminal
 from ._stream import Stream
 from ._wire import Wire
@@ -213,14 +214,19 @@ class Server:
             if self._active() >= limit:
                 self._refuse(transport, limit)
                 return
+            tls_door = False
             if self._ssl is not None:
                 try:
                     check_alpn(writer.get_extra_info("ssl_object"))
                 except ALPNError as e:
-                    log.info("aioh2s: closing connection from %s: %s",
-                             writer.get_extra_info("peername"), e)
-                    transport.close()
-                    return
+                    if e.negotiated is None:
+                        # ALPN picked nothing: see what the client says (_http1.tls_front_door).
+                        tls_door = True
+                    else:
+                        log.info("aioh2s: closing connection from %s: %s",
+                                 writer.get_extra_info("peername"), e)
+                        transport.close()
+                        return
             if self._closing:
                 # Accepted just as the listener closed: there is nothing to serve it.
                 transport.abort()
@@ -234,6 +240,8 @@ class Server:
                     # Cleartext: the first bytes decide between prior knowledge, an h2c
                     # Upgrade (our preface must follow the 101) and a plain HTTP/1.1 request.
                     served.conn.front_door = _front_door
+                elif tls_door:
+                    served.conn.front_door = _tls_front_door
                 else:
                     served.conn.initiate()
                 await served.conn.run()

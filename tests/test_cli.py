@@ -3,24 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import queue
 import re
+import select
+import shutil
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import pytest
 
 import aioh2s
-from helpers import require
+from aioh2s import cli
+from helpers import IN_CI, require
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 ENV = {
@@ -29,7 +33,22 @@ ENV = {
 }
 CLI = [sys.executable, "-m", "aioh2s"]
 
+
+def _entry_point() -> list[str]:
+    """The ``aioh2s`` console script that installing the project puts next to the interpreter.
+
+    With ``ENV``'s PYTHONPATH it runs this tree's ``aioh2s.cli:main`` through the entry point
+    pyproject.toml declares, as a user's shell would; ``python -m aioh2s`` where the project
+    is not installed (a bare checkout).
+    """
+    script = shutil.which("aioh2s", path=os.path.dirname(sys.executable))
+    return [script] if script else CLI
+
+
+ENTRY = _entry_point()
+
 HELLO = b"hello, world\n"
+NO_NEWLINE = b"a body without a final newline"
 SECRET = b"TOP SECRET outside the served directory\n"
 
 
@@ -116,6 +135,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "sub" / "deeper" / "x.json").write_bytes(b"{}")
     (root / "with space.html").write_bytes(b"<p>space</p>")
     (root / "empty.bin").write_bytes(b"")
+    (root / "nonl.txt").write_bytes(NO_NEWLINE)
+    (root / "nul.bin").write_bytes(b"text\x00with a NUL byte")
     (root / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024))
     (base / "secret.txt").write_bytes(SECRET)
     (root / "link_out").symlink_to(base / "secret.txt")
@@ -185,7 +206,8 @@ def test_get_verbose_headers(files: Server) -> None:
     ):
         assert line in err, (line, err)
     assert err.index("> :method: GET") < err.index("< :status: 200")
-    assert "(h2c, prior knowledge)" in err[0]
+    (connected,) = [line for line in err if line.startswith("* connected to 127.0.0.1:")]
+    assert connected.endswith("(h2c, prior knowledge)")
 
 
 def test_head(files: Server) -> None:
@@ -446,7 +468,8 @@ def test_tls_self_signed(tls: tuple[Server, str]) -> None:
     p = run("get", "-v", "--cacert", ca, server.url + "hello.txt")
     assert p.returncode == 0, p.stderr
     assert p.stdout == HELLO
-    assert re.search(r"over TLSv1\.[23] .*ALPN h2", err_lines(p)[0]), err_lines(p)[0]
+    (connected,) = [line for line in err_lines(p) if line.startswith("* connected to")]
+    assert re.search(r"over TLSv1\.[23] .*ALPN h2", connected), connected
     p = run("get", "-k", server.url + "hello.txt")
     assert p.returncode == 0 and p.stdout == HELLO
 
@@ -711,3 +734,373 @@ def test_demo_subcommand_round_trip() -> None:
     digest = hashlib.sha256(b"ping from the demo").hexdigest()
     assert f"x-sha256: {digest}".encode() in proc.stderr
     assert b"< :status: 200" in proc.stderr
+
+
+# --------------------------------------------------------------------------- the user's face
+# Through the installed `aioh2s` entry point (ENTRY), as a user runs it.
+
+
+def entry(
+    *args: str, input: bytes | None = None, merged: bool = False, timeout: float = 30
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``aioh2s ARGS``; ``merged`` sends stderr into stdout's pipe, as ``2>&1`` does."""
+    return subprocess.run(
+        [*ENTRY, *args], input=input, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+        env=ENV, timeout=timeout, check=False,
+    )
+
+
+def test_entry_point_is_the_console_script() -> None:
+    if ENTRY == CLI and IN_CI:
+        pytest.fail("the aioh2s console script is not installed next to the interpreter")
+    p = entry("--version")
+    assert p.returncode == 0 and p.stdout.startswith(b"aioh2s ")
+
+
+@pytest.mark.parametrize(
+    ("command", "codes"),
+    [("get", cli.GET_EXIT_CODES), ("serve", cli.SERVE_EXIT_CODES)],
+)
+def test_help_lists_every_exit_code(command: str, codes: tuple[tuple[int, str], ...]) -> None:
+    p = entry(command, "--help")
+    assert p.returncode == 0, p.stderr
+    text = p.stdout.decode()
+    assert "exit codes:" in text
+    epilog = text[text.index("exit codes:"):]
+    listed = [int(m) for m in re.findall(r"^  (\d+) +\S", epilog, re.M)]
+    assert listed == [code for code, _ in codes]
+    for code, meaning in codes:
+        first_words = " ".join(meaning.split()[:3])
+        assert re.search(rf"^  {code} +{re.escape(first_words)}", epilog, re.M), (code, epilog)
+    if command == "get":
+        # Every exit code the command line can return is documented there.
+        constants = {v for k, v in vars(cli).items() if k.startswith("EXIT_")}
+        assert set(listed) == constants
+
+
+def test_include_headers(files: Server) -> None:
+    p = entry("get", "-i", files.url + "hello.txt")
+    assert p.returncode == 0, p.stderr
+    head, sep, body = p.stdout.partition(b"\r\n\r\n")
+    assert sep and body == HELLO
+    lines = head.decode().split("\r\n")
+    assert lines[0] == "HTTP/2 200"
+    assert "content-length: 13" in lines and "content-type: text/plain" in lines
+    assert not any(line.startswith(":") for line in lines)
+
+
+def test_head_prints_headers_only(files: Server) -> None:
+    p = entry("get", "-I", files.url + "hello.txt")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith(b"HTTP/2 200\r\n") and p.stdout.endswith(b"\r\n\r\n")
+    assert b"content-length: 13\r\n" in p.stdout and HELLO not in p.stdout
+    assert any('"HEAD /hello.txt" 200 0' in line for line in files.stderr)
+    p = entry("get", "-I", "-d", "x", files.url + "hello.txt")
+    assert p.returncode == 2 and b"-I (HEAD) sends no request body" in p.stderr
+    p = entry("get", "-I", files.url + "nope")
+    assert p.returncode == 8 and p.stdout.startswith(b"HTTP/2 404\r\n")
+
+
+def test_verbose_prints_the_frame_trace(files: Server) -> None:
+    p = entry("get", "-v", files.url + "hello.txt")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == HELLO
+    err = err_lines(p)
+    frame = re.compile(r"\* \[ *\d+\.\d{3}\] (send|recv) ([A-Z_]+) stream=(\d+) length=(\d+) ")
+    frames = [m.groups() for line in err if (m := frame.match(line))]
+    assert ("send", "SETTINGS", "0", "48") in frames
+    assert ("recv", "SETTINGS", "0", "0") in frames  # the server's ACK
+    assert ("recv", "DATA", "1", "13") in frames
+    headers = [line for line in err if " send HEADERS stream=1 " in line]
+    assert len(headers) == 1 and headers[0].endswith("flags=END_STREAM|END_HEADERS")
+    # The frame lines sit among the header lines, and hpack's DEBUG lines are not there.
+    assert err.index("> :method: GET") < err.index(headers[0])
+    assert not any("hpack" in line for line in err)
+
+
+def test_demo_shows_only_the_clients_frames() -> None:
+    p = entry("demo", "frames")
+    assert p.returncode == 0, p.stderr
+    err = p.stderr.decode()
+    assert err.count("] send HEADERS stream=1") == 1  # not the echo server's too
+    assert err.count("] recv HEADERS stream=1") == 2  # response headers and trailers
+
+
+def test_body_without_newline_does_not_run_into_stderr(files: Server) -> None:
+    # stdout and stderr are one pipe (2>&1, or a terminal): the next stderr line starts on a
+    # line of its own.
+    p = entry("get", "-v", files.url + "nonl.txt", merged=True)
+    assert p.returncode == 0, p.stdout
+    assert NO_NEWLINE + b"\n" in p.stdout and NO_NEWLINE + b"*" not in p.stdout
+    p = entry("demo", "no newline", merged=True)
+    assert p.returncode == 0, p.stdout
+    assert b"no newline\n* " in p.stdout and b"no newline*" not in p.stdout
+    # Separate pipes: the body is exactly what was served, stderr gets no stray newline.
+    p = entry("get", "-v", files.url + "nonl.txt")
+    assert p.stdout == NO_NEWLINE
+    assert b"\n\n" not in p.stderr
+
+
+async def test_error_after_body_without_newline_starts_a_new_line() -> None:
+    async def oops(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "500"})
+        writer.write(b"oops")
+        writer.write_eof()
+
+    async with await aioh2s.start_server(oops, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        rc, out, _ = await aentry("get", f"http://127.0.0.1:{port}/", merged=True)
+    assert rc == 8
+    assert out == b"oops\naioh2s: error: server answered 500 Internal Server Error\n"
+
+
+def test_progress_without_output_file(files: Server, tree: Path) -> None:
+    big = (tree / "big.bin").read_bytes()
+    # stdout redirected (a pipe), stderr elsewhere: the bar is drawn, the body is intact.
+    p = entry("get", "--progress", files.url + "big.bin")
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == big
+    last = p.stderr.decode().rsplit("\r", 1)[-1]
+    assert "100%" in last and "5.0 MiB/5.0 MiB" in last, p.stderr[-200:]
+    # Body and bar would share one terminal or pipe: not silently ignored any more.
+    p = entry("get", "--progress", files.url + "hello.txt", merged=True)
+    assert p.returncode == 0
+    assert p.stdout.startswith(b"aioh2s: warning: --progress ignored: the body goes to the same")
+    assert p.stdout.endswith(b"\n" + HELLO) and b"%" not in p.stdout
+    p = entry("get", "--no-progress", "-o", "-", files.url + "hello.txt")
+    assert p.stdout == HELLO and p.stderr == b""
+
+
+def on_tty(*args: str, timeout: float = 20) -> tuple[int, bytes, bytes]:
+    """Run ``aioh2s ARGS`` with stdout on a pseudo-terminal (raw: bytes pass unchanged)."""
+    import pty
+    import tty
+
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    try:
+        proc = subprocess.Popen(
+            [*ENTRY, *args], stdout=slave, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            env=ENV,
+        )
+        os.close(slave)
+        slave = -1
+        out = b""
+        while True:
+            ready, _, _ = select.select([master], [], [], timeout)
+            if not ready:
+                proc.kill()
+                raise AssertionError("no end of output from the command on the terminal")
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the command exited and closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stderr.close()
+        return proc.wait(timeout), out, err
+    finally:
+        os.close(master)
+        if slave != -1:
+            os.close(slave)
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_binary_output_to_a_terminal_is_refused(files: Server) -> None:
+    rc, out, err = on_tty("get", files.url + "nul.bin")
+    assert rc == 1, err
+    assert b"\x00" not in out
+    assert err.decode().splitlines() == [
+        "aioh2s: error: binary output can mess up your terminal: use '-o FILE' to save it, "
+        "or '-o -' to print it anyway"
+    ]
+    rc, out, err = on_tty("get", "-o", "-", files.url + "nul.bin")
+    assert rc == 0 and out == b"text\x00with a NUL byte", err
+    rc, out, err = on_tty("get", files.url + "hello.txt")  # text is printed as before
+    assert rc == 0 and out == HELLO, err
+    p = entry("get", files.url + "nul.bin")  # not a terminal: written as it is
+    assert p.returncode == 0 and p.stdout == b"text\x00with a NUL byte"
+
+
+def test_tls_server_answers_http11_client_and_says_why(tree: Path) -> None:
+    pytest.importorskip("trustme")
+    s = Server(str(tree), "--self-signed")  # not -q: the refusals are logged
+    try:
+        p = curl("-k", "--http1.1", "-i", s.url + "hello.txt")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), p.stdout
+        assert b"offer ALPN h2" in p.stdout
+        for _ in range(100):
+            if any("closing TLS connection" in line for line in s.stderr):
+                break
+            threading.Event().wait(0.05)
+        (line,) = [line for line in s.stderr if "closing TLS connection" in line]
+        assert line.startswith("aioh2s: info: closing TLS connection from ('127.0.0.1', ")
+        assert "did not offer ALPN h2" in line and "505" in line
+        p = curl("-k", "--http2", "-w", "\n%{http_version}", s.url + "hello.txt")
+        assert p.stdout == HELLO + b"\n2"
+    finally:
+        assert s.stop() == 0
+
+
+# -- -L: redirects, through in-process servers that answer what they were asked ----------------
+
+
+class Redirector:
+    """A handler: ``/to?s=STATUS&u=URL`` redirects; ``/echo`` describes the request as JSON."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, object]] = []
+
+    async def __call__(self, reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        import json
+        from urllib.parse import parse_qs, urlsplit
+
+        h = reader.headers
+        body = await reader.read()
+        url = urlsplit(h[":path"])
+        seen = {
+            "method": h[":method"], "path": url.path, "body": body.decode(),
+            "authority": h[":authority"], "peer": writer.get_extra_info("peername")[1],
+            "headers": {n: v for n, v in h if n in ("authorization", "cookie", "x-keep")},
+        }
+        self.requests.append(seen)
+        if url.path == "/to":
+            q = parse_qs(url.query)
+            head = h[":method"] == "HEAD"
+            writer.send_headers({":status": q["s"][0], "location": q["u"][0]}, end_stream=head)
+            if not head:
+                writer.write(b"redirect body\n")
+                writer.write_eof()
+        elif url.path == "/loop":
+            writer.send_headers({":status": "302", "location": "/loop"}, end_stream=True)
+        elif h[":method"] == "HEAD":
+            writer.send_headers({":status": "200"}, end_stream=True)
+        else:
+            writer.send_headers({":status": "200", "content-type": "application/json"})
+            writer.write(json.dumps(seen).encode())
+            writer.write_eof()
+
+
+async def aentry(
+    *args: str, stdin: bytes | None = None, merged: bool = False, timeout: float = 20
+) -> tuple[int, bytes, bytes]:
+    proc = await asyncio.create_subprocess_exec(
+        *ENTRY, *args, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT if merged else subprocess.PIPE, env=ENV,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out, err or b""
+
+
+@contextlib.asynccontextmanager
+async def redirectors(n: int) -> AsyncIterator[list[tuple[Redirector, str]]]:
+    """``n`` servers on their own ports (origins), each with its base URL."""
+    made = []
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(n):
+            handler = Redirector()
+            server = await aioh2s.start_server(handler, "127.0.0.1", 0)
+            stack.push_async_callback(server.wait_closed)
+            stack.callback(server.close)
+            made.append((handler, f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"))
+        yield made
+
+
+def to(status: int, url: str) -> str:
+    from urllib.parse import quote
+
+    return f"/to?s={status}&u={quote(url, safe='')}"
+
+
+async def test_redirects_followed_with_L_keep_or_change_the_method() -> None:
+    import json
+
+    async with redirectors(1) as [(seen, base)]:
+        rc, out, err = await aentry("get", base + to(302, "/echo"))
+        assert rc == 0 and out == b"redirect body\n", err  # without -L: the 3xx itself
+        cases = [
+            (["-d", "data"], 307, "POST", "data"),
+            (["-d", "data"], 308, "POST", "data"),
+            (["-d", "data"], 302, "GET", ""),
+            (["-d", "data"], 301, "GET", ""),
+            (["-X", "PUT", "-d", "data"], 301, "PUT", "data"),
+            (["-X", "PUT", "-d", "data"], 303, "GET", ""),
+            (["-I"], 303, "HEAD", ""),
+        ]
+        for extra, status, method, body in cases:
+            seen.requests.clear()
+            rc, out, err = await aentry("get", "-L", *extra, base + to(status, "/echo"))
+            assert rc == 0, (extra, status, err)
+            assert [r["method"] for r in seen.requests][1:] == [method], (extra, status)
+            assert seen.requests[1]["body"] == body
+            # Same origin: one connection for both requests.
+            assert seen.requests[0]["peer"] == seen.requests[1]["peer"]
+            if method != "HEAD":
+                assert json.loads(out)["path"] == "/echo"
+
+
+async def test_redirect_to_another_origin_drops_credentials() -> None:
+    import json
+
+    async with redirectors(2) as [(a, base_a), (_, base_b)]:
+        args = ["get", "-L", "-v", "-H", "authorization: Bearer secret", "-H", "cookie: k=v",
+                "-H", "x-keep: 1"]
+        rc, out, err = await aentry(*args, base_a + to(302, base_b + "/echo"))
+        assert rc == 0, err
+        assert json.loads(out)["headers"] == {"x-keep": "1"}
+        assert a.requests[0]["headers"] == {
+            "authorization": "Bearer secret", "cookie": "k=v", "x-keep": "1",
+        }
+        assert f"* following the 302 redirect to {base_b}/echo" in err.decode()
+        assert err.decode().count("* connected to") == 2  # a new connection for the new origin
+        # Back on the first origin (a relative Location): they are sent again only there.
+        a.requests.clear()
+        rc, out, err = await aentry(*args, base_a + to(307, "/echo"))
+        assert json.loads(out)["headers"]["authorization"] == "Bearer secret"
+        assert err.decode().count("* connected to") == 1
+
+
+async def test_redirect_limits_and_failures() -> None:
+    async with redirectors(1) as [(seen, base)]:
+        rc, _, err = await aentry("get", "-L", "--max-redirs", "3", base + "/loop")
+        assert rc == 9
+        assert err.decode().splitlines() == [
+            "aioh2s: error: more than 3 redirects (--max-redirs), the last to '/loop'"
+        ]
+        assert len(seen.requests) == 4
+        seen.requests.clear()
+        rc, _, err = await aentry("get", "-L", base + "/loop", timeout=30)
+        assert rc == 9 and len(seen.requests) == cli.MAX_REDIRS + 1
+        rc, _, err = await aentry("get", "-L", base + to(302, "ftp://example.com/"))
+        assert rc == 9 and "bad URL 'ftp://example.com/'" in err.decode()
+        rc, _, err = await aentry("get", "-L", "-d", "@-", base + to(307, "/echo"), stdin=b"x")
+        assert rc == 9 and "came from stdin, which cannot be read again" in err.decode()
+        rc, _, err = await aentry("get", "-L", "--max-redirs", "-1", base)
+        assert rc == 2
+
+
+async def test_redirect_with_a_file_body_sends_it_again(tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "up.txt").write_bytes(b"from a file")
+    async with redirectors(1) as [(seen, base)]:
+        rc, out, err = await aentry(
+            "get", "-L", "-i", "-d", f"@{tmp_path / 'up.txt'}", base + to(308, "/echo")
+        )
+        assert rc == 0, err
+        assert [r["body"] for r in seen.requests] == ["from a file", "from a file"]
+        # -i: the headers of every response, the redirect's first.
+        assert out.startswith(b"HTTP/2 308\r\n") and b"location: /echo\r\n" in out
+        head2 = out.index(b"HTTP/2 200\r\n")
+        assert json.loads(out[head2:].partition(b"\r\n\r\n")[2])["body"] == "from a file"

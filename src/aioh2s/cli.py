@@ -11,10 +11,21 @@ line.
 ``aioh2s get URL``
     ``https://`` URLs use TLS with ALPN ``h2`` (RFC 9113 §3.2); ``http://`` URLs use h2c
     with prior knowledge (§3.3: the connection preface straight away, no Upgrade). The body
-    goes to stdout (or ``-o FILE``); ``-v`` prints the request headers (``> ``), the response
-    headers (``< ``) and trailers (after a ``* trailers`` line) to stderr. A request body
-    (``-d``) is sent concurrently with reading the response, so an echoing server cannot
-    deadlock against us on flow control.
+    goes to stdout (or ``-o FILE``); ``-i`` puts the response headers before it, ``-I`` sends
+    HEAD and prints only them. ``-v`` prints to stderr the request headers (``> ``), the
+    response headers (``< ``), trailers (after a ``* trailers`` line) and one ``* `` line
+    per HTTP/2 frame, from the library's frame trace (logger ``aioh2s.frames``). A request
+    body (``-d``) is sent concurrently with reading the response, so an echoing server
+    cannot deadlock against us on flow control. ``-L`` follows redirects (at most
+    ``--max-redirs``, default :data:`MAX_REDIRS`), on the same connection while the origin
+    stays the same, else on a new one; ``Authorization`` and ``Cookie`` headers given with
+    ``-H`` go to the first origin only.
+
+    What curl users expect of a terminal holds too: a body with a NUL byte is not printed to
+    a terminal (``-o -`` insists), the progress bar never draws onto the terminal the body is
+    printed to (an explicit ``--progress`` says why), and when stdout and stderr are the same
+    terminal or file, a stderr line after a body without a final newline starts on a line
+    of its own (:class:`_OpenLine`).
 
 ``aioh2s serve [DIR]``
     Serves DIR (default ``.``) over h2c, or TLS with ``--tls-cert/--tls-key`` or
@@ -29,25 +40,8 @@ line.
     unless ``-q``. SIGINT/SIGTERM close the server gracefully (GOAWAY, then in-flight
     streams finish).
 
-Exit codes (``get``):
-
-==== ====================================================================================
-0    a complete response with a status below 400 (or ``--help``/``--version``)
-1    local error: cannot read the ``-d @file`` or write the output, or an unexpected error
-2    usage error (bad option, bad URL, bad header)
-3    connection failed: refused, unresolvable host, unreachable, connect timeout
-4    TLS failure: handshake or certificate verification failed, or ALPN did not select h2
-5    the connection failed after it was set up: peer closed it, sent GOAWAY, or broke the
-     protocol
-6    the stream was reset (RST_STREAM); the message names the error code, e.g. REFUSED_STREAM
-7    ``--max-time`` elapsed
-8    the server answered with status 400 or above (the body is still written)
-130  interrupted (Ctrl-C)
-==== ====================================================================================
-
-``serve`` exits 0 after a signal-initiated shutdown, 2 on a usage error (DIR is not a
-directory, a lone ``--tls-cert``), 3 when it cannot listen, and 4 when the TLS setup fails
-(unreadable certificate or key, or ``--self-signed`` without ``trustme``).
+Exit codes: :data:`GET_EXIT_CODES` and :data:`SERVE_EXIT_CODES`, which ``--help`` prints
+(the argparse epilog), so the list a user reads is the list the code uses.
 
 Why a hand-written progress bar: the bar needs bytes done, total (from content-length),
 rate, and a redraw throttled to 10 Hz with a carriage return: about thirty lines
@@ -75,11 +69,11 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from http import HTTPStatus
 from pathlib import Path
-from typing import IO, BinaryIO, NoReturn, TextIO
-from urllib.parse import quote, unquote, urlsplit
+from typing import IO, Any, BinaryIO, NoReturn, TextIO
+from urllib.parse import quote, unquote, urljoin, urlsplit
 
 import aioh2s
 from aioh2s.client import RequestStream
@@ -105,7 +99,38 @@ EXIT_CONNECTION_LOST = 5
 EXIT_RESET = 6
 EXIT_TIMEOUT = 7
 EXIT_HTTP_ERROR = 8
+EXIT_REDIRECT = 9
 EXIT_INTERRUPTED = 130
+
+#: ``get``'s exit codes and what each means (printed by ``aioh2s get --help``).
+GET_EXIT_CODES = (
+    (EXIT_OK, "a complete response with a status below 400 (or --help/--version)"),
+    (EXIT_ERROR, "local error: cannot read the -d @file or write the output (or refused to"
+     " print binary output to a terminal), or an unexpected error"),
+    (EXIT_USAGE, "usage error (bad option, bad URL, bad header)"),
+    (EXIT_CONNECT, "connection failed: refused, unresolvable host, unreachable, connect timeout"),
+    (EXIT_TLS, "TLS failure: handshake or certificate verification failed, or ALPN did not"
+     " select h2"),
+    (EXIT_CONNECTION_LOST, "the connection failed after it was set up: the peer closed it,"
+     " sent GOAWAY, or broke the protocol"),
+    (EXIT_RESET, "the stream was reset (RST_STREAM); the message names the error code, e.g."
+     " REFUSED_STREAM"),
+    (EXIT_TIMEOUT, "--max-time elapsed"),
+    (EXIT_HTTP_ERROR, "the server answered with status 400 or above (the body is still"
+     " written)"),
+    (EXIT_REDIRECT, "-L could not follow a redirect: more than --max-redirs, a Location that is"
+     " not an http(s) URL, or a body that cannot be sent again (stdin)"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+
+#: ``serve``'s exit codes (printed by ``aioh2s serve --help``).
+SERVE_EXIT_CODES = (
+    (EXIT_OK, "stopped by SIGINT or SIGTERM, after a graceful shutdown"),
+    (EXIT_USAGE, "usage error (DIR is not a directory, a lone --tls-cert)"),
+    (EXIT_CONNECT, "cannot listen on the address"),
+    (EXIT_TLS, "TLS setup failed: unreadable certificate or key, or --self-signed without"
+     " trustme"),
+)
 
 # 64 KiB: four default-size DATA frames per write, big enough that per-chunk overhead
 # (a drain, a file read) is negligible, small enough to keep memory per stream trivial.
@@ -202,8 +227,26 @@ def _describe(exc: BaseException, target: str) -> tuple[int, str]:
 
 
 def _error(message: str) -> None:
+    _line.end()
     text = " ".join(message.split("\n"))
     print(f"aioh2s: error: {text}", file=sys.stderr, flush=True)
+
+
+def _warn(message: str) -> None:
+    _line.end()
+    print(f"aioh2s: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _epilog(codes: Iterable[tuple[int, str]]) -> str:
+    """The "exit codes" section of a subcommand's ``--help``."""
+    import textwrap
+
+    lines = ["exit codes:"]
+    for code, meaning in codes:
+        wrapped = textwrap.wrap(meaning, 74)
+        lines.append(f"  {code:<4} {wrapped[0]}")
+        lines += [f"       {more}" for more in wrapped[1:]]
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- progress bar
@@ -267,11 +310,15 @@ class _Body:
         self.data: bytes | None = None
         self.file: BinaryIO | None = None
         self.length: int | None = None
+        self.name = "the request body"
+        self.start: int | None = None  # where a regular file's body starts (to send it again)
+        self.sent = False
         if not spec.startswith("@"):
             self.data = spec.encode("utf-8", "surrogateescape")
             self.length = len(self.data)
             return
         name = spec[1:]
+        self.name = "stdin" if name == "-" else name
         try:
             f: BinaryIO = sys.stdin.buffer if name == "-" else open(name, "rb")
         except OSError as e:
@@ -280,10 +327,24 @@ class _Body:
         with contextlib.suppress(OSError, ValueError):
             st = os.fstat(f.fileno())
             if stat.S_ISREG(st.st_mode):
-                self.length = st.st_size - f.tell()
+                self.start = f.tell()
+                self.length = st.st_size - self.start
+
+    def rewind(self, why: str) -> None:
+        """Make the body ready to be sent again (a redirect that keeps it); else CLIError."""
+        if not self.sent or self.data is not None:
+            return
+        if self.file is None or self.start is None:
+            raise CLIError(EXIT_REDIRECT, f"cannot follow {why}: the request body came from "
+                           f"{self.name}, which cannot be read again")
+        try:
+            self.file.seek(self.start)
+        except OSError as e:
+            raise CLIError(EXIT_ERROR, f"cannot read {self.name}: {e.strerror or e}") from e
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Yield the body in chunks; file reads run in a thread (stdin may block)."""
+        self.sent = True
         if self.data is not None:
             if self.data:
                 yield self.data
@@ -317,55 +378,90 @@ def _parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _build_request(
-    args: argparse.Namespace, body: _Body | None
-) -> tuple[list[tuple[str, str]], str, int, str, ssl.SSLContext | None]:
-    try:
-        url = urlsplit(args.url)
-        port = url.port
-    except ValueError as e:
-        raise CLIError(EXIT_USAGE, f"bad URL {args.url!r}: {e}") from e
-    if url.scheme not in ("http", "https") or not url.hostname:
-        raise CLIError(
-            EXIT_USAGE, f"bad URL {args.url!r}: expected http://HOST[:PORT]/PATH or https://..."
-        )
-    tls = url.scheme == "https"
-    host = url.hostname
-    port = port or (443 if tls else 80)
-    authority = url.netloc.rpartition("@")[2]
-    path = url.path or "/"
-    if url.query:
-        path += "?" + url.query
-    method = args.method or ("POST" if body is not None else "GET")
-    pseudo = {":method": method, ":scheme": url.scheme, ":authority": authority, ":path": path}
+class _Target:
+    """A parsed request URL: where to connect, and the pseudo-headers it gives."""
+
+    __slots__ = ("url", "scheme", "host", "port", "authority", "path", "label")
+
+    def __init__(self, url: str, code: int) -> None:
+        """Parse ``url``; a bad one is a CLIError with ``code`` (usage, or a bad redirect)."""
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as e:
+            raise CLIError(code, f"bad URL {url!r}: {e}") from e
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise CLIError(
+                code, f"bad URL {url!r}: expected http://HOST[:PORT]/PATH or https://..."
+            )
+        self.url = url
+        self.scheme = parts.scheme
+        self.host = parts.hostname
+        self.port = port or (443 if self.scheme == "https" else 80)
+        self.authority = parts.netloc.rpartition("@")[2]
+        self.path = parts.path or "/"
+        if parts.query:
+            self.path += "?" + parts.query
+        host = self.host
+        self.label = f"{host}:{self.port}" if ":" not in host else f"[{host}]:{self.port}"
+
+    @property
+    def origin(self) -> tuple[str, str, int]:
+        """(scheme, host, port): a redirect elsewhere needs a connection of its own."""
+        return self.scheme, self.host.lower(), self.port
+
+
+# Headers that carry the user's credentials: sent only to the origin of the URL given, never
+# to another one a redirect names (as curl does, CVE-2018-1000007 and CVE-2022-27776).
+_CREDENTIALS = {"authorization", "cookie", "proxy-authorization"}
+
+
+def _request_headers(
+    args: argparse.Namespace,
+    target: _Target,
+    method: str,
+    body: _Body | None,
+    *,
+    first: bool,
+    same_origin: bool,
+) -> list[tuple[str, str]]:
+    """The request's header list: pseudo-headers from the URL, defaults, then ``-H``.
+
+    On a redirect (``first`` false) the URL decides the pseudo-headers; a ``Host`` given
+    with ``-H`` still applies on the same origin; credentials go to the original origin only.
+    """
+    pseudo = {
+        ":method": method,
+        ":scheme": target.scheme,
+        ":authority": target.authority,
+        ":path": target.path,
+    }
     regular: list[tuple[str, str]] = [("user-agent", f"aioh2s/{_version()}"), ("accept", "*/*")]
     if body is not None and body.length is not None:
         regular.append(("content-length", str(body.length)))
     user = [_parse_header(h) for h in args.header]
+    if not same_origin:
+        user = [(n, v) for n, v in user if n not in _CREDENTIALS]
     user_names = {n for n, _ in user}
     regular = [(n, v) for n, v in regular if n not in user_names]
     for name, value in user:
         if name == "host":
             # HTTP/2 carries the host in :authority (RFC 9113 §8.3.1).
-            pseudo[":authority"] = value
+            if same_origin:
+                pseudo[":authority"] = value
         elif name.startswith(":"):
             if name not in pseudo:
                 raise CLIError(EXIT_USAGE, f"unknown request pseudo-header {name!r}")
-            pseudo[name] = value
+            if first:
+                pseudo[name] = value
         elif value:
             regular.append((name, value))
         # "name:" with no value only removes a default header, as in curl.
-    ctx = None
-    if tls:
-        try:
-            ctx = client_ssl_context(args.cacert, verify=not args.insecure)
-        except (OSError, ssl.SSLError) as e:
-            raise CLIError(EXIT_TLS, f"cannot load CA file {args.cacert}: {e}") from e
-    target = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
-    return list(pseudo.items()) + regular, host, port, target, ctx
+    return list(pseudo.items()) + regular
 
 
 def _print_headers(prefix: str, headers: Iterable[tuple[str, str]]) -> None:
+    _line.end()
     for name, value in headers:
         print(f"{prefix}{name}: {value}", file=sys.stderr)
 
@@ -382,27 +478,84 @@ async def _upload(writer: aioh2s.H2StreamWriter, body: _Body) -> None:
     writer.write_eof()
 
 
+def _same_file(a: IO[Any], b: IO[Any]) -> bool:
+    """Whether two streams write to the same file, pipe or terminal (``2>&1``, a tty)."""
+    try:
+        return os.path.samestat(os.fstat(a.fileno()), os.fstat(b.fileno()))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+class _OpenLine:
+    """Whether stdout, shared with stderr, was left in the middle of a line by the body.
+
+    A body without a final newline, printed to the terminal that also shows ``-v`` output or
+    an error, would run into the next stderr line (``hello* trailers``): whoever writes to
+    stderr after the body calls :meth:`end` first, which ends that line on stderr. Only
+    stderr gets the newline: the body stays byte for byte what the server sent.
+    """
+
+    def __init__(self) -> None:
+        self.pending = False
+
+    def end(self) -> None:
+        if self.pending:
+            self.pending = False
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+_line = _OpenLine()
+
+
 class _Output:
-    """Where the response body goes; the file is opened when the response starts."""
+    """Where the response goes (stdout or ``-o FILE``), opened at its first byte."""
 
     def __init__(self, path: str | None) -> None:
         self.path = path
         self.stream: IO[bytes] | None = None
+        self.to_stdout = path is None or path == "-"
+        self.shares_stderr = self.to_stdout and _same_file(sys.stdout, sys.stderr)
+        # curl's rule: a body with a NUL byte is not written to a terminal unless asked for
+        # with "-o -", since control sequences in it can garble (or reprogram) the terminal.
+        self.guard_binary = path is None and _isatty(sys.stdout)
 
     def open(self) -> None:
-        if self.path is None or self.path == "-":
+        if self.stream is not None:
+            return
+        if self.to_stdout:
             self.stream = sys.stdout.buffer
             return
+        assert self.path is not None
         try:
             self.stream = open(self.path, "wb")
         except OSError as e:
             raise CLIError(EXIT_ERROR, f"cannot write {self.path}: {e.strerror or e}") from e
 
+    def write_head(self, status: str, headers: Iterable[tuple[str, str]]) -> None:
+        """``-i``: a response's status line and headers, as curl prints HTTP/2 ones."""
+        lines = [f"HTTP/2 {status}\r\n"]
+        lines += [f"{n}: {v}\r\n" for n, v in headers if not n.startswith(":")]
+        lines.append("\r\n")
+        self._write("".join(lines).encode("utf-8", "surrogateescape"))
+
     def write(self, chunk: bytes) -> None:
+        if self.guard_binary and b"\0" in chunk:
+            raise CLIError(
+                EXIT_ERROR,
+                "binary output can mess up your terminal: use '-o FILE' to save it, "
+                "or '-o -' to print it anyway",
+            )
+        self._write(chunk)
+
+    def _write(self, chunk: bytes) -> None:
+        if not chunk:
+            return
+        self.open()
         assert self.stream is not None
         try:
             self.stream.write(chunk)
-            if self.stream is sys.stdout.buffer:
+            if self.to_stdout:
                 self.stream.flush()
         except BrokenPipeError:
             # A reader like `head` left: stop writing, and keep Python's exit-time flush of
@@ -414,20 +567,135 @@ class _Output:
             raise CLIError(
                 EXIT_ERROR, f"cannot write {self.path or 'stdout'}: {e.strerror or e}"
             ) from e
+        if self.shares_stderr:
+            _line.pending = not chunk.endswith(b"\n")
 
     def close(self) -> None:
-        if self.stream is not None and self.stream is not sys.stdout.buffer:
+        if self.stream is not None and not self.to_stdout:
             self.stream.close()
 
 
-async def _get(args: argparse.Namespace) -> int:
-    body = _Body(args.data) if args.data is not None else None
+def _isatty(f: IO[Any]) -> bool:
     try:
-        headers, host, port, target, ctx = _build_request(args, body)
+        return f.isatty()
+    except (ValueError, AttributeError):
+        return False
+
+
+def _want_progress(args: argparse.Namespace, out: _Output) -> bool:
+    """Whether to draw the bar: ``--progress`` says so, else when stderr is a terminal.
+
+    Never onto the terminal the body is printed to: the two would garble each other. An
+    explicit ``--progress`` that cannot be honoured says so instead of being ignored.
+    """
+    if args.progress is False:
+        return False
+    if out.shares_stderr:
+        if args.progress:
+            _warn("--progress ignored: the body goes to the same terminal as the bar; "
+                  "use -o FILE or redirect stdout")
+        return False
+    if args.progress:
+        return True
+    return _isatty(sys.stderr) and not args.verbose
+
+
+class _Connections:
+    """The connections of one ``get``: one per origin, so a redirect elsewhere opens another."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.clients: dict[tuple[str, str, int], aioh2s.Client] = {}
+        self.ctx: ssl.SSLContext | None = None
+
+    def _tls(self) -> ssl.SSLContext:
+        if self.ctx is None:
+            args = self.args
+            try:
+                self.ctx = client_ssl_context(args.cacert, verify=not args.insecure)
+            except (OSError, ssl.SSLError) as e:
+                raise CLIError(EXIT_TLS, f"cannot load CA file {args.cacert}: {e}") from e
+        return self.ctx
+
+    async def get(self, target: _Target) -> aioh2s.Client:
+        """The open connection to ``target``'s origin, or a new one."""
+        client = self.clients.get(target.origin)
+        if client is not None and not client.is_closing():
+            return client
+        args = self.args
+        ctx = self._tls() if target.scheme == "https" else None
         try:
-            return await asyncio.wait_for(
-                _fetch(args, headers, host, port, target, ctx, body), args.max_time
-            )
+            if ctx is None:
+                connecting = aioh2s.connect(target.host, target.port)
+            else:
+                connecting = aioh2s.connect(
+                    target.host, target.port, ssl=ctx, server_hostname=target.host
+                )
+            client = await asyncio.wait_for(connecting, args.connect_timeout)
+        except asyncio.TimeoutError:
+            raise CLIError(
+                EXIT_CONNECT,
+                f"timed out connecting to {target.label} after {args.connect_timeout:g} s",
+            ) from None
+        except Exception as e:
+            code, message = _describe(e, target.label)
+            if code == EXIT_CONNECTION_LOST and ctx is None:
+                # Typically a TLS-only or HTTP/1.1-only server hanging up on our preface.
+                message += " during the HTTP/2 handshake (is it an h2c server? for TLS use https://)"
+            raise CLIError(code, message) from e
+        old = self.clients.pop(target.origin, None)
+        if old is not None:
+            await self._close(old)
+        self.clients[target.origin] = client
+        ssl_object = client.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            # The core checks this too; a second look costs nothing and keeps the CLI's
+            # "TLS failure" promise even against a core that forgot.
+            try:
+                check_alpn(ssl_object)
+            except ALPNError as e:
+                raise CLIError(*_describe(e, target.label)) from e
+        if args.verbose:
+            _line.end()
+            if ssl_object is not None:
+                cipher = ssl_object.cipher()
+                print(
+                    f"* connected to {target.label} over {ssl_object.version()}"
+                    f" ({cipher[0] if cipher else '?'}), ALPN h2",
+                    file=sys.stderr,
+                )
+            else:
+                print(f"* connected to {target.label} (h2c, prior knowledge)", file=sys.stderr)
+        return client
+
+    @staticmethod
+    async def _close(client: aioh2s.Client) -> None:
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(client.close(), 5)
+
+    async def close(self) -> None:
+        clients = list(self.clients.values())
+        self.clients.clear()
+        for client in clients:
+            await self._close(client)
+
+
+#: Statuses ``-L`` follows (RFC 9110 §15.4), when the response has a Location.
+_REDIRECTS = {301, 302, 303, 307, 308}
+#: ``--max-redirs`` default: what browsers allow (Chrome and Firefox stop after 20); curl's
+#: 50 only makes a redirect loop take longer to report.
+MAX_REDIRS = 20
+
+
+async def _get(args: argparse.Namespace) -> int:
+    if args.head and args.data is not None:
+        raise CLIError(EXIT_USAGE, "-I (HEAD) sends no request body: drop -d, or use -X HEAD")
+    body = _Body(args.data) if args.data is not None else None
+    trace = _trace_frames() if args.verbose else None
+    try:
+        target = _Target(args.url, EXIT_USAGE)
+        try:
+            return await asyncio.wait_for(_transfer(args, target, body), args.max_time)
         except asyncio.TimeoutError:
             raise CLIError(
                 EXIT_TIMEOUT, f"no complete response within --max-time {args.max_time:g} s"
@@ -435,85 +703,55 @@ async def _get(args: argparse.Namespace) -> int:
     finally:
         if body is not None:
             body.close()
+        if trace is not None:
+            trace()
 
 
-async def _fetch(
-    args: argparse.Namespace,
-    headers: list[tuple[str, str]],
-    host: str,
-    port: int,
-    target: str,
-    ctx: ssl.SSLContext | None,
-    body: _Body | None,
-) -> int:
-    verbose: bool = args.verbose
-    try:
-        if ctx is None:
-            connecting = aioh2s.connect(host, port)
-        else:
-            connecting = aioh2s.connect(host, port, ssl=ctx, server_hostname=host)
-        client = await asyncio.wait_for(connecting, args.connect_timeout)
-    except asyncio.TimeoutError:
-        raise CLIError(
-            EXIT_CONNECT, f"timed out connecting to {target} after {args.connect_timeout:g} s"
-        ) from None
-    except Exception as e:
-        code, message = _describe(e, target)
-        if code == EXIT_CONNECTION_LOST and ctx is None:
-            # Typically a TLS-only or HTTP/1.1-only server hanging up on our preface.
-            message += " during the HTTP/2 handshake (is it an h2c server? for TLS use https://)"
-        raise CLIError(code, message) from e
+async def _transfer(args: argparse.Namespace, first: _Target, body: _Body | None) -> int:
+    """The request, and with ``-L`` the redirects after it; returns the exit code."""
+    if args.method:
+        method = args.method
+    elif args.head:
+        method = "HEAD"
+    else:
+        method = "POST" if body is not None else "GET"
     out = _Output(args.output)
+    conns = _Connections(args)
+    target = first
+    redirects = 0
     try:
-        async with client.request(headers) as stream:
-            ssl_object = stream.writer.get_extra_info("ssl_object")
-            if ssl_object is not None:
-                # The core checks this too; a second look costs nothing and keeps the CLI's
-                # "TLS failure" promise even against a core that forgot.
-                check_alpn(ssl_object)
-            if verbose:
-                if ssl_object is not None:
-                    cipher = ssl_object.cipher()
-                    print(
-                        f"* connected to {target} over {ssl_object.version()}"
-                        f" ({cipher[0] if cipher else '?'}), ALPN h2",
-                        file=sys.stderr,
-                    )
-                else:
-                    print(f"* connected to {target} (h2c, prior knowledge)", file=sys.stderr)
-                _print_headers("> ", headers)
-                print(">", file=sys.stderr, flush=True)
-            upload: asyncio.Task[None] | None = None
-            if body is None:
-                stream.writer.write_eof()
-            else:
-                upload = asyncio.ensure_future(_upload(stream.writer, body))
+        while True:
+            headers = _request_headers(
+                args, target, method, body,
+                first=target is first, same_origin=target.origin == first.origin,
+            )
+            client = await conns.get(target)
             try:
-                status = await _receive(args, stream, out)
-            except BaseException:
-                if upload is not None and upload.done() and not upload.cancelled():
-                    up_exc = upload.exception()
-                    if up_exc is not None:
-                        raise up_exc from None
+                status, location = await _exchange(args, client, headers, body, out)
+            except CLIError:
                 raise
-            finally:
-                if upload is not None:
-                    if not upload.done():
-                        # The response ended (or failed) before the request body was sent,
-                        # e.g. a 405 for a POST: stop uploading (RFC 9113 §8.1).
-                        upload.cancel()
-                    # Also collects an error the upload met after a complete response (the
-                    # server's RST_STREAM(NO_ERROR)), which changes nothing for the user.
-                    with contextlib.suppress(asyncio.CancelledError, H2Error, CLIError):
-                        await upload
-    except CLIError:
-        raise
-    except Exception as e:
-        raise CLIError(*_describe(e, target)) from e
+            except Exception as e:
+                raise CLIError(*_describe(e, target.label)) from e
+            if location is None:
+                break
+            if redirects >= args.max_redirs:
+                raise CLIError(EXIT_REDIRECT, f"more than {args.max_redirs} redirects "
+                               f"(--max-redirs), the last to {location!r}")
+            redirects += 1
+            nxt = _Target(urljoin(target.url, location.strip()).partition("#")[0], EXIT_REDIRECT)
+            # RFC 9110 §15.4: a 303 asks for a GET (of anything but HEAD); browsers and curl
+            # also turn a POST into a GET on 301 and 302. 307 and 308 keep method and body.
+            if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+            elif body is not None:
+                body.rewind(f"the {status} redirect to {nxt.url}")
+            if args.verbose:
+                _line.end()
+                print(f"* following the {status} redirect to {nxt.url}", file=sys.stderr)
+            target = nxt
     finally:
         out.close()
-        with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(client.close(), 5)
+        await conns.close()
     if status >= 400:
         try:
             phrase = " " + HTTPStatus(status).phrase
@@ -524,20 +762,64 @@ async def _fetch(
     return EXIT_OK
 
 
-async def _receive(args: argparse.Namespace, stream: RequestStream, out: _Output) -> int:
+async def _exchange(
+    args: argparse.Namespace,
+    client: aioh2s.Client,
+    headers: list[tuple[str, str]],
+    body: _Body | None,
+    out: _Output,
+) -> tuple[int, str | None]:
+    """One request; returns its status, and the Location when ``-L`` is to follow it."""
+    if args.verbose:
+        _print_headers("> ", headers)
+        print(">", file=sys.stderr, flush=True)
+    # Without a body the HEADERS frame ends the stream (no empty DATA frame after it).
+    async with client.request(headers, end_stream=body is None) as stream:
+        upload: asyncio.Task[None] | None = None
+        if body is not None:
+            upload = asyncio.ensure_future(_upload(stream.writer, body))
+        try:
+            return await _receive(args, stream, out)
+        except BaseException:
+            if upload is not None and upload.done() and not upload.cancelled():
+                up_exc = upload.exception()
+                if up_exc is not None:
+                    raise up_exc from None
+            raise
+        finally:
+            if upload is not None:
+                if not upload.done():
+                    # The response ended (or failed) before the request body was sent,
+                    # e.g. a 405 for a POST, or a redirect: stop uploading (RFC 9113 §8.1).
+                    upload.cancel()
+                # Also collects an error the upload met after a complete response (the
+                # server's RST_STREAM(NO_ERROR)), which changes nothing for the user.
+                with contextlib.suppress(asyncio.CancelledError, H2Error, CLIError):
+                    await upload
+
+
+async def _receive(
+    args: argparse.Namespace, stream: RequestStream, out: _Output
+) -> tuple[int, str | None]:
     response = await stream.response_headers()
+    status = int(response[":status"])
     if args.verbose:
         for informational in stream.informational:
             _print_headers("< ", informational)
             print("<", file=sys.stderr)
         _print_headers("< ", response)
         print("<", file=sys.stderr, flush=True)
-    status = int(response[":status"])
+    if args.include or args.head:
+        for informational in stream.informational:
+            out.write_head(informational[":status"], informational)
+        out.write_head(response[":status"], response)
+    location = response.get("location")
+    if args.location and status in _REDIRECTS and location is not None:
+        # Its body is of no use: leaving the request resets the stream if it is still coming.
+        return status, location
     out.open()
     progress = None
-    if args.output not in (None, "-") and (
-        args.progress or (args.progress is None and sys.stderr.isatty())
-    ):
+    if _want_progress(args, out):
         length = response.get("content-length")
         progress = _Progress(sys.stderr, int(length) if length and length.isdigit() else None)
     async for chunk in stream.reader:
@@ -548,10 +830,50 @@ async def _receive(args: argparse.Namespace, stream: RequestStream, out: _Output
         progress.finish()
     trailers = stream.reader.trailers
     if args.verbose and trailers is not None:
+        _line.end()
         print("* trailers", file=sys.stderr)
         _print_headers("< ", trailers)
         sys.stderr.flush()
-    return status
+    return status, None
+
+
+class _TraceHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """``-v``'s frame lines on stderr: ``* [seconds] send|recv FRAME ...``, client side only."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.start = time.time()  # (a record's ``created`` is wall-clock time)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # `demo` runs its echo server in this process: only the client's frames are ours.
+        return getattr(record, "h2_side", None) == "client"
+
+    def format(self, record: logging.LogRecord) -> str:
+        elapsed = record.created - self.start
+        return f"* [{elapsed:7.3f}] {getattr(record, 'h2_direction', '')} " + str(
+            getattr(record, "h2_frame", record.getMessage())
+        )
+
+    def emit(self, record: logging.LogRecord) -> None:
+        _line.end()
+        super().emit(record)
+
+
+def _trace_frames() -> Callable[[], None]:
+    """Print the client's HTTP/2 frames to stderr (``aioh2s.frames``); returns the undo."""
+    logger = logging.getLogger("aioh2s.frames")
+    handler = _TraceHandler()
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False  # not also through the root handler, as a DEBUG record
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+
+    return undo
 
 
 # --------------------------------------------------------------------------- serve
@@ -875,6 +1197,10 @@ async def _serve(args: argparse.Namespace) -> int:
                 ctx = server_ssl_context(cert, key)
             except (OSError, ssl.SSLError) as e:
                 raise CLIError(EXIT_TLS, f"cannot load certificate {cert} / key {key}: {e}") from e
+        if not args.quiet:
+            # The library says at INFO why it refused a connection (a TLS client without
+            # ALPN h2, for one): an operator trying curl against the server wants to know.
+            logging.getLogger("aioh2s").setLevel(logging.INFO)
         handler = _EchoServer(not args.quiet) if args.echo else _FileServer(root, not args.quiet)
         try:
             server = await aioh2s.start_server(handler, args.host, args.port, ssl=ctx)
@@ -920,6 +1246,24 @@ async def _demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- entry point
 
 
+class _LogFormat(logging.Formatter):
+    """Log records as ``aioh2s: warning: ...``, like the command's own messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record).removeprefix("aioh2s: ")
+        return f"aioh2s: {record.levelname.lower()}: {text}"
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
@@ -937,6 +1281,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="make one HTTP/2 request and print the response body",
         description="Make one HTTP/2 request (TLS+ALPN for https, h2c prior "
         "knowledge for http) and write the body to stdout.",
+        epilog=_epilog(GET_EXIT_CODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     g.add_argument("url")
     g.add_argument(
@@ -961,7 +1307,35 @@ def _build_parser() -> argparse.ArgumentParser:
         help="request body: literal text, @FILE, or @- for stdin (sent as-is)",
     )
     g.add_argument(
-        "-o", "--output", metavar="FILE", help="write the body to FILE instead of stdout"
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write the body to FILE instead of stdout ('-': stdout, even binary to a terminal)",
+    )
+    g.add_argument(
+        "-i",
+        "--include",
+        action="store_true",
+        help="write the response headers before the body (HTTP/2 STATUS, then name: value)",
+    )
+    g.add_argument(
+        "-I",
+        "--head",
+        action="store_true",
+        help="send HEAD and write only the response headers",
+    )
+    g.add_argument(
+        "-L",
+        "--location",
+        action="store_true",
+        help="follow redirects (301, 302, 303, 307, 308 with a Location)",
+    )
+    g.add_argument(
+        "--max-redirs",
+        type=_non_negative,
+        default=MAX_REDIRS,
+        metavar="N",
+        help=f"with -L, give up after N redirects (default {MAX_REDIRS})",
     )
     g.add_argument(
         "-k", "--insecure", action="store_true", help="do not verify the server's TLS certificate"
@@ -971,13 +1345,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "-v",
         "--verbose",
         action="store_true",
-        help="print request/response headers and trailers to stderr",
+        help="print request/response headers, trailers and every HTTP/2 frame to stderr",
     )
     g.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar on stderr with -o (default: when stderr is a terminal)",
+        help="progress bar on stderr while the body goes to -o FILE or a redirected stdout"
+        " (default: when stderr is a terminal and -v is off)",
     )
     g.add_argument(
         "--connect-timeout",
@@ -999,6 +1374,8 @@ def _build_parser() -> argparse.ArgumentParser:
         help="serve a directory (or echo bodies) over HTTP/2",
         description="Serve DIR over HTTP/2 (h2c, or TLS with a certificate). "
         "The first line on stdout is the listening URL.",
+        epilog=_epilog(SERVE_EXIT_CODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     s.add_argument("dir", nargs="?", default=".", metavar="DIR")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -1015,7 +1392,12 @@ def _build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="echo request bodies back, with trailers x-request-bytes and x-sha256",
     )
-    s.add_argument("-q", "--quiet", action="store_true", help="no access log on stderr")
+    s.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no access log on stderr (nor why a connection was refused)",
+    )
 
     d = sub.add_parser(
         "demo",
@@ -1037,7 +1419,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve" and args.self_signed and (args.tls_cert or args.tls_key):
         _error("--self-signed and --tls-cert/--tls-key are exclusive")
         return EXIT_USAGE
-    logging.basicConfig(level=logging.WARNING, format="aioh2s: %(levelname)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     commands = {"get": _get, "serve": _serve, "demo": _demo}
     coro = commands[args.command](args)
     try:

@@ -1,0 +1,158 @@
+"""README.md runs as shown: its Python blocks, its ``python -m aioh2s`` commands, its synopsis.
+
+The convention (also in README's Development section):
+
+- every fenced ``python`` block is a whole program, run on its own (``python block.py``, with
+  this tree's ``src`` first on the path) as a reader who pasted it would run it. It must exit
+  0 within a minute, offline (the examples start their own local servers), with nothing on
+  stderr that signals trouble (a traceback, a warning, an unclosed resource, a task that
+  was destroyed pending). A block that cannot run starts with a ``# not run: <why>`` line,
+  which readers see too;
+- in fenced ``sh`` blocks, every ``python -m aioh2s ...`` command (also as the last step of
+  an ``&&`` chain, after a venv's setup) runs and must exit 0; the other commands install
+  packages or take minutes, and are left to CI;
+- the ``text`` block under "Command line" is the synopsis: it names every option of every
+  subcommand, and no option the parser does not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aioh2s import cli
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+SRC = str(ROOT / "src")
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
+}
+# Markers of trouble on stderr. (A frame trace may print "error=NO_ERROR": not one of them.)
+TROUBLE = (
+    "Traceback (most recent call last)",
+    "Exception ignored",
+    "Warning:",
+    "Task was destroyed",
+    "never retrieved",
+    "unclosed",
+)
+
+
+def blocks(language: str) -> list[tuple[int, str]]:
+    """(line number, text) of each fenced block of ``language`` in README.md."""
+    found = []
+    for m in re.finditer(rf"^```{language}\n(.*?)^```$", README, re.S | re.M):
+        found.append((README.count("\n", 0, m.start()) + 1, m.group(1)))
+    return found
+
+
+PYTHON = blocks("python")
+
+
+def test_readme_has_blocks() -> None:
+    assert len(PYTHON) >= 5, "the README's Python blocks were not found"
+    runnable = [b for b in PYTHON if not b[1].startswith("# not run:")]
+    assert len(runnable) >= len(PYTHON) - 1, "at most one block may be left unrun"
+
+
+@pytest.mark.parametrize(("line", "code"), PYTHON, ids=[f"line{n}" for n, _ in PYTHON])
+def test_python_block_runs_as_pasted(line: int, code: str, tmp_path: Path) -> None:
+    if code.startswith("# not run:"):
+        reason = code.splitlines()[0].removeprefix("# not run:").strip()
+        assert reason, f"README line {line}: '# not run:' needs a reason"
+        pytest.skip(f"README line {line}: {reason}")
+    script = tmp_path / "block.py"
+    script.write_text(code, encoding="utf-8")
+    p = subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", str(script)],
+        capture_output=True, env=ENV, cwd=tmp_path, timeout=60, check=False,
+    )
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 0, f"README line {line} failed:\n{err}"
+    bad = [marker for marker in TROUBLE if marker.lower() in err.lower()]
+    assert not bad, f"README line {line} ran with trouble ({bad}):\n{err}"
+
+
+def aioh2s_commands() -> list[tuple[int, list[str]]]:
+    """The ``python -m aioh2s ...`` commands of the README's sh blocks, as argument lists."""
+    found = []
+    for line, text in blocks("sh"):
+        for command in text.splitlines():
+            for part in command.split("&&"):
+                words = shlex.split(part, comments=True)
+                if (len(words) >= 3 and re.fullmatch(r"(\S*/)?python3?", words[0])
+                        and words[1:3] == ["-m", "aioh2s"]):
+                    found.append((line, words[3:]))
+    return found
+
+
+COMMANDS = aioh2s_commands()
+
+
+@pytest.mark.parametrize(("line", "args"), COMMANDS, ids=[" ".join(a) for _, a in COMMANDS])
+def test_shell_command_runs(line: int, args: list[str]) -> None:
+    p = subprocess.run(
+        [sys.executable, "-m", "aioh2s", *args],
+        capture_output=True, env=ENV, timeout=60, check=False,
+    )
+    assert p.returncode == 0, f"README line {line}: {args}: {p.stderr.decode()}"
+
+
+def test_setup_commands_make_a_venv_first() -> None:
+    # Debian's and Ubuntu's system Python refuse a bare `pip install .`
+    # (externally-managed-environment): the first command must set up a venv before pip.
+    first = blocks("sh")[0][1]
+    assert first.index("python3 -m venv") < first.index("pip install .") < first.index("demo")
+    assert COMMANDS and COMMANDS[0][1][0] == "demo"
+
+
+def synopsis() -> dict[str, str]:
+    """Subcommand -> its part of the README's synopsis (the text block under Command line)."""
+    section = README[README.index("## Command line"):]
+    m = re.search(r"^```text\n(.*?)^```$", section, re.S | re.M)
+    assert m, "no synopsis block under 'Command line'"
+    parts: dict[str, str] = {}
+    current = None
+    for text_line in m.group(1).splitlines():
+        head = re.match(r"aioh2s (\w+)", text_line)
+        if head:
+            current = head.group(1)
+            parts[current] = ""
+        assert current is not None, text_line
+        parts[current] += text_line + "\n"
+    return parts
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = cli._build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_synopsis_names_every_option() -> None:
+    text = synopsis()
+    commands = subcommands()
+    assert set(text) == set(commands)
+    for name, sub in commands.items():
+        listed = set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", text[name]))
+        known = set()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            known.update(action.option_strings)
+            if action.option_strings:
+                assert listed & set(action.option_strings), (
+                    f"README's synopsis of '{name}' lacks {'/'.join(action.option_strings)}"
+                )
+        assert listed <= known, f"README's synopsis of '{name}' names {listed - known}"

@@ -122,7 +122,8 @@ async def test_nghttpd_killed_under_load() -> None:
                     await asyncio.get_running_loop().run_in_executor(None, peer.restart)
 
             await asyncio.wait_for(asyncio.gather(*(load() for _ in range(4)), killer()), 240)
-            assert outcomes["ok"] >= 12000 - 400, outcomes
+            # Each kill fails what was in flight (up to 4 x 100 streams): most must still pass.
+            assert outcomes["ok"] >= 12000 * 0.8, outcomes
             # Connections died without GOAWAY: what was in flight failed clearly, and the pool
             # reconnected for the rest.
             assert sum(outcomes.values()) == 12000

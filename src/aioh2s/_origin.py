@@ -219,12 +219,17 @@ class Origin:
                 if p is not w.avoid:
                     return p
                 fallback = p
-        if fallback is not None and not self._may_grow():
-            return fallback  # no other connection may be opened: the refusing one it is
+        if fallback is not None and (
+            not self._may_grow() or self._fails or self.loop.time() < self._no_dial_until
+        ):
+            # No other connection may be opened (the cap, or dialling fails or is paused):
+            # the refusing one it is.
+            return fallback
         return None
 
     def _dispatch(self) -> None:
         line = self._line
+        passed: list[_Waiter] = []
         while line:
             w = line[0]
             if w.fut.done():
@@ -232,10 +237,16 @@ class Origin:
                 continue
             p = self._pick(w)
             if p is None:
+                if w.avoid is not None:
+                    # It waits for a connection other than the one that refused it: the
+                    # ones behind it need not (FIFO holds among those who can be served).
+                    passed.append(line.popleft())
+                    continue
                 break
             line.popleft()
             p.reserved += 1
             w.fut.set_result(p)
+        line.extendleft(reversed(passed))
         if line:
             self._grow()
 
@@ -357,6 +368,11 @@ class Origin:
         self._arm_sweeper()
 
     # -- the end -------------------------------------------------------------------------------
+
+    def shorten(self, grace: float) -> None:
+        """A later close() with a shorter grace period: every connection gets the shorter one."""
+        for p in list(self.conns):
+            p.conn.start_close(grace)
 
     async def close(self, grace: float | None) -> None:
         """Fail the line, cancel connection attempts, close every connection gracefully."""

@@ -309,15 +309,17 @@ class Stream:
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if self.send is not Send.OPEN and check_send("write", self.send, self.id) != "ok":
             return
-        n = len(data)
+        # bytes are immutable and can be queued as they are; anything else may be changed by
+        # the caller after write() returns, so it is copied (as asyncio's transports do). A
+        # memoryview of wider items (array('i')) counts its bytes, not its items.
+        chunk = memoryview(data if type(data) is bytes else bytes(data))
+        n = len(chunk)
         if not n:
             return
         out = self.out
         if out is None:
             out = self.out = collections.deque()
-        # bytes are immutable and can be queued as they are; anything else may be changed by
-        # the caller after write() returns, so it is copied (as asyncio's transports do).
-        out.append(memoryview(data if type(data) is bytes else bytes(data)))
+        out.append(chunk)
         self.out_size += n
         self.conn.want_send(self)
 

@@ -229,6 +229,8 @@ _BAD_NAME = re.compile(rb"[^a-z0-9!#$%&'*+\-.^_`|~]")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _METHOD = re.compile(rb"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")  # a token (RFC 9110 §9.1)
 _PATH = re.compile(rb"[\x21-\x7e\x80-\xff]+")  # no space or control (RFC 3986 request-target)
+# RFC 3986 §3.2's authority characters: no space, "/", "?", "#" or anything outside ASCII.
+_AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]@]+")
 
 
 def valid_name(name: bytes) -> bool:
@@ -337,7 +339,7 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
     "clients MUST NOT generate a request with a Host header field that differs from the
     :authority pseudo-header field").
     """
-    method = path = authority = None
+    method = path = authority = scheme = protocol = None
     hosts = []
     for n, v in fields:
         if n == b":method":
@@ -346,8 +348,22 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
             path = v
         elif n == b":authority":
             authority = v
+        elif n == b":scheme":
+            scheme = v
+        elif n == b":protocol":
+            protocol = v
         elif n == b"host":
             hosts.append(v)
+    if method == b"CONNECT" and protocol is None and (scheme is not None or path is not None):
+        raise LocalProtocolError(
+            "a CONNECT request passed by the application has :scheme or :path; RFC 9113 §8.5"
+            " allows only :method and :authority (extended CONNECT needs :protocol)"
+        )
+    if authority is not None and not _AUTHORITY.fullmatch(authority):
+        raise LocalProtocolError(
+            f":authority {authority[:60]!r} passed by the application is not a host[:port]"
+            " (RFC 3986 §3.2)"
+        )
     if method is not None and not _METHOD.fullmatch(method):
         raise LocalProtocolError(
             f":method {method[:40]!r} passed by the application is not a token (RFC 9110 §9.1)"

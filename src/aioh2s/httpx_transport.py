@@ -82,12 +82,20 @@ class _ResponseBody(httpx.AsyncByteStream):
         self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        reader = self._exchange.stream.reader
+        ex = self._exchange
+        reader = ex.stream.reader
         with _as_httpx(self._request):
             while True:
-                chunk = await reader.read(65536)
+                try:
+                    chunk = await reader.read(65536)
+                except H2Error:
+                    failed = ex.upload_error()
+                    if failed is not None:  # we reset the stream for it: its error says why
+                        raise failed from None
+                    raise
                 if not chunk:
-                    await self._exchange.uploaded()  # a failed upload is the request's error
+                    if ex.upload_error() is not None:
+                        await ex.uploaded()  # a failed upload is the request's error
                     return
                 yield chunk
 
@@ -121,17 +129,25 @@ class Transport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"the URL {url} has no host", request=request)
         # Where to connect is the URL's business; a Host header only names the authority.
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        authority = request.headers.get("host") or url.netloc.decode("ascii")
+        hosts = [v for n, v in request.headers.raw if n.lower() == b"host"]
+        if len(hosts) > 1:
+            raise httpx.LocalProtocolError("more than one Host header", request=request)
+        authority = hosts[0] if hosts else url.netloc
         wire: list[tuple[bytes, bytes]] = [
             (b":method", request.method.encode("ascii")),
             (b":scheme", url.scheme.encode("ascii")),
-            (b":authority", authority.encode("ascii", "surrogateescape")),
+            (b":authority", authority),
             (b":path", url.raw_path),
         ]
         for name, value in request.headers.raw:
             low = name.lower()
-            if low in _DROP or (low == b"te" and value.lower() != b"trailers"):
+            if low in _DROP:
                 continue
+            if low == b"te":
+                # RFC 9113 §8.2.2: TE may only say "trailers".
+                if b"trailers" not in [x.strip() for x in value.lower().split(b",")]:
+                    continue
+                value = b"trailers"
             wire.append((low, value))
         body: Any
         if isinstance(request.stream, httpx.ByteStream):

@@ -140,7 +140,10 @@ class Response:
                 key, _, value = part.strip().partition("=")
                 if key.lower() == "charset" and value:
                     encoding = value.strip('"')
-        return self.body.decode(encoding or "utf-8", errors="replace")
+        try:
+            return self.body.decode(encoding or "utf-8", errors="replace")
+        except LookupError:  # a charset Python does not know (utf8mb4...)
+            return self.body.decode("utf-8", errors="replace")
 
     def json(self) -> Any:
         """The body parsed as JSON."""
@@ -372,6 +375,9 @@ class Session:
         self._closed = True
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close_all(grace))
+        elif grace is not None:
+            for origin in list(self._origins.values()):
+                origin.shorten(grace)  # a later, shorter grace shortens the one in force
         # Shielded: a cancelled close() leaves the closing to go on, and the next close()
         # (or a concurrent one) waits for the same work.
         await asyncio.shield(self._closing)
@@ -463,6 +469,8 @@ class Session:
     ) -> Stream:
         """Open the request's stream on a pooled connection."""
         for _ in range(_MAX_REFUSALS):
+            if self._closed:  # (closed meanwhile, e.g. during a retry's pause)
+                raise ConnectionClosed("the session was closed", retry_safe=True)
             # Looked up on every attempt: an origin with nothing left may have been forgotten.
             origin = self._origin(key)
             p = await origin.acquire(t.pool, newest=attempts.tries > 0, avoid=attempts.avoid)
@@ -506,8 +514,16 @@ class Session:
         try:
             headers = ex.stream._s.headers
             assert headers is not None
-            data = await _read_body(ex.stream, max_body_size, url)
-            await ex.uploaded()
+            try:
+                data = await _read_body(ex.stream, max_body_size, url)
+            except H2Error:
+                failed = ex.upload_error()
+                if failed is not None:  # (we reset the stream for it: its error says why)
+                    raise failed from None
+                raise
+            if ex.upload_error() is not None:
+                await ex.uploaded()  # the body failed although the answer came: say so
+            # Still sending when the answer is complete: the server wants no more of it.
             return Response(int(headers[":status"]), headers, data, ex.stream._s.trailers, url)
         finally:
             await ex.end()
@@ -530,17 +546,16 @@ class Session:
             ex = Exchange(RequestStream(s))
             try:
                 if not empty:
-                    ex.upload = asyncio.ensure_future(_upload(s, body, state))
+                    ex.upload = asyncio.ensure_future(_upload(s, body, state, ex))
                 await ex.stream.response_headers()
                 if ex.upload is not None and ex.upload.done():
                     await ex.uploaded()  # failed before the answer came: raise that
                 return ex
             except BaseException as e:
+                failed = ex.upload_error()
                 await ex.end()
-                if ex.upload is not None and ex.upload.done() and not ex.upload.cancelled():
-                    failed = ex.upload.exception()
-                    if failed is not None and not isinstance(e, type(failed)):
-                        raise failed from None  # the body's own error says more
+                if failed is not None and isinstance(e, Exception) and e is not failed:
+                    raise failed from None  # the body's own error says more (we reset for it)
                 if (isinstance(e, H2Error) and (replayable or not state.started)
                         and self._may_retry(e, state)):
                     state.note(e)
@@ -553,11 +568,19 @@ class Session:
 class Exchange:
     """One request of a Session in flight: its stream, and the task sending its body."""
 
-    __slots__ = ("stream", "upload")
+    __slots__ = ("stream", "upload", "stopping")
 
     def __init__(self, stream: RequestStream) -> None:
         self.stream = stream
         self.upload: asyncio.Future[None] | None = None
+        self.stopping = False  # end() is cancelling the upload (any other cancel is a failure)
+
+    def upload_error(self) -> BaseException | None:
+        """What stopped the body from going out, once it has (None: nothing, or not yet)."""
+        up = self.upload
+        if up is None or not up.done() or up.cancelled():
+            return None
+        return up.exception()
 
     async def uploaded(self) -> None:
         """Wait until the whole body went out; raise what stopped it."""
@@ -565,39 +588,62 @@ class Exchange:
             await asyncio.shield(self.upload)
 
     async def end(self) -> None:
-        """The exchange is over: stop the body, end the stream (reset if unfinished)."""
+        """The exchange is over: stop the body, end the stream (reset if unfinished).
+
+        Waits for the upload task to finish (it only has to notice its cancellation); a
+        cancellation of the caller meanwhile is delivered once it has.
+        """
         end_request(self.stream._s)
         up = self.upload
-        if up is not None and not up.done():
+        if up is None:
+            return
+        if not up.done():
+            self.stopping = True
             up.cancel()
-        if up is not None:
+        cancelled = False
+        while not up.done():
             try:
-                await asyncio.shield(up)
-            except BaseException:  # noqa: BLE001 - its error was raised already, or is moot
-                if up.done() and not up.cancelled():
-                    up.exception()
+                await asyncio.wait([up])
+            except asyncio.CancelledError:
+                cancelled = True
+        if not up.cancelled():
+            up.exception()  # retrieved: it was raised already, or is moot now
+        if cancelled:
+            raise asyncio.CancelledError()
 
 
-async def _upload(s: Stream, body: Body, state: _Attempts) -> None:
+async def _upload(s: Stream, body: Body, state: _Attempts, ex: Exchange) -> None:
     try:
         if isinstance(body, (bytes, bytearray, memoryview)):
             s.write(body)  # queued whole: it is in memory already
         elif body is not None:
             state.started = True
             async for chunk in body:
+                if s.send is Send.RESET:
+                    return  # the server answered and stopped the body (_drain let it pass)
                 s.write(chunk)
                 await _drain(s)
-        if s.send is Send.OPEN:  # (not after a reset: the server may have answered early)
+            if s.send is Send.RESET:
+                return
+        if s.send is Send.OPEN:
             s.end()
         await _drain(s)
     except asyncio.CancelledError:
-        raise
+        if ex.stopping:
+            raise
+        # The body's iterator was cancelled by somebody else: the body is broken.
+        _abandon(s)
+        raise RuntimeError("the request body's async iterator raised CancelledError") from None
     except BaseException:
-        # Nothing more will come: tell the server, and wake the wait for the response.
-        if not s.closed:
-            s.conn.reset_stream(s, ErrorCode.CANCEL)
-            s.conn.flush()
+        _abandon(s)
         raise
+
+
+def _abandon(s: Stream) -> None:
+    # Nothing more will come: tell the server, and wake the wait for the response.
+    if not s.closed:
+        s.conn.reset_stream(s, ErrorCode.CANCEL)
+        s.conn.flush()
 
 
 class _Attempts:

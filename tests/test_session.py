@@ -707,3 +707,146 @@ async def test_httpx_host_header_names_the_authority_not_the_server() -> None:
             r = await c.get(srv.url, headers={"Host": "vhost.invalid"})
             assert r.status_code == 200 and "café" in r.headers["content-disposition"]
     assert seen[0][":authority"] == "vhost.invalid"
+
+
+# -- from the second review -------------------------------------------------------------------
+
+
+async def test_an_early_answer_stops_an_endless_body() -> None:
+    pulled = 0
+
+    async def answer_unread(_r: aioh2s.H2StreamReader, w: aioh2s.H2StreamWriter) -> None:
+        w.send_headers({":status": "200"})  # aioh2s then resets the unread body, NO_ERROR
+        w.write(b"done")
+        w.write_eof()
+
+    async def endless() -> AsyncIterator[bytes]:
+        nonlocal pulled
+        while True:
+            pulled += 1
+            yield b"x" * 1024
+
+    async with Wire("h2c").serving(answer_unread) as (_server, port), aioh2s.Session() as s:
+        r = await asyncio.wait_for(
+            s.fetch(f"http://127.0.0.1:{port}/", method="POST", body=endless()), 5)
+        assert r.body == b"done" and pulled < 2000
+
+
+async def test_the_body_error_is_the_error_even_after_the_headers() -> None:
+    async def headers_only(_r: aioh2s.H2StreamReader, w: aioh2s.H2StreamWriter) -> None:
+        w.send_headers({":status": "200"})
+        await w.drain()
+        await asyncio.sleep(30)
+
+    async def failing() -> AsyncIterator[bytes]:
+        yield b"x"
+        await asyncio.sleep(0.2)
+        raise ValueError("the body's source broke")
+
+    async with Wire("h2c").serving(headers_only) as (_server, port):
+        async with aioh2s.Session(timeout=aioh2s.Timeouts(read=5, write=0.5)) as s:
+            url = f"http://127.0.0.1:{port}/"
+            with pytest.raises(aioh2s.WriteTimeout):
+                await s.fetch(url, method="POST", body=b"x" * 4_000_000)
+            with pytest.raises(ValueError, match="source broke"):
+                await s.fetch(url, method="POST", body=failing())
+
+
+async def test_a_body_iterator_cancelled_elsewhere_fails_the_request_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    producer: asyncio.Future[bytes] = loop.create_future()
+    loop.call_later(0.1, producer.cancel)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"a"
+        yield await producer
+
+    def on_event(peer: Any, ev: Any) -> None:
+        if isinstance(ev, h2.events.StreamEnded):
+            peer.respond(ev.stream_id, b"ok")
+        elif isinstance(ev, h2.events.DataReceived):
+            peer.conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+
+    async with RawH2Server(on_event) as srv:
+        async with aioh2s.Session(timeout=aioh2s.Timeouts(read=3)) as s:
+            t0 = time.monotonic()
+            with pytest.raises(RuntimeError, match="CancelledError"):
+                await s.fetch(srv.url, method="POST", body=body())
+            assert time.monotonic() - t0 < 1
+
+
+async def test_a_retry_avoiding_a_connection_does_not_block_the_line() -> None:
+    refused: list[int] = []
+
+    def on_event(peer: Any, ev: Any) -> None:
+        if isinstance(ev, h2.events.RequestReceived):
+            if not refused:
+                refused.append(ev.stream_id)
+                peer.conn.reset_stream(ev.stream_id, ErrorCode.REFUSED_STREAM)
+                peer.flush()
+            else:
+                peer.respond(ev.stream_id, b"ok")
+
+    # Only the first connection is served; later ones never get SETTINGS.
+    async with RawH2Server(on_event, pre_connect=lambda peer: peer.server.accepted > 1) as srv:
+        t = aioh2s.Timeouts(connect=0.5, pool=3, read=5)
+        async with aioh2s.Session(timeout=t) as s:
+            a = asyncio.ensure_future(s.fetch(srv.url + "a"))
+            while not refused:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            t0 = time.monotonic()
+            rb, ra = await asyncio.gather(s.fetch(srv.url + "b"), a)
+            assert rb.body == ra.body == b"ok" and time.monotonic() - t0 < 2
+
+
+async def test_close_during_a_retry_pause_and_a_shorter_second_close() -> None:
+    n = 0
+
+    def refuse(peer: Any, ev: Any) -> None:
+        nonlocal n
+        if isinstance(ev, h2.events.RequestReceived):
+            n += 1
+            peer.conn.reset_stream(ev.stream_id, ErrorCode.REFUSED_STREAM)
+            peer.flush()
+
+    async with RawH2Server(refuse) as srv:
+        s = aioh2s.Session(retries=8, timeout=5)
+        t = asyncio.ensure_future(s.fetch(srv.url))
+        while n < 4:  # in the pause before attempt 5
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(s.close(), 3)
+        with pytest.raises(aioh2s.ConnectionClosed, match="session was closed"):
+            await t
+
+    async with RawH2Server(lambda peer, ev: None) as srv:  # never answers
+        s = aioh2s.Session(timeout=aioh2s.Timeouts(read=60))
+        req = asyncio.ensure_future(s.fetch(srv.url))
+        await asyncio.sleep(0.2)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(s.close(), 0.3)  # 30 s of grace
+        t0 = time.monotonic()
+        await asyncio.wait_for(s.close(grace=0), 5)
+        assert time.monotonic() - t0 < 2
+        with pytest.raises(aioh2s.H2Error):
+            await req
+
+
+async def test_connect_through_fetch_is_refused_before_it_can_break_the_connection() -> None:
+    async with origin(h2c()) as (o, port), aioh2s.Session() as s:
+        other = asyncio.ensure_future(s.fetch(f"http://127.0.0.1:{port}/slow?s=0.2"))
+        with pytest.raises(aioh2s.LocalProtocolError, match="CONNECT"):
+            await s.fetch(f"http://127.0.0.1:{port}/", method="CONNECT")
+        assert (await other).status == 200
+
+
+async def test_wide_memoryview_bodies_and_unknown_charsets() -> None:
+    import array
+
+    async with origin(h2c()) as (_o, port), aioh2s.Session() as s:
+        mv = memoryview(array.array("i", range(10_000)))
+        r = await s.fetch(f"http://127.0.0.1:{port}/echo", method="POST", body=mv)
+        assert len(r.json()["body"]) == mv.nbytes
+    r = aioh2s.Response(200, aioh2s.Headers([("content-type", "text/plain; charset=utf8mb4")]),
+                        "héllo".encode(), None, "http://x/")
+    assert r.text() == "héllo"

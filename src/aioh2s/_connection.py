@@ -53,11 +53,12 @@ from ._h2headers import decode
 from ._lifecycle import Lifecycle, not_sent
 from ._sender import Sender
 from ._state import Life, Recv, Send
-from ._stream import Stream
+from ._stream import TUNNEL_ASKED, TUNNEL_OPEN, Stream
 from ._wire import Wire
 from .config import Config
 from .errors import (
     ConnectionClosed,
+    ExtendedConnectUnsupported,
     LocalProtocolError,
     RemoteProtocolError,
     StreamReset,
@@ -94,6 +95,20 @@ _tracing = _trace.log.isEnabledFor  # asked once per reader turn (see _trace), w
 _DEBUG = logging.DEBUG
 
 
+def _connect_of(fields: list[tuple[bytes, bytes]]) -> tuple[bool, bytes | None]:
+    """Whether a request (checked already) is a CONNECT, and its ``:protocol`` if any."""
+    connect = False
+    protocol = None
+    for name, value in fields:
+        if name[:1] != b":":
+            break  # pseudo-headers come first
+        if name == b":method":
+            connect = value == b"CONNECT"
+        elif name == b":protocol":
+            protocol = value
+    return connect, protocol
+
+
 def _expects_continue(fields: list[tuple[bytes, bytes]]) -> bool:
     """Whether the request asks for ``100 Continue`` before it sends its body (RFC 9110)."""
     for name, value in fields:
@@ -125,6 +140,7 @@ class StreamSlots:
     writes: int
     on_slots: Callable[[], None] | None
     _slot_waiters: collections.deque[asyncio.Future[bool]] | None
+    _settled: bool
 
     if not TYPE_CHECKING:
         # No storage of its own, so that Connection's instances need no dict (hidden from
@@ -136,6 +152,7 @@ class StreamSlots:
             self, s: Stream, headers: list[tuple[bytes, bytes]], end: bool
         ) -> None: ...
         def start_close(self, grace: float | None = None) -> None: ...
+        async def wait_ready(self) -> None: ...
 
     def _refusal(self) -> ConnectionClosed | None:
         """Why a new request may not start now (None: it may)."""
@@ -150,6 +167,9 @@ class StreamSlots:
         refused = self._refusal()
         if refused is not None:
             raise refused
+        connect, protocol = _connect_of(headers)
+        if protocol is not None:
+            await self._check_extended_connect(protocol)
         if self._slot_waiters or self.open_outbound >= self._peer_limit():
             # The future's result says whether a slot was granted (and counted for us: True)
             # or the connection is ending (False).
@@ -191,6 +211,8 @@ class StreamSlots:
             ) from None
         s = Stream(cast("Connection", self), sid)
         s.sent_mark = self.writes
+        if connect:
+            s.tunnel = TUNNEL_ASKED
         self.streams[sid] = s
         self.idle_since = None
         try:
@@ -206,6 +228,23 @@ class StreamSlots:
         else:
             s.send = Send.OPEN
         return s
+
+    async def _check_extended_connect(self, protocol: bytes) -> None:
+        """Raise unless the server allows extended CONNECT (RFC 8441 §3).
+
+        Its first SETTINGS say so: it is awaited if it has not arrived (``connect()`` waits
+        for it anyway). A server may not withdraw the setting later (see
+        ``Connection._on_remote_settings``), so one look decides.
+        """
+        if not self._settled:
+            await self.wait_ready()
+        if not self.h2.remote_settings.enable_connect_protocol:
+            name = protocol.decode("ascii", "backslashreplace")
+            raise ExtendedConnectUnsupported(
+                f"cannot send an extended CONNECT (:protocol {name!r}): the server did not"
+                " enable it (no SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 in its SETTINGS,"
+                " RFC 8441 §3); nothing was sent"
+            )
 
     def _peer_limit(self) -> int:
         return int(self.h2.remote_settings.max_concurrent_streams)
@@ -678,6 +717,10 @@ class Connection(Sender, Lifecycle, StreamSlots):
             ) >= _MAX_INFORMATIONAL:
                 self.stream_error(s, ErrorCodes.ENHANCE_YOUR_CALM,
                                   f"more than {_MAX_INFORMATIONAL} 1xx responses")
+            elif s is not None and s.tunnel == TUNNEL_OPEN and t is h2.events.TrailersReceived:
+                self.stream_error(s, ErrorCodes.PROTOCOL_ERROR,
+                                  "trailers on a CONNECT tunnel: only DATA may follow its 2xx"
+                                  " response (RFC 9113 §8.5)")
             elif s is not None:
                 s.on_headers(_HEADER_KINDS[t], decode(ev.headers))  # type: ignore[attr-defined]
         elif t is h2.events.StreamEnded:
@@ -737,6 +780,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         s.headers = headers
         if _expects_continue(ev.headers):
             s.expect_100 = True
+        if _connect_of(ev.headers)[0]:
+            s.tunnel = TUNNEL_ASKED
         if pool is not None:
             self.abuse.tally(int(time.monotonic()), False)
             s.held = cost
@@ -836,6 +881,12 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 self.schedule_flush()
         if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
             self._grant_slots()
+        connect = changed.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL)
+        if connect is not None and connect.original_value == 1 and connect.new_value == 0:
+            # RFC 8441 §3: a sender MUST NOT withdraw it; a client may have decided on it.
+            why = "withdrew SETTINGS_ENABLE_CONNECT_PROTOCOL after enabling it (RFC 8441 §3)"
+            self.abort(RemoteProtocolError(f"the peer {why}"), ErrorCodes.PROTOCOL_ERROR)
+            return
         if not self._settled:
             self._settled = True
             fut = self._settings_waiter

@@ -800,7 +800,11 @@ class H2(h2.connection.H2Connection):
                 # HPACK in sync (an undecodable block is mapped below like any other).
                 _h2_decode_headers(self.decoder, frame.data)
                 return [], []
-            return super()._receive_headers_frame(frame)
+            frames, events = super()._receive_headers_frame(frame)
+            why = self._tunnel_rules(events)
+            if why is not None:
+                raise _h2headers.MalformedHeaders(why)
+            return frames, events
         except h2.exceptions.TooManyStreamsError:
             # Raised before h2 decoded the block or touched any state: refuse the stream but
             # decode the block, so the HPACK state stays in sync with the peer's encoder.
@@ -843,6 +847,56 @@ class H2(h2.connection.H2Connection):
             if isinstance(e.__cause__, (hpack.HPACKError, IndexError)):
                 raise _CompressionError(str(e)) from e
             raise
+
+    def _tunnel_rules(self, events: list[Any]) -> str | None:
+        """CONNECT's rules h2 does not apply; why a request breaks them (None: it does not).
+
+        h2 checks the pseudo-headers of both kinds (plain CONNECT without ``:scheme`` and
+        ``:path``, extended CONNECT with them, ``:protocol`` only on CONNECT) but not that a
+        plain CONNECT names its target in ``:authority`` (RFC 9113 §8.5: a Host field does not
+        do), nor that ``:protocol`` needs our SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3).
+        CONNECT's DATA is a tunnel, not content (RFC 9110 §9.3.6): h2's content-length check is
+        turned off for a CONNECT request and for a 2xx response to one (which a client must
+        read past any Content-Length).
+        """
+        for ev in events:
+            cls = ev.__class__
+            if cls is h2.events.RequestReceived:
+                method = protocol = authority = None
+                for n, v in ev.headers:
+                    if n[0] != 0x3A:  # pseudo-headers come first (h2 checked it)
+                        break
+                    if n == b":method":
+                        method = v
+                    elif n == b":protocol":
+                        protocol = v
+                    elif n == b":authority":
+                        authority = v
+                if method != b"CONNECT":
+                    return None  # (h2 refused a :protocol on any other method)
+                if protocol is not None:
+                    if not self.local_settings.enable_connect_protocol:
+                        return ("an extended CONNECT (:protocol) although we did not send"
+                                " SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441 §3)")
+                    if not protocol:
+                        return "an empty :protocol (RFC 8441 §4)"
+                elif not authority:
+                    return "a CONNECT request without :authority (RFC 9113 §8.5)"
+                self._no_content_length(ev.stream_id)
+            elif cls is h2.events.ResponseReceived:
+                stream = self.streams.get(ev.stream_id)
+                if stream is not None and stream.request_method == b"CONNECT":
+                    for n, v in ev.headers:
+                        if n == b":status":
+                            if v[:1] == b"2":
+                                self._no_content_length(ev.stream_id)
+                            break
+        return None
+
+    def _no_content_length(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is not None and hasattr(stream, "_expected_content_length"):
+            stream._expected_content_length = None
 
     def _handle_data_on_closed_stream(self, events: Any, exc: Any, frame: Any) -> Any:
         already_reset = exc.stream_id in self._rst_sent
@@ -940,6 +994,8 @@ def _initial_values(client: bool, config: Config) -> dict[Any, int]:
     if client:
         # h2's client default is ENABLE_PUSH=1; we never accept pushes.
         initial[sc.ENABLE_PUSH] = 0
+    elif config.enable_connect_protocol:
+        initial[sc.ENABLE_CONNECT_PROTOCOL] = 1  # RFC 8441 §3
     return initial
 
 

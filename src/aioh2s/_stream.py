@@ -19,6 +19,15 @@ DATA frames as windows allow and calls :meth:`on_send_ended` when END_STREAM was
 
 Every public operation checks the state table *before* changing anything, so a call that
 raises (a forbidden trailer, a write after the end) leaves the stream exactly as it was.
+
+Tunnels (CONNECT, RFC 9113 §8.5; extended CONNECT, RFC 8441) are ordinary streams with one
+more fact, ``tunnel``: a CONNECT request is ``TUNNEL_ASKED`` until a 2xx response (sent by a
+server's handler, received by a client) makes it ``TUNNEL_OPEN``. From then on its DATA are
+the tunnel's bytes, both ways, under the same flow control; END_STREAM is a half-close and
+RST_STREAM an abort, as for any stream. What differs: no trailers either way (only DATA may
+follow, §8.5), no content-length (``_h2ext`` turns h2's check off for CONNECT), and a
+server's open tunnel is exempt from ``min_body_rate`` (``slow_ok``): the application chose to
+open it, and its bytes pause whenever its two ends have nothing to say.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from .headers import REQUEST, RESPONSE, TRAILERS, Headers, HeadersLike, to_wire
 if TYPE_CHECKING:
     from ._connection import Connection
 
-__all__ = ["Stream"]
+__all__ = ["NO_TUNNEL", "TUNNEL_ASKED", "TUNNEL_OPEN", "Stream"]
 
 
 async def wait_in(waiters: list[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
@@ -70,6 +79,9 @@ def _cancel(task: asyncio.Task[None]) -> None:
         task.cancel()
 
 
+NO_TUNNEL, TUNNEL_ASKED, TUNNEL_OPEN = 0, 1, 2
+
+
 class Stream:
     """Everything about one HTTP/2 stream; owned by its connection."""
 
@@ -78,7 +90,7 @@ class Stream:
         "conn", "id", "send", "recv", "send_error", "recv_error", "headers", "informational",
         "trailers", "buf", "credit", "unflowed", "_in_waiter", "headers_sent", "out",
         "out_size", "trailers_out", "queued", "_drain_waiters", "_sent_waiters", "task",
-        "held", "slow_ok", "expect_100", "sent_mark", "read_timeout", "write_timeout",
+        "held", "slow_ok", "expect_100", "sent_mark", "read_timeout", "write_timeout", "tunnel",
     )
 
     def __init__(self, conn: Connection, stream_id: int) -> None:
@@ -99,6 +111,10 @@ class Stream:
         self.held = 0  # bytes of its header list charged to the server's ServerBudget
         self.slow_ok = False  # server: the body may pause, min_body_rate does not apply
         self.expect_100 = False  # server: the request awaits 100 Continue before its body
+        #: CONNECT (RFC 9113 §8.5, RFC 8441): NO_TUNNEL, TUNNEL_ASKED (a CONNECT request, not
+        #: answered with 2xx yet) or TUNNEL_OPEN (answered 2xx: the DATA both ways are a byte
+        #: tunnel, and only DATA may follow).
+        self.tunnel = NO_TUNNEL
         self._in_waiter: asyncio.Future[None] | None = None
         # Outbound.
         self.headers_sent = False  # final headers went out (a fact, kept after a reset)
@@ -265,6 +281,8 @@ class Stream:
         """Response, 1xx or trailers arrived (request headers are set when the stream is made)."""
         if kind == "response":
             self.headers = headers
+            if self.tunnel and headers.get(":status", "")[:1] == "2":
+                self.tunnel = TUNNEL_OPEN  # client: the proxy connected us
         elif kind == "informational":
             if self.informational is None:
                 self.informational = []
@@ -289,14 +307,27 @@ class Stream:
             self._raise_if_reset()
         client = self.conn.client
         wire = to_wire(headers, REQUEST if client else RESPONSE)
-        informational = not client and _status_class(wire, self.id) == 1
+        status = 0 if client else _status_class(wire, self.id)
+        informational = status == 1
         if informational and end_stream:
             raise LocalProtocolError(
                 f"a 1xx response cannot end stream {self.id}: send a final response"
             )
+        opens = status == 2 and self.tunnel == TUNNEL_ASKED
+        if opens and any(n == b"content-length" for n, _ in wire):
+            raise LocalProtocolError(
+                f"content-length passed by the application in a 2xx response to CONNECT on "
+                f"stream {self.id}: a tunnel has no content length (RFC 9110 §9.3.6)"
+            )
         self.conn.send_headers(self, wire, end_stream)  # raises before h2 changed anything
         if informational:
             return
+        if opens:
+            # The tunnel is open: its bytes come when its two ends have something to say,
+            # so min_body_rate no longer applies. Only the application's 2xx opens it: a
+            # CONNECT the handler did not accept is held to the rate like any request.
+            self.tunnel = TUNNEL_OPEN
+            self.slow_ok = True
         self.headers_sent = True
         if end_stream:
             self.on_send_ended()
@@ -328,6 +359,11 @@ class Stream:
         # Trailers are checked first: a bad field is a programming error even on a stream
         # that was reset meanwhile (where the call is otherwise dropped).
         wire = to_wire(trailers, TRAILERS) if trailers is not None else None
+        if wire and self.tunnel == TUNNEL_OPEN:
+            raise LocalProtocolError(
+                f"trailers passed by the application on stream {self.id}, a CONNECT tunnel:"
+                " only DATA may follow its 2xx response (RFC 9113 §8.5); use write_eof()"
+            )
         if self.send is not Send.OPEN and check_send("end", self.send, self.id) != "ok":
             return
         # No fields is no trailers: a HEADERS frame cannot be empty, END_STREAM alone says it.

@@ -10,7 +10,10 @@ stream completed resets it with CANCEL, so an abandoned request never holds a sl
 
 Rules kept here:
 - The client fills ``:method`` (GET), ``:scheme`` (from ``ssl``), ``:authority`` (host:port)
-  and ``:path`` (/) when the caller leaves them out; pseudo-headers are sent first.
+  and ``:path`` (/) when the caller leaves them out; pseudo-headers are sent first. A plain
+  CONNECT gets none of them (its ``:authority`` is the tunnel's target, RFC 9113 §8.5): use
+  ``connect_tunnel(authority)``. An extended CONNECT (``:protocol``, RFC 8441) gets all four,
+  and is refused with ``ExtendedConnectUnsupported`` unless the server's SETTINGS enabled it.
 - Once the connection has ended, ``request()`` raises its ``ConnectionClosed``.
 """
 
@@ -28,7 +31,7 @@ from ._stream import Stream
 from ._wire import Wire
 from .config import Config, ConfigOptions
 from .errors import ErrorCode
-from .headers import PARTIAL_REQUEST, Headers, HeadersLike, check_request, to_wire
+from .headers import PARTIAL_REQUEST, REQUEST, Headers, HeadersLike, check_request, to_wire
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn, client_ssl_context
 
@@ -136,6 +139,32 @@ class Client:
         """
         return _RequestContext(self, self._complete(headers), end_stream)
 
+    def connect_tunnel(
+        self, authority: str, headers: HeadersLike | None = None
+    ) -> _RequestContext:
+        """Open a CONNECT tunnel to ``authority`` (``"host:port"``) through this server.
+
+        A plain CONNECT (RFC 9113 §8.5): the server (a proxy) opens a TCP connection to
+        ``authority`` and answers 2xx once it is up; from then on ``stream.writer`` and
+        ``stream.reader`` carry the tunnel's bytes, with flow control as on any stream.
+        ``writer.write_eof()`` half-closes it (the proxy shuts its TCP write side), and
+        ``reader.read()`` returns ``b""`` once the target closed its side. A non-2xx answer
+        is the proxy's refusal (its body, if any, says why). A reset of the target's TCP
+        connection arrives as :class:`aioh2s.StreamReset` with ``CONNECT_ERROR``. ``headers``
+        adds regular fields (``proxy-authorization``, ...). For an extended CONNECT (RFC
+        8441) pass ``:protocol`` to :meth:`request` instead::
+
+            async with client.connect_tunnel("example.com:443") as tunnel:
+                if (await tunnel.response_headers())[":status"] != "200": ...
+                tunnel.writer.write(b"..."); await tunnel.writer.drain()
+        """
+        extra = to_wire(headers, PARTIAL_REQUEST) if headers is not None else []
+        if any(n[0] == 0x3A for n, _ in extra):
+            raise ValueError("connect_tunnel(headers=...) takes regular fields, not pseudo-headers")
+        wire = to_wire([(":method", "CONNECT"), (":authority", authority)], REQUEST) + extra
+        check_request(wire)
+        return _RequestContext(self, wire, False)
+
     def _complete(self, headers: HeadersLike | None) -> list[tuple[bytes, bytes]]:
         wire = to_wire(headers, PARTIAL_REQUEST) if headers is not None else []
         have = {n for n, _ in wire if n[0] == 0x3A}  # ":" fields, all first (to_wire checks)
@@ -145,15 +174,12 @@ class Client:
             if host is not None:
                 wire.insert(len(have), (b":authority", host))
                 have.add(b":authority")
-        if len(have) < 4:
+        if len(have) < 4 or b":protocol" in have:
             method = next((v for n, v in wire if n == b":method"), b"GET")
-            # RFC 9113 §8.5: a plain CONNECT has neither :scheme nor :path.
+            # RFC 9113 §8.5: a plain CONNECT has neither :scheme nor :path, and its
+            # :authority is the tunnel's target, which only the caller can name.
             plain_connect = method == b"CONNECT" and b":protocol" not in have
-            fill = [
-                field for field in self._defaults
-                if field[0] not in have
-                and not (plain_connect and field[0] in (b":scheme", b":path"))
-            ]
+            fill = [] if plain_connect else [f for f in self._defaults if f[0] not in have]
             wire[len(have):len(have)] = fill
         if headers is not None:  # our own defaults need no checking
             check_request(wire)

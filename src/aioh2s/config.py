@@ -90,6 +90,7 @@ class SessionConfigOptions(TypedDict, total=False):
     max_control_burst: int
     max_control_rate: float
     max_header_block_size: int | None
+    enable_connect_protocol: bool
 
 
 class ConfigOptions(SessionConfigOptions, total=False):
@@ -141,8 +142,9 @@ class Config:
     min_body_rate: float | None = 240.0
     #: ...this many seconds that its handlers spend waiting for body bytes; a slower window
     #: ends the connection with GOAWAY(ENHANCE_YOUR_CALM).
-    #: Kestrel's defaults. CONNECT tunnels and gRPC requests are exempt, and so is any stream
-    #: whose handler calls ``reader.allow_slow_body()``. None (the rate): no minimum.
+    #: Kestrel's defaults. A CONNECT tunnel is exempt once its handler answered it with a 2xx
+    #: (its bytes pause by design), and so is any stream whose handler calls
+    #: ``reader.allow_slow_body()`` (gRPC streaming calls should). None (the rate): no minimum.
     body_rate_grace: float = 5.0
     #: Server: seconds without open streams before a graceful GOAWAY and close (None: never).
     idle_timeout: float | None = 300.0
@@ -204,6 +206,11 @@ class Config:
     #: Bytes a header block may reach while HEADERS+CONTINUATION frames are assembled
     #: (CONTINUATION flood); None means twice ``max_header_list_size``.
     max_header_block_size: int | None = None
+    #: Server: advertise SETTINGS_ENABLE_CONNECT_PROTOCOL = 1 (RFC 8441), so that clients may
+    #: send extended CONNECT requests (``:protocol``, e.g. WebSockets over HTTP/2) to the
+    #: handler. Without it such a request is malformed: RST_STREAM(PROTOCOL_ERROR). Plain
+    #: CONNECT (RFC 9113 §8.5) reaches the handler either way. A client ignores it.
+    enable_connect_protocol: bool = False
 
     def __post_init__(self) -> None:
         if not 16 * KiB <= self.max_frame_size <= 16 * MiB - 1:
@@ -229,6 +236,8 @@ class Config:
             raise ValueError("min_body_rate must be a positive number of bytes/s or None")
         if not self.body_rate_grace > 0:
             raise ValueError("body_rate_grace must be a positive number of seconds")
+        if not isinstance(self.enable_connect_protocol, bool):
+            raise TypeError("enable_connect_protocol must be True or False")
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None for the default)")
         for name in ("keepalive_timeout", "grace", "reset_handler_timeout", "linger",

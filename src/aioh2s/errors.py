@@ -33,6 +33,7 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionTerminated",
     "ErrorCode",
+    "ExtendedConnectUnsupported",
     "H2Error",
     "H2Timeout",
     "LocalProtocolError",
@@ -93,6 +94,16 @@ class LocalProtocolError(ProtocolError):
 
     Raised before anything was sent or any state changed, so the stream stays usable.
     ``error_code`` is the code such a violation would carry on the wire; nothing was sent.
+    """
+
+
+class ExtendedConnectUnsupported(LocalProtocolError):
+    """An extended CONNECT (``:protocol``, RFC 8441) to a server that did not enable it.
+
+    The server's SETTINGS had no SETTINGS_ENABLE_CONNECT_PROTOCOL = 1, so RFC 8441 §3 forbids
+    sending the request; nothing was sent. Another connection to the same server would say the
+    same, so it is not ``retry_safe``: fall back to another transport (such as WebSockets over
+    HTTP/1.1) instead.
     """
 
 

@@ -231,6 +231,8 @@ _METHOD = re.compile(rb"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")  # a token (RFC 9110 §9.
 _PATH = re.compile(rb"[\x21-\x7e\x80-\xff]+")  # no space or control (RFC 3986 request-target)
 # RFC 3986 §3.2's authority characters: no space, "/", "?", "#" or anything outside ASCII.
 _AUTHORITY = re.compile(rb"[A-Za-z0-9\-._~%!$&'()*+,;=:\[\]@]+")
+# A tunnel's target, host:port (RFC 9110 §9.3.6: "a client MUST send the port number").
+_TUNNEL_TARGET = re.compile(rb"(\[[0-9A-Fa-f:.]+\]|[^\s:/?#@\[\]]+):[0-9]{1,5}")
 
 
 def valid_name(name: bytes) -> bool:
@@ -337,9 +339,11 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
     Beyond :func:`to_wire`'s rules: ``:method`` is a token, ``:path`` is non-empty without
     spaces or control characters, and a ``Host`` field equals ``:authority`` (RFC 9113 §8.3.1:
     "clients MUST NOT generate a request with a Host header field that differs from the
-    :authority pseudo-header field").
+    :authority pseudo-header field"). A plain CONNECT has only ``:method`` and ``:authority``,
+    which is ``host:port`` (RFC 9113 §8.5, RFC 9110 §9.3.6); ``:protocol`` (a token) goes only
+    on an extended CONNECT, which has ``:scheme`` and ``:path`` too (RFC 8441 §4).
     """
-    method = path = authority = scheme = protocol = None
+    method = path = authority = protocol = scheme = None
     hosts = []
     for n, v in fields:
         if n == b":method":
@@ -354,11 +358,6 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
             protocol = v
         elif n == b"host":
             hosts.append(v)
-    if method == b"CONNECT" and protocol is None and (scheme is not None or path is not None):
-        raise LocalProtocolError(
-            "a CONNECT request passed by the application has :scheme or :path; RFC 9113 §8.5"
-            " allows only :method and :authority (extended CONNECT needs :protocol)"
-        )
     if authority is not None and not _AUTHORITY.fullmatch(authority):
         raise LocalProtocolError(
             f":authority {authority[:60]!r} passed by the application is not a host[:port]"
@@ -368,6 +367,8 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
         raise LocalProtocolError(
             f":method {method[:40]!r} passed by the application is not a token (RFC 9110 §9.1)"
         )
+    if protocol is not None or method == b"CONNECT":
+        _check_connect(method, protocol, scheme, path, authority)
     if path is not None and not _PATH.fullmatch(path):
         raise LocalProtocolError(
             f":path {path[:60]!r} passed by the application is empty or has a space or control"
@@ -379,6 +380,44 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
                 f"Host {host[:60]!r} passed by the application differs from :authority "
                 f"{(authority or b'')[:60]!r} (RFC 9113 §8.3.1)"
             )
+
+
+def _check_connect(
+    method: bytes | None,
+    protocol: bytes | None,
+    scheme: bytes | None,
+    path: bytes | None,
+    authority: bytes | None,
+) -> None:
+    """The rules of a CONNECT request, plain or extended (see :func:`check_request`)."""
+    if protocol is not None:
+        if method != b"CONNECT":
+            raise LocalProtocolError(
+                f":protocol passed by the application on a {(method or b'')[:40]!r} request:"
+                " only an extended CONNECT carries it (RFC 8441 §4)"
+            )
+        if not _METHOD.fullmatch(protocol):
+            raise LocalProtocolError(
+                f":protocol {protocol[:40]!r} passed by the application is not a token"
+                " (RFC 8441 §4: an HTTP Upgrade Token such as 'websocket')"
+            )
+        if scheme is None or path is None:
+            raise LocalProtocolError(
+                "an extended CONNECT passed by the application needs :scheme and :path"
+                " (RFC 8441 §4)"
+            )
+        return
+    if scheme is not None or path is not None:
+        raise LocalProtocolError(
+            "a CONNECT request passed by the application has :scheme or :path: a plain CONNECT"
+            " has neither (RFC 9113 §8.5); an extended CONNECT also has :protocol (RFC 8441)"
+        )
+    if authority is None or not _TUNNEL_TARGET.fullmatch(authority):
+        raise LocalProtocolError(
+            f"the :authority {(authority or b'')[:60]!r} of a CONNECT request passed by the"
+            " application is not host:port: it names the tunnel's target, and the port is"
+            " required (RFC 9113 §8.5, RFC 9110 §9.3.6)"
+        )
 
 
 def to_wire(headers: HeadersLike, kind: int = RESPONSE) -> list[tuple[bytes, bytes]]:

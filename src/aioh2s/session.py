@@ -315,6 +315,12 @@ class Session:
         ``response_headers()``, as for :meth:`aioh2s.Client.request`. ``end_stream=True``
         sends no body. Retries happen while the stream is being opened, and for a request
         without a body also while its response headers are awaited.
+
+        An extended CONNECT (RFC 8441: ``:method`` CONNECT with ``:protocol``, ``:scheme``,
+        ``:authority`` and ``:path``) opens a tunnel as :meth:`aioh2s.Client.request` does;
+        a tunnel may be silent for longer than the ``read`` timeout, so give it
+        ``timeout=Timeouts(read=None)`` or catch :class:`aioh2s.ReadTimeout`. A plain CONNECT
+        raises ``ValueError``: use :meth:`aioh2s.Client.connect_tunnel`.
         """
         self._check_open()
         t = self.timeouts if timeout is _SESSION else Timeouts.of(timeout)
@@ -687,11 +693,23 @@ async def _read_body(stream: RequestStream, limit: int | None, url: str) -> byte
         parts.append(chunk)
 
 
+# A plain CONNECT's :authority is the tunnel's target, not the server to connect to, so it
+# does not fit a pool keyed by :authority. An extended CONNECT (RFC 8441) does: its
+# :authority is the server's.
+_PLAIN_CONNECT = (
+    "a Session does not send plain CONNECT: its :authority names the tunnel's target, not the"
+    " server; use (await aioh2s.connect(proxy_host, proxy_port)).connect_tunnel('host:port')."
+    " An extended CONNECT (with :protocol, :scheme and :authority) goes through a Session"
+)
+
+
 def _target(
     target: str | HeadersLike, method: str
 ) -> tuple[list[tuple[bytes, bytes]], str, str, int]:
     """The request's pseudo-headers and its origin, from a URL or from request headers."""
     if isinstance(target, str):
+        if method.upper() == "CONNECT":
+            raise ValueError(_PLAIN_CONNECT)
         parts = urlsplit(target)
         scheme = parts.scheme.lower()
         if scheme not in _DEFAULT_PORTS:
@@ -714,6 +732,8 @@ def _target(
         return wire, scheme, host, port
     wire = to_wire(target, PARTIAL_REQUEST)
     pseudo = {n: v for n, v in wire if n[0] == 0x3A}
+    if pseudo.get(b":method", method.encode()) == b"CONNECT" and b":protocol" not in pseudo:
+        raise ValueError(_PLAIN_CONNECT)
     regular = [f for f in wire if f[0][0] != 0x3A]
     scheme = pseudo.get(b":scheme", b"").decode().lower()
     authority = pseudo.get(b":authority", b"").decode()

@@ -269,9 +269,9 @@ def _gopath() -> str:
 
 
 @functools.cache
-def _go_build_key(go: str, gopath: str) -> str:
+def _go_build_key(go: str, gopath: str, source: Path = GO_SOURCE) -> str:
     """Hash of what the binary depends on: our source, the Go toolchain, x/net's http2."""
-    h = hashlib.sha256(GO_SOURCE.read_bytes())
+    h = hashlib.sha256(source.read_bytes())
     version = subprocess.run([go, "version"], capture_output=True, timeout=30, check=False)
     h.update(version.stdout)
     for name in ("server.go", "frame.go", "transport.go"):
@@ -283,7 +283,12 @@ _go_builds: dict[str, Path | str] = {}  # key -> binary, or why its build failed
 
 
 def go_server_binary() -> Path:
-    """Build ``interop/go_server.go`` once (per source hash, across runs) and return it.
+    """Build ``interop/go_server.go`` once (per source hash, across runs) and return it."""
+    return go_binary(GO_SOURCE)
+
+
+def go_binary(source: Path) -> Path:
+    """Build the Go program ``source`` once (per source hash, across runs) and return it.
 
     GOPATH mode (``GO111MODULE=off``) against the system's x/net, so no network is needed;
     concurrent pytest-xdist workers take turns through a lock file. A missing toolchain or
@@ -291,21 +296,22 @@ def go_server_binary() -> Path:
     """
     go = require("go")
     gopath = _gopath()
-    key = _go_build_key(go, gopath)
+    key = f"{source.stem}-{_go_build_key(go, gopath, source)}"
     if key not in _go_builds:
-        _go_builds[key] = _build_go(go, gopath, key)
+        _go_builds[key] = _build_go(go, gopath, key, source)
     built = _go_builds[key]
     if isinstance(built, str):
         pytest.fail(built, pytrace=False)
     return built
 
 
-def _build_go(go: str, gopath: str, key: str) -> Path | str:
+def _build_go(go: str, gopath: str, key: str, source: Path) -> Path | str:
     cache = cache_dir()
-    out = cache / f"go_server-{key}"
+    name = source.stem
+    out = cache / key
     if out.is_file():
         return out
-    with open(cache / "go_server.lock", "w") as lock:
+    with open(cache / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another worker may be building it right now
         if out.is_file():
             return out
@@ -320,7 +326,7 @@ def _build_go(go: str, gopath: str, key: str) -> Path | str:
                 "GOPROXY": "off",
                 "CGO_ENABLED": "0",
             }
-            argv = [go, "build", "-o", os.path.join(tmp, "go_server"), str(GO_SOURCE)]
+            argv = [go, "build", "-o", os.path.join(tmp, name), str(source)]
             try:
                 res = subprocess.run(
                     argv, env=env, capture_output=True, text=True, timeout=BUILD_TIMEOUT,
@@ -330,12 +336,12 @@ def _build_go(go: str, gopath: str, key: str) -> Path | str:
                 return f"go build did not finish within {BUILD_TIMEOUT} s\n$ {shlex.join(argv)}"
             if res.returncode != 0:
                 return (
-                    f"building {GO_SOURCE.name} failed (exit {res.returncode})\n"
+                    f"building {source.name} failed (exit {res.returncode})\n"
                     f"$ {shlex.join(argv)}\n{res.stdout}{res.stderr}"
                 )
-            os.replace(os.path.join(tmp, "go_server"), out)
-        for old in cache.glob("go_server-*"):  # binaries of older sources
-            if old != out:
+            os.replace(os.path.join(tmp, name), out)
+        for old in cache.glob(f"{name}-*"):  # binaries of older sources
+            if old != out and not old.name.endswith(".lock"):
                 old.unlink(missing_ok=True)
     return out
 

@@ -10,7 +10,8 @@ Handler rules:
 - returns without ending the stream: the stream is ended (a 500 is sent if no headers were);
 - raises: 500 if no headers were sent yet, else RST_STREAM(INTERNAL_ERROR); the error is logged;
 - ``StreamReset``/``ConnectionClosed`` escaping a handler are the peer's doing: not logged as
-  errors;
+  errors; nor is the ``RemoteProtocolError`` of the handler's own stream (the peer broke a
+  rule on it, and was answered with RST_STREAM);
 - a handler whose stream was reset (or whose connection died) is cancelled if it still runs
   ``reset_handler_timeout`` seconds later, so abandoned work cannot pile up;
 - at most ``max_concurrent_streams`` handlers run per connection; requests beyond that (only
@@ -38,7 +39,7 @@ from ._state import Send, send_terminal
 from ._stream import Stream
 from ._wire import Wire
 from .config import Config, ConfigOptions, default_max_connections
-from .errors import ALPNError, ConnectionClosed, ErrorCode, StreamReset
+from .errors import ALPNError, ConnectionClosed, ErrorCode, RemoteProtocolError, StreamReset
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn
 
@@ -128,17 +129,19 @@ class _ServedConnection:
             await self.server._handler(reader, writer)
         except (StreamReset, ConnectionClosed) as e:
             log.debug("aioh2s: handler of stream %d ended by %s", s.id, e)
+        except RemoteProtocolError as e:
+            if e is s.error:
+                # This stream's own error: the peer broke a rule on it (trailers on a tunnel,
+                # say) and was answered with RST_STREAM already.
+                log.debug("aioh2s: handler of stream %d ended by %s", s.id, e)
+            else:
+                self._handler_failed(s)
         except asyncio.CancelledError:
             if s.error is None and not conn.closed:
                 conn.reset_stream(s, ErrorCode.CANCEL)
             # A cancelled handler of a dead stream is our doing: do not propagate.
         except Exception:
-            log.exception("aioh2s: handler failed on stream %d", s.id)
-            if not send_terminal(s.send) and not conn.closed:
-                if s.send is Send.IDLE:
-                    self._answer_500(s)
-                else:
-                    conn.reset_stream(s, ErrorCode.INTERNAL_ERROR)
+            self._handler_failed(s)
         else:
             if s.send is Send.IDLE and not conn.closed:
                 log.error("aioh2s: handler returned without a response on stream %d", s.id)
@@ -155,6 +158,16 @@ class _ServedConnection:
             # The body nobody read gives its window back; once the response is complete the
             # stream is reset with NO_ERROR if the client is still sending (RFC 9113 §8.1).
             s.abandon()
+
+    def _handler_failed(self, s: Stream) -> None:
+        """The handler raised (called in its ``except``): log it, answer 500 or reset."""
+        log.exception("aioh2s: handler failed on stream %d", s.id)
+        conn = self.conn
+        if not send_terminal(s.send) and not conn.closed:
+            if s.send is Send.IDLE:
+                self._answer_500(s)
+            else:
+                conn.reset_stream(s, ErrorCode.INTERNAL_ERROR)
 
     def _answer_500(self, s: Stream) -> None:
         s.send_headers([(b":status", b"500"), (b"content-length", b"0")], end_stream=True)

@@ -124,9 +124,9 @@ class H2StreamReader:
     def allow_slow_body(self) -> None:
         """Exempt this request body from the server's ``min_body_rate``.
 
-        For streams whose body pauses by design (CONNECT tunnels, gRPC streaming calls,
-        long-lived uploads): waiting for their bytes no longer counts against the
-        connection. Only the application can tell: a request header the client chooses
+        For streams whose body pauses by design (gRPC streaming calls, long-lived uploads;
+        a CONNECT tunnel is exempt by itself once the handler answered it with 2xx): waiting
+        for their bytes no longer counts against the connection. Only the application can tell: a request header the client chooses
         would let any client out of the limit. Does nothing on a client.
         """
         self._s.slow_ok = True

@@ -518,3 +518,39 @@ async def test_trailers_from_the_client_on_an_open_tunnel() -> None:
         await peer.close()
         server.close()
         await server.wait_closed()
+
+
+# -- deciding on extended CONNECT only after the server's first SETTINGS ------------------------
+
+
+@pytest.mark.parametrize("enable", [True, False], ids=["enabled", "not-enabled"])
+async def test_extended_connect_waits_for_the_first_settings(wire: Any, enable: bool) -> None:
+    # connect() returns after the server's SETTINGS; a connection used before them (built
+    # here by hand) must wait for them rather than decide on h2's default (not enabled).
+    from aioh2s._connection import Connection
+    from aioh2s._wire import Wire
+
+    app = Tunnels()
+    async with wire.serving(app, enable_connect_protocol=enable) as (_server, port):
+        cfg = aioh2s.Config()
+        opts = wire.client_options()
+        _transport, proto = await asyncio.get_running_loop().create_connection(
+            lambda: Wire(cfg.read_size), "127.0.0.1", port, **opts
+        )
+        conn = Connection(proto, client=True, config=cfg)
+        conn.start()
+        client = aioh2s.Client(conn, f"127.0.0.1:{port}", "https" if wire.tls else "http")
+        try:
+            assert not conn._settled
+            req = {":method": "CONNECT", ":protocol": "websocket", ":path": "/chat"}
+            if enable:
+                async with client.request(req) as t:
+                    assert (await t.response_headers())[":status"] == "200"
+                    t.writer.write_eof()
+                    assert await t.reader.read() == b"after EOF"
+            else:
+                with pytest.raises(aioh2s.ExtendedConnectUnsupported):
+                    await client.request(req)
+                assert conn._settled
+        finally:
+            await client.close(grace=1)

@@ -126,8 +126,9 @@ class H2StreamReader:
 
         For streams whose body pauses by design (gRPC streaming calls, long-lived uploads;
         a CONNECT tunnel is exempt by itself once the handler answered it with 2xx): waiting
-        for their bytes no longer counts against the connection. Only the application can tell: a request header the client chooses
-        would let any client out of the limit. Does nothing on a client.
+        for their bytes no longer counts against the connection. Only the application can
+        tell: a request header the client chooses would let any client out of the limit.
+        Does nothing on a client.
         """
         self._s.slow_ok = True
 

@@ -835,9 +835,12 @@ async def test_close_during_a_retry_pause_and_a_shorter_second_close() -> None:
 async def test_connect_through_fetch_is_refused_before_it_can_break_the_connection() -> None:
     async with origin(h2c()) as (o, port), aioh2s.Session() as s:
         other = asyncio.ensure_future(s.fetch(f"http://127.0.0.1:{port}/slow?s=0.2"))
-        with pytest.raises(aioh2s.LocalProtocolError, match="CONNECT"):
+        with pytest.raises(ValueError, match="plain CONNECT"):
             await s.fetch(f"http://127.0.0.1:{port}/", method="CONNECT")
         assert (await other).status == 200
+        with pytest.raises(aioh2s.LocalProtocolError, match=":scheme or :path"):
+            aioh2s.headers.check_request(
+                [(b":method", b"CONNECT"), (b":authority", b"a:1"), (b":path", b"/")])
 
 
 async def test_wide_memoryview_bodies_and_unknown_charsets() -> None:

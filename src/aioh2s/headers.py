@@ -358,17 +358,17 @@ def check_request(fields: list[tuple[bytes, bytes]]) -> None:
             protocol = v
         elif n == b"host":
             hosts.append(v)
-    if authority is not None and not _AUTHORITY.fullmatch(authority):
-        raise LocalProtocolError(
-            f":authority {authority[:60]!r} passed by the application is not a host[:port]"
-            " (RFC 3986 §3.2)"
-        )
     if method is not None and not _METHOD.fullmatch(method):
         raise LocalProtocolError(
             f":method {method[:40]!r} passed by the application is not a token (RFC 9110 §9.1)"
         )
     if protocol is not None or method == b"CONNECT":
         _check_connect(method, protocol, scheme, path, authority)
+    if authority is not None and not _AUTHORITY.fullmatch(authority):
+        raise LocalProtocolError(
+            f":authority {authority[:60]!r} passed by the application is not a host[:port]"
+            " (RFC 3986 §3.2)"
+        )
     if path is not None and not _PATH.fullmatch(path):
         raise LocalProtocolError(
             f":path {path[:60]!r} passed by the application is empty or has a space or control"

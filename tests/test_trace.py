@@ -130,6 +130,7 @@ async def test_off_by_default_and_nothing_is_hooked() -> None:
     async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         conn = writer._s.conn  # type: ignore[attr-defined]
         seen.append(type(conn.h2))
+        seen.append(type(conn.h2.incoming_buffer))
         await echo_handler(reader, writer)
 
     handler_records = Frames()
@@ -143,13 +144,15 @@ async def test_off_by_default_and_nothing_is_hooked() -> None:
                 assert r.body == b"hi"
                 (client,) = session.connections()
                 seen.append(type(client._conn.h2))
+                seen.append(type(client._conn.h2.incoming_buffer))
             finally:
                 server.close()
                 await server.wait_closed()
     finally:
         logging.getLogger(FRAMES).removeHandler(handler_records)
-    # Untraced connections keep h2's class without the hooks: no per-frame cost at all.
-    assert seen == [_h2ext.H2, _h2ext.H2]
+    # Untraced connections keep h2's class and the frame buffer's without the hooks: no
+    # per-frame cost at all.
+    assert seen == [_h2ext.H2, _h2ext.GuardedFrameBuffer] * 2
     assert handler_records.records == []
 
 
@@ -167,10 +170,13 @@ async def test_switched_on_and_off_on_a_live_connection() -> None:
             await client.ping()  # the next input turns it on...
             await client.ping()
             assert type(conn.h2) is _h2ext.TracedH2
+            assert type(conn.h2.incoming_buffer) is _h2ext.TracedFrameBuffer
             assert "PING" in " ".join(handler.lines("client", "send"))
             logger.setLevel(logging.NOTSET)
             await client.ping()  # ...and off
             assert type(conn.h2) is _h2ext.H2 and "trace" not in conn.h2.__dict__
+            buf = conn.h2.incoming_buffer
+            assert type(buf) is _h2ext.GuardedFrameBuffer and "trace" not in buf.__dict__
             n = len(handler.records)
             await client.ping()
             assert len(handler.records) == n
@@ -178,6 +184,66 @@ async def test_switched_on_and_off_on_a_live_connection() -> None:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
+
+
+async def _send_raw_request(frames_after_preface: bytes) -> None:
+    """Open a connection to a server, send the preface, SETTINGS and these frames."""
+    import hyperframe.frame as hf
+
+    async def ok(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"}, end_stream=True)
+
+    async with await aioh2s.start_server(ok, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + hf.SettingsFrame(0).serialize()
+                     + frames_after_preface)
+        got = b""
+        while b"\x01\x05\x00\x00\x00\x01" not in got:  # HEADERS, END_STREAM|END_HEADERS, 1
+            chunk = await asyncio.wait_for(reader.read(65536), 5)
+            assert chunk, got
+            got += chunk
+        writer.close()
+        await writer.wait_closed()
+
+
+def _request_block() -> bytes:
+    import hpack
+
+    return hpack.Encoder().encode([(":method", "GET"), (":scheme", "http"),
+                                   (":authority", "x"), (":path", "/" + "a" * 40)])
+
+
+async def test_received_continuation_frames_are_traced_one_by_one(frames: Frames) -> None:
+    # h2's frame buffer merges CONTINUATION frames into their HEADERS before h2 processes
+    # them; the trace reports each frame as it came, with its own length and flags.
+    import hyperframe.frame as hf
+
+    block = _request_block()
+    h = hf.HeadersFrame(1, block[:10], flags=["END_STREAM"])
+    c1 = hf.ContinuationFrame(1, block[10:20])
+    c2 = hf.ContinuationFrame(1, block[20:], flags=["END_HEADERS"])
+    await _send_raw_request(h.serialize() + c1.serialize() + c2.serialize())
+    recv = [line for line in frames.lines("server", "recv") if "stream=1" in line]
+    assert recv == [
+        "HEADERS stream=1 length=10 flags=END_STREAM",
+        "CONTINUATION stream=1 length=10 flags=0",
+        f"CONTINUATION stream=1 length={len(block) - 20} flags=END_HEADERS",
+    ]
+
+
+async def test_received_padded_headers_length_is_the_wire_length(frames: Frames) -> None:
+    import hyperframe.frame as hf
+
+    h = hf.HeadersFrame(1, _request_block(), flags=["END_STREAM", "END_HEADERS", "PADDED"])
+    h.pad_length = 5
+    wire = h.serialize()
+    length = int.from_bytes(wire[:3], "big")
+    await _send_raw_request(wire)
+    line = frames.first("server", "recv", "HEADERS stream=1")
+    assert line == (
+        f"HEADERS stream=1 length={length} flags=END_STREAM|END_HEADERS|PADDED padding=5"
+    )
 
 
 async def test_h2c_upgrade_is_traced(frames: Frames) -> None:

@@ -17,8 +17,9 @@ Each of those needs h2 internals (``_receive_frame``, ``_receive_goaway_frame``,
 - :func:`new_h2` builds the ``H2Connection`` subclass with aioh2s's settings and limits.
 - :func:`describe` turns an h2 exception into a sentence: several of h2's messages are only a
   stream id (``StreamClosedError(3)`` prints ``3``).
-- :class:`TracedH2` hooks h2's per-frame methods for the frame trace (``aioh2s._trace``);
-  :func:`set_trace` swaps a connection's h2 object to it and back.
+- :class:`TracedH2` and :class:`TracedFrameBuffer` hook h2's per-frame methods for the frame
+  trace (``aioh2s._trace``); :func:`set_trace` swaps a connection's h2 object and its frame
+  buffer to them and back.
 
 After an h2 upgrade run ``tests/test_h2conn.py`` and ``tests/test_h2headers.py`` first.
 """
@@ -51,8 +52,8 @@ from ._trace import FrameTrace
 from .config import Config
 
 __all__ = [
-    "H2", "H2_VERSION", "SUPPORTED", "GuardedFrameBuffer", "TracedH2", "describe", "new_h2",
-    "set_trace",
+    "H2", "H2_VERSION", "SUPPORTED", "GuardedFrameBuffer", "TracedFrameBuffer", "TracedH2",
+    "describe", "new_h2", "set_trace",
 ]
 
 
@@ -936,23 +937,48 @@ class H2(h2.connection.H2Connection):
         self._prepare_for_sending([f])
 
 
+class TracedFrameBuffer(GuardedFrameBuffer):
+    """A :class:`GuardedFrameBuffer` that reports every frame it parses to its ``trace``.
+
+    The receive half of the frame trace lives here rather than in ``_receive_frame``: h2's
+    buffer merges a header block's CONTINUATION frames into its HEADERS (or PUSH_PROMISE)
+    frame before h2 sees it, so from there a CONTINUATION was never traced and the HEADERS
+    line showed the merged flags. ``_update_header_buffer`` is where each parsed frame
+    passes, one by one, before that merge. The length comes from the frame's 9-byte header,
+    read in ``__next__`` (hyperframe's ``body_len`` of a padded HEADERS frame is one short:
+    it leaves out the Pad Length byte). Swapped in with :class:`TracedH2` (``set_trace``).
+    """
+
+    trace: FrameTrace
+    _wire_length = 0  # payload length of the frame being parsed, from its header
+
+    def __next__(self) -> Any:
+        data = self._data
+        if len(data) >= 9:
+            # Parsed again here (the guard above parses it too) only while tracing.
+            self._wire_length = (data[0] << 16) | (data[1] << 8) | data[2]
+        return super().__next__()
+
+    def _update_header_buffer(self, f: Any) -> Any:
+        # Called for each frame right after it is parsed, before the next one's __next__.
+        self.trace.received(f, self._wire_length)
+        return super()._update_header_buffer(f)
+
+
 class TracedH2(H2):
-    """An :class:`H2` that reports every frame it receives or queues to its ``trace``.
+    """An :class:`H2` that reports every frame it queues to its ``trace``.
 
     A connection's h2 object becomes one (its class is swapped, see :func:`set_trace`) only
     while the frame trace is on, so that an untraced connection pays nothing per frame.
-    Received frames are reported before h2 processes them, sent ones once serialized (so
-    their lengths are known). h2 writes two SETTINGS frames straight into its output instead
-    of through ``_prepare_for_sending``: the connection preface's (``initiate_connection``,
-    also called for an h2c upgrade), reported here from the settings h2 put into it.
+    Received frames are reported by its frame buffer (:class:`TracedFrameBuffer`), sent ones
+    once serialized (so their lengths are known). h2 writes two SETTINGS frames straight
+    into its output instead of through ``_prepare_for_sending``: the connection preface's
+    (``initiate_connection``, also called for an h2c upgrade), reported here from the
+    settings h2 put into it.
     """
 
     traced = True
     trace: FrameTrace
-
-    def _receive_frame(self, frame: Any) -> Any:
-        self.trace.received(frame)
-        return super()._receive_frame(frame)
 
     def _prepare_for_sending(self, frames: list[Any]) -> None:
         super()._prepare_for_sending(frames)
@@ -970,15 +996,24 @@ class TracedH2(H2):
 def set_trace(conn: H2, trace: FrameTrace | None) -> None:
     """Start (``trace``) or stop (None) tracing the frames of ``conn``.
 
-    Both classes have the same layout (TracedH2 adds no slots), so the swap is safe at any
-    point between two h2 calls.
+    The h2 object's class is swapped, and so is its frame buffer's (which reports received
+    frames). Each pair of classes has the same layout (the traced ones add no slots), so
+    the swap is safe at any point between two h2 calls.
     """
+    buf = conn.incoming_buffer
     if trace is None:
         conn.__class__ = H2
         conn.__dict__.pop("trace", None)
+        if isinstance(buf, TracedFrameBuffer):
+            buf.__class__ = GuardedFrameBuffer  # type: ignore[assignment]
+            buf.__dict__.pop("trace", None)
+            buf.__dict__.pop("_wire_length", None)
     else:
         conn.trace = trace  # type: ignore[attr-defined]
         conn.__class__ = TracedH2
+        if isinstance(buf, GuardedFrameBuffer):
+            buf.trace = trace  # type: ignore[attr-defined]
+            buf.__class__ = TracedFrameBuffer
 
 
 def _initial_values(client: bool, config: Config) -> dict[Any, int]:

@@ -20,9 +20,17 @@ the application's (the CLI's ``-v`` prints them). Each record also carries the a
 
 "No cost when off": nothing per frame checks whether tracing is on. The connection asks
 :func:`enabled` once per reader turn (and when it starts), and only when the answer changed
-does it swap its h2 object's class to or from ``_h2ext.TracedH2``, whose frame hooks call
+does it swap the classes of its h2 object and of that object's frame buffer to or from
+``_h2ext.TracedH2`` and ``_h2ext.TracedFrameBuffer``, whose hooks call
 :meth:`FrameTrace.received` / :meth:`FrameTrace.sent`. A connection therefore starts or
 stops tracing at its next input after the logger's level changed.
+
+What the two directions mean. A received frame is reported as it was on the wire, as soon
+as it is parsed: each CONTINUATION frame on its own line (h2 merges a header block into its
+first frame before processing it), with the length from the frame's 9-byte header. A sent
+frame is reported when h2 has serialized it into the connection's output buffer, which is
+before it reaches the socket: frames queued just as a connection is aborted (a protocol
+error, a timeout, ``close_now``) may be reported as sent and never reach the peer.
 """
 
 from __future__ import annotations
@@ -30,7 +38,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-__all__ = ["FrameTrace", "describe", "enabled", "log"]
+__all__ = ["FrameTrace", "describe", "enabled", "log", "peer_label"]
 
 #: The logger of the frame trace (DEBUG records only).
 log = logging.getLogger("aioh2s.frames")
@@ -68,6 +76,14 @@ def enabled() -> bool:
     return log.isEnabledFor(_DEBUG)
 
 
+def peer_label(peername: Any) -> str:
+    """A socket address as aioh2s's messages show it: ``host:port``, ``[v6]:port``, or ``?``."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host = str(peername[0])
+        return f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"
+    return str(peername) if peername else "?"
+
+
 def _error_name(code: int) -> str:
     from .errors import ErrorCode
 
@@ -77,8 +93,12 @@ def _error_name(code: int) -> str:
         return f"{code:#x}"
 
 
-def describe(frame: Any) -> str:
-    """One frame (a hyperframe ``Frame``) as ``TYPE stream=N length=N flags=... fields``."""
+def describe(frame: Any, length: int | None = None) -> str:
+    """One frame (a hyperframe ``Frame``) as ``TYPE stream=N length=N flags=... fields``.
+
+    ``length`` is the payload length from the frame's header, for a received frame: the
+    ``body_len`` hyperframe's parser sets leaves out a padded HEADERS frame's Pad Length byte.
+    """
     ftype = frame.type  # (an unknown frame, hyperframe's ExtensionFrame, has its own)
     name = _TYPES.get(ftype, f"UNKNOWN(type={ftype:#x})" if isinstance(ftype, int) else "UNKNOWN")
     flags = frame.flags
@@ -88,7 +108,8 @@ def describe(frame: Any) -> str:
         text_flags = f"{flag_byte:#04x}" if flag_byte else "0"
     else:
         text_flags = "|".join(names) or "0"
-    parts = [name, f"stream={frame.stream_id}", f"length={frame.body_len}", f"flags={text_flags}"]
+    size = frame.body_len if length is None else length
+    parts = [name, f"stream={frame.stream_id}", f"length={size}", f"flags={text_flags}"]
     pad = getattr(frame, "pad_length", 0)
     if pad:
         parts.append(f"padding={pad}")
@@ -122,23 +143,19 @@ class FrameTrace:
 
     def __init__(self, client: bool, peername: Any) -> None:
         self.side = "client" if client else "server"
-        if isinstance(peername, tuple) and len(peername) >= 2:
-            host = str(peername[0])
-            self.peer = f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"
-        else:
-            self.peer = str(peername) if peername else "?"
+        self.peer = peer_label(peername)
 
-    def _emit(self, direction: str, frame: Any) -> None:
-        text = describe(frame)
+    def _emit(self, direction: str, frame: Any, length: int | None = None) -> None:
+        text = describe(frame, length)
         log.debug(
             "[%s] %s %s", self.peer, direction, text,
             extra={"h2_side": self.side, "h2_peer": self.peer, "h2_direction": direction,
                    "h2_frame": text},
         )
 
-    def received(self, frame: Any) -> None:
-        """A frame h2 is about to process."""
-        self._emit("recv", frame)
+    def received(self, frame: Any, length: int | None = None) -> None:
+        """A frame just parsed (``length``: its header's), before h2 merges or processes it."""
+        self._emit("recv", frame, length)
 
     def sent(self, frames: Any) -> None:
         """Frames h2 just serialized into its output."""

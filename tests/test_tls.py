@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import ssl
 import warnings
+from collections.abc import AsyncIterator
 from typing import Any
 
 import h2.config
@@ -20,6 +22,7 @@ import h2.events
 import pytest
 
 import aioh2s
+from aioh2s._http1 import TLSFrontDoor
 from aioh2s.errors import H2Error, ProtocolError
 from aioh2s.tls import ALPNError, check_alpn, client_ssl_context, server_ssl_context
 
@@ -245,46 +248,65 @@ async def test_aioh2s_round_trip(cert_files: Any, version: ssl.TLSVersion) -> No
 # -- the TLS front door: a client whose ALPN selected nothing --------------------------------
 
 
-async def _tls_exchange(
-    cert_files: Any, alpn: list[str] | None, send: bytes, caplog: pytest.LogCaptureFixture,
-    done: Any = None,
-) -> tuple[bytes, list[logging.LogRecord]]:
+async def _tls_talk(
+    port: int, ca: str, alpn: list[str] | None, send: bytes, done: Any = None
+) -> bytes:
     """Connect with ALPN ``alpn`` (None: offer none), send ``send``, read until closed.
 
     ``done(chunk)``, when given, ends the reading early once it returns True.
     """
-    cert, key, ca = cert_files
-    caplog.set_level(logging.INFO, logger="aioh2s")
-    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, ssl=server_ssl_context(cert, key))
-    port = server.sockets[0].getsockname()[1]
     ctx = ssl.create_default_context(cafile=ca)
     if alpn is not None:
         ctx.set_alpn_protocols(alpn)
     got = b""
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+    )
     try:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
-        )
-        try:
-            assert writer.get_extra_info("ssl_object").selected_alpn_protocol() is None
-            writer.write(send)
-            while True:
-                try:
-                    chunk = await asyncio.wait_for(reader.read(65536), 5)
-                except (ConnectionError, ssl.SSLError):
-                    break
-                if not chunk:
-                    break
-                got += chunk
-                if done is not None and done(chunk):
-                    break
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await writer.wait_closed()
+        assert writer.get_extra_info("ssl_object").selected_alpn_protocol() != "h2"
+        writer.write(send)
+        while True:
+            try:
+                chunk = await asyncio.wait_for(reader.read(65536), 5)
+            except (ConnectionError, ssl.SSLError):
+                break
+            if not chunk:
+                break
+            got += chunk
+            if done is not None and done(chunk):
+                break
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+    return got
+
+
+@contextlib.asynccontextmanager
+async def _tls_server(
+    cert_files: Any, server_alpn: list[str] | None = None, **options: Any
+) -> AsyncIterator[int]:
+    """Our TLS server (ALPN ``server_alpn``, default h2 only) answering ``_hello``: its port."""
+    cert, key, _ = cert_files
+    sctx = server_ssl_context(cert, key)
+    if server_alpn is not None:
+        sctx.set_alpn_protocols(server_alpn)
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, ssl=sctx, **options)
+    try:
+        yield server.sockets[0].getsockname()[1]
     finally:
         server.close()
         await asyncio.wait_for(server.wait_closed(), 10)
+
+
+async def _tls_exchange(
+    cert_files: Any, alpn: list[str] | None, send: bytes, caplog: pytest.LogCaptureFixture,
+    done: Any = None, server_alpn: list[str] | None = None,
+) -> tuple[bytes, list[logging.LogRecord]]:
+    """One connection to a new server (see ``_tls_talk``); what it got, aioh2s's records."""
+    caplog.set_level(logging.INFO, logger="aioh2s")
+    async with _tls_server(cert_files, server_alpn) as port:
+        got = await _tls_talk(port, cert_files.ca, alpn, send, done)
     return got, [r for r in caplog.records if r.name == "aioh2s"]
 
 
@@ -369,33 +391,84 @@ async def test_garbage_without_alpn_gets_goaway(
     assert "neither HTTP/2 nor HTTP/1.x" in records[0].getMessage()
 
 
-async def test_client_selecting_another_protocol_is_closed_with_a_reason(
+async def test_client_selecting_http11_gets_the_505_too(
     cert_files: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     # A server context of the application's own that also offers http/1.1: ALPN selected
-    # it, so the client expects HTTP/1.1 framing we do not speak: closed, and logged.
-    cert, key, ca = cert_files
+    # it, and the client's HTTP/1.1 request gets the 505 that says why, as without ALPN.
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    got, records = await _tls_exchange(cert_files, ["http/1.1"], request, caplog,
+                                       server_alpn=["h2", "http/1.1"])
+    assert got.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), got
+    (record,) = records
+    assert record.levelno == logging.INFO
+    message = record.getMessage()
+    assert "ALPN selected 'http/1.1'" in message and "505" in message
+
+
+async def test_client_selecting_another_protocol_is_closed_with_a_reason(
+    cert_files: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # ALPN selected a protocol that is neither h2 nor HTTP/1.1: nothing to answer in it.
+    got, records = await _tls_exchange(cert_files, ["x-other"], b"hello?", caplog,
+                                       server_alpn=["h2", "x-other"])
+    assert got == b""
+    (record,) = records
+    assert record.levelno == logging.INFO
+    message = record.getMessage()
+    assert "'x-other'" in message and "from 127.0.0.1:" in message
+
+
+async def test_front_door_records_are_throttled_with_a_count(
+    cert_files: Any, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A flood of HTTP/1.1 clients must not flood the log: one record per interval, and the
+    # next one counts those left out (as the max_connections refusals do).
+    monkeypatch.setattr(TLSFrontDoor, "INTERVAL", 1.0)
     caplog.set_level(logging.INFO, logger="aioh2s")
-    sctx = server_ssl_context(cert, key)
-    sctx.set_alpn_protocols(["h2", "http/1.1"])
-    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, ssl=sctx)
-    port = server.sockets[0].getsockname()[1]
-    cctx = ssl.create_default_context(cafile=ca)
-    cctx.set_alpn_protocols(["http/1.1"])
-    try:
-        reader, writer = await asyncio.open_connection(
-            "127.0.0.1", port, ssl=cctx, server_hostname="localhost"
-        )
-        try:
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                assert await asyncio.wait_for(reader.read(), 5) == b""
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, ssl.SSLError):
-                await writer.wait_closed()
-    finally:
-        server.close()
-        await asyncio.wait_for(server.wait_closed(), 10)
-    why = [r for r in caplog.records if r.name == "aioh2s"]
-    assert why and why[0].levelno == logging.INFO
-    assert "'http/1.1'" in why[0].getMessage()
+    request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
+    async with _tls_server(cert_files) as port:
+        talks = [_tls_talk(port, cert_files.ca, ["http/1.1"], request) for _ in range(20)]
+        answers = await asyncio.gather(*talks)
+        assert all(a.startswith(b"HTTP/1.1 505 ") for a in answers)
+        first = [r.getMessage() for r in caplog.records if r.name == "aioh2s"]
+        await asyncio.sleep(1.1)
+        await _tls_talk(port, cert_files.ca, None, request)
+    messages = [r.getMessage() for r in caplog.records if r.name == "aioh2s"]
+    assert len(first) == 1 and "more TLS connection" not in first[0], first
+    assert len(messages) == 2, messages
+    assert "(19 more TLS connection(s) refused like this since the last such record" in (
+        messages[1]
+    )
+    # The peer reads host:port, as in aioh2s's other messages, not a tuple.
+    assert re.search(r"closing TLS connection from 127\.0\.0\.1:\d+: ", messages[1])
+
+
+async def test_handshake_timeout_in_an_http11_head_is_not_blamed_on_the_client(
+    cert_files: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioh2s")
+    async with _tls_server(cert_files, handshake_timeout=0.5) as port:
+        # The head's end never comes: the handshake timeout closes the connection.
+        got = await _tls_talk(port, cert_files.ca, None, b"GET / HTTP/1.1\r\nHost: x\r\n")
+        assert got == b""
+        # And one whose request line never ends.
+        got = await _tls_talk(port, cert_files.ca, ["http/1.1"], b"GET /slow")
+    messages = [r.getMessage() for r in caplog.records if r.name == "aioh2s"]
+    assert len(messages) == 1, messages  # the second was throttled
+    assert "closed in" not in messages[0]
+    assert messages[0].endswith(
+        "its HTTP/1.x request head was still incomplete when the server closed the"
+        " connection: handshake timed out: no preface/SETTINGS from the peer within 0.5 s"
+    ), messages[0]
+
+
+async def test_handshake_timeout_in_an_http11_request_line_says_so(
+    cert_files: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioh2s")
+    async with _tls_server(cert_files, handshake_timeout=0.5) as port:
+        assert await _tls_talk(port, cert_files.ca, None, b"GET /slow") == b""
+    (message,) = [r.getMessage() for r in caplog.records if r.name == "aioh2s"]
+    assert "what looked like its HTTP/1.x request line was still incomplete when the server" \
+        " closed the connection: handshake timed out" in message, message

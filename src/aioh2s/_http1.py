@@ -27,14 +27,16 @@ An HTTP/1.x request is then:
 Every HTTP/1.1 answer closes the connection: never a hang and never a garbled exchange. None of
 this is logged above DEBUG: a bad request is the peer's business, not an operator's.
 
-TLS has a front door too, :func:`tls_front_door`, for a connection whose ALPN selected nothing:
-a client that offered no protocol at all, or only ones we do not speak (``curl --http1.1``
-offers only ``http/1.1``). It answers what the client then sends as the cleartext door does,
-with two differences. An HTTP/1.x request gets the 505 (or the 400) whatever it asks for,
-since an h2c Upgrade exists only for cleartext (RFC 7540 §3.2). And the outcome is logged
-at INFO on ``aioh2s``: an operator who set up TLS expects to hear why a TLS client got
-nothing but an error. The HTTP/2 preface without ALPN (RFC 9113 §3.3 asks clients for ALPN
-over TLS) is served, like prior knowledge on cleartext: refusing it would help nobody.
+TLS has a front door too, :class:`TLSFrontDoor`, for a connection whose ALPN selected nothing
+(a client that offered no protocol at all, or only ones we do not speak: ``curl --http1.1``
+offers only ``http/1.1``) or ``http/1.1`` (a server context that offers it). It answers what
+the client then sends as the cleartext door does, with two differences. An HTTP/1.x request
+gets the 505 (or the 400) whatever it asks for, since an h2c Upgrade exists only for
+cleartext (RFC 7540 §3.2). And the outcome is logged at INFO on ``aioh2s`` (at most one
+record per 10 s, counting the others): an operator who set up TLS expects to hear why a TLS
+client got nothing but an error. The HTTP/2 preface without ALPN (RFC 9113 §3.3 asks clients
+for ALPN over TLS) is served, like prior knowledge on cleartext: refusing it would help
+nobody.
 """
 
 from __future__ import annotations
@@ -44,12 +46,14 @@ import binascii
 import logging
 import re
 import struct
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import h2.exceptions
 import h2.settings
 
+from ._trace import peer_label
 from .errors import ConnectionClosed, ErrorCode, RemoteProtocolError
 from .headers import valid_name, valid_value
 
@@ -66,7 +70,7 @@ __all__ = [
     "parse_request",
     "read_request",
     "response",
-    "tls_front_door",
+    "TLSFrontDoor",
 ]
 
 log = logging.getLogger("aioh2s")
@@ -366,60 +370,121 @@ async def front_door(conn: Connection, data: bytes | bytearray) -> bytes | bytea
     return rest
 
 
-async def tls_front_door(conn: Connection, data: bytes | bytearray) -> bytes | bytearray:
-    """First bytes of a TLS connection whose ALPN selected nothing (see the module's docstring).
+class TLSFrontDoor:
+    """The first bytes of a server's TLS connections whose ALPN did not select ``h2``.
 
-    Returns the bytes to feed h2 (after our preface was sent), or ``b""`` when the connection
-    was answered and closed here; each outcome but HTTP/2 is logged at INFO.
+    One per server (``Server`` sets it as each such connection's ``front_door``); see the
+    module's docstring for what it answers. ALPN selected nothing (the client offered no
+    protocol, or none we speak), or ``http/1.1`` (a server context that offers it too).
+
+    Every outcome but HTTP/2 is logged at INFO on ``aioh2s``, throttled as the server's
+    ``max_connections`` refusals are: at most one record per :attr:`INTERVAL` seconds,
+    counting the ones left out, since a flood of such connections must not flood the log.
     """
-    wire = conn.wire
-    peer = conn.get_extra_info("peername")
-    kind = classify(data)
-    while kind == MORE:
-        more = await wire.read()
-        if conn.closed:
-            return b""
-        if not more:
-            if PREFACE.startswith(data):
-                return data  # h2 sees the truncated preface, then the EOF
-            log.info("aioh2s: closing TLS connection from %s: no ALPN protocol was selected,"
-                     " and it closed in what looked like an HTTP/1.x request line", peer)
-            conn.abort(ConnectionClosed("the peer closed the connection in its request line"),
-                       None)
-            return b""
-        data += more
+
+    #: Seconds between two records; the refusals in between are only counted.
+    INTERVAL = 10.0
+
+    __slots__ = ("_unlogged", "_logged_at")
+
+    def __init__(self) -> None:
+        self._unlogged = 0  # refusals since the last record, not logged one by one
+        self._logged_at = -1e300
+
+    def log(self, text: str) -> None:
+        """Log one refusal (``text``, after ``aioh2s: ``) at INFO, or only count it.
+
+        Also used by ``Server`` for a TLS client whose ALPN selected another protocol.
+        """
+        now = time.monotonic()
+        if now - self._logged_at < self.INTERVAL:
+            self._unlogged += 1
+            return
+        more = self._unlogged
+        self._unlogged = 0
+        self._logged_at = now
+        tail = (f" ({more} more TLS connection(s) refused like this since the last such"
+                f" record, not logged one by one)" if more else "")
+        log.info("aioh2s: %s%s", text, tail)
+
+    def _note(self, conn: Connection, peer: str, what: str) -> None:
+        """Log (throttled) how the front door ended ``peer``'s connection: ``what``."""
+        ssl_object = conn.get_extra_info("ssl_object")
+        alpn = ssl_object.selected_alpn_protocol() if ssl_object is not None else None
+        how = ("no ALPN protocol was selected (the client did not offer ALPN h2)" if alpn is None
+               else f"ALPN selected {alpn!r}")
+        self.log(f"closing TLS connection from {peer}: {how}, and {what}")
+
+    def _timed_out(self, conn: Connection, peer: str, where: str) -> None:
+        """The connection was closed while the client's HTTP/1.x text was incomplete.
+
+        Logged only when our handshake timeout closed it, saying so (the client did not
+        hang up): a ``server.close()`` meanwhile is the operator's own doing.
+        """
+        err = conn.error
+        if isinstance(err, ConnectionClosed) and err.error_code == ErrorCode.SETTINGS_TIMEOUT:
+            self._note(conn, peer, f"{where} was still incomplete when the server closed the"
+                       f" connection: {err}")
+
+    async def __call__(self, conn: Connection, data: bytes | bytearray) -> bytes | bytearray:
+        """Answer the first bytes ``data``; return what to feed h2 next.
+
+        That is the bytes for h2 (after our preface was sent), or ``b""`` when the connection
+        was answered and closed here.
+        """
+        wire = conn.wire
+        peer = peer_label(conn.get_extra_info("peername"))
         kind = classify(data)
-    if kind == H2:
-        log.debug("aioh2s: TLS connection from %s sent the HTTP/2 preface without ALPN h2:"
-                  " serving it", peer)
-        conn.initiate(flush=False)
-        return data
-    if kind == INVALID:
-        log.info("aioh2s: closing TLS connection from %s: no ALPN protocol was selected, and"
-                 " its first bytes are neither HTTP/2 nor HTTP/1.x: GOAWAY(PROTOCOL_ERROR)",
-                 peer)
-        conn.initiate()
-        conn.abort(
-            RemoteProtocolError(f"invalid connection preface: {data[:24]!r}",
-                                ErrorCode.PROTOCOL_ERROR),
-            ErrorCode.PROTOCOL_ERROR,
-        )
-        return b""
-    try:
-        head, _rest = await read_request(wire, data)
-        if conn.closed:
+        while kind == MORE:
+            more = await wire.read()
+            if conn.closed:
+                if not PREFACE.startswith(data):
+                    self._timed_out(conn, peer, "what looked like its HTTP/1.x request line")
+                return b""
+            if not more:
+                if PREFACE.startswith(data):
+                    return data  # h2 sees the truncated preface, then the EOF
+                self._note(conn, peer, "it closed in what looked like an HTTP/1.x request line")
+                conn.abort(
+                    ConnectionClosed("the peer closed the connection in its request line"), None
+                )
+                return b""
+            data += more
+            kind = classify(data)
+        if kind == H2:
+            log.debug("aioh2s: TLS connection from %s sent the HTTP/2 preface without ALPN h2:"
+                      " serving it", peer)
+            conn.initiate(flush=False)
+            return data
+        if kind == INVALID:
+            self._note(conn, peer, "its first bytes are neither HTTP/2 nor HTTP/1.x:"
+                       " GOAWAY(PROTOCOL_ERROR)")
+            conn.initiate()
+            conn.abort(
+                RemoteProtocolError(f"invalid connection preface: {data[:24]!r}",
+                                    ErrorCode.PROTOCOL_ERROR),
+                ErrorCode.PROTOCOL_ERROR,
+            )
             return b""
-        parse_request(head)
-    except BadRequest as e:
-        log.info("aioh2s: closing TLS connection from %s: no ALPN protocol was selected, and"
-                 " it sent a malformed HTTP/1.x request: answered %d (%s)", peer, e.status, e)
-        return _refuse(conn, e.status, e.reason, f"{e}\n", f"bad HTTP/1.1 request: {e}")
-    except ConnectionResetError as e:
-        log.info("aioh2s: closing TLS connection from %s: no ALPN protocol was selected, and"
-                 " it closed in an HTTP/1.x request head", peer)
-        conn.abort(ConnectionClosed(str(e)), None)
-        return b""
-    log.info("aioh2s: closing TLS connection from %s: the client did not offer ALPN h2 and"
-             " sent an HTTP/1.x request: answered 505 HTTP Version Not Supported", peer)
-    return _refuse(conn, 505, "HTTP Version Not Supported", _505_TLS_TEXT,
-                   "HTTP/1.1 request over TLS without ALPN h2: answered 505")
+        try:
+            head, _rest = await read_request(wire, data)
+            if conn.closed:
+                return b""
+            parse_request(head)
+        except BadRequest as e:
+            self._note(conn, peer, f"it sent a malformed HTTP/1.x request: answered"
+                       f" {e.status} ({e})")
+            return _refuse(conn, e.status, e.reason, f"{e}\n", f"bad HTTP/1.1 request: {e}")
+        except ConnectionResetError as e:
+            if conn.closed:
+                # Not the client's doing: the read ended because we closed (the handshake
+                # timeout cut a client trickling its head).
+                self._timed_out(conn, peer, "its HTTP/1.x request head")
+                return b""
+            self._note(conn, peer, "it closed in an HTTP/1.x request head")
+            conn.abort(ConnectionClosed(str(e)), None)
+            return b""
+        self._note(conn, peer, "it sent an HTTP/1.x request: answered 505 HTTP Version Not"
+                   " Supported")
+        return _refuse(conn, 505, "HTTP Version Not Supported", _505_TLS_TEXT,
+                       "HTTP/1.1 request over TLS without ALPN h2: answered 505")

@@ -33,10 +33,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from ._budgets import ServerBudget
 from ._connection import Connection
+from ._http1 import TLSFrontDoor
 from ._http1 import front_door as _front_door
-from ._http1 import tls_front_door as _tls_front_door
 from ._state import Send, send_terminal
 from ._stream import Stream
+from ._trace import peer_label
 from ._wire import Wire
 from .config import Config, ConfigOptions, default_max_connections
 from .errors import ALPNError, ConnectionClosed, ErrorCode, RemoteProtocolError, StreamReset
@@ -192,6 +193,7 @@ class Server:
         )
         self._refused = 0  # connections refused at the cap since the last warning
         self._refused_logged = 0.0
+        self._tls_door = TLSFrontDoor()  # one per server: its log throttle is the server's
         self._shedding: set[_ServedConnection] = set()  # closed to make room, not gone yet
         self._pool = ServerBudget(config.max_request_memory, config.max_server_reset_burst,
                                   config.max_server_reset_rate)
@@ -232,12 +234,13 @@ class Server:
                 try:
                     check_alpn(writer.get_extra_info("ssl_object"))
                 except ALPNError as e:
-                    if e.negotiated is None:
-                        # ALPN picked nothing: see what the client says (_http1.tls_front_door).
+                    if e.negotiated in (None, "http/1.1"):
+                        # ALPN picked nothing, or HTTP/1.1 (a context that offers it): see
+                        # what the client says (_http1.TLSFrontDoor), a 505 for HTTP/1.x.
                         tls_door = True
                     else:
-                        log.info("aioh2s: closing connection from %s: %s",
-                                 writer.get_extra_info("peername"), e)
+                        peer = peer_label(writer.get_extra_info("peername"))
+                        self._tls_door.log(f"closing connection from {peer}: {e}")
                         transport.close()
                         return
             if self._closing:
@@ -254,7 +257,7 @@ class Server:
                     # Upgrade (our preface must follow the 101) and a plain HTTP/1.1 request.
                     served.conn.front_door = _front_door
                 elif tls_door:
-                    served.conn.front_door = _tls_front_door
+                    served.conn.front_door = self._tls_door
                 else:
                     served.conn.initiate()
                 await served.conn.run()
@@ -307,7 +310,7 @@ class Server:
         if now - self._refused_logged >= 10.0:
             log.warning("aioh2s: max_connections (%d) reached: refused %d connection(s), "
                         "the last from %s", limit, self._refused,
-                        transport.get_extra_info("peername"))
+                        peer_label(transport.get_extra_info("peername")))
             self._refused = 0
             self._refused_logged = now
 

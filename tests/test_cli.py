@@ -50,6 +50,7 @@ ENTRY = _entry_point()
 HELLO = b"hello, world\n"
 NO_NEWLINE = b"a body without a final newline"
 SECRET = b"TOP SECRET outside the served directory\n"
+LONG_TEXT = b"a long text\n" * 20_000
 
 
 def run(
@@ -137,6 +138,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "empty.bin").write_bytes(b"")
     (root / "nonl.txt").write_bytes(NO_NEWLINE)
     (root / "nul.bin").write_bytes(b"text\x00with a NUL byte")
+    (root / "late-nul.txt").write_bytes(LONG_TEXT + b"\x00tail\n")  # NUL past 2000 bytes
+    (root / "nul-1999.bin").write_bytes(b"a" * 1999 + b"\x00")  # the last byte checked
     (root / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024))
     (base / "secret.txt").write_bytes(SECRET)
     (root / "link_out").symlink_to(base / "secret.txt")
@@ -802,6 +805,56 @@ def test_head_prints_headers_only(files: Server) -> None:
     assert p.returncode == 8 and p.stdout.startswith(b"HTTP/2 404\r\n")
 
 
+def test_include_writes_trailers_after_the_body(echo: Server) -> None:
+    # As curl -i does: the trailer fields follow the body, in the header lines' form.
+    p = entry("get", "-i", "-d", "abc", echo.url)
+    assert p.returncode == 0, p.stderr
+    head, _, rest = p.stdout.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/2 200\r\n")
+    digest = hashlib.sha256(b"abc").hexdigest()
+    assert rest == b"abc" + f"x-request-bytes: 3\r\nx-sha256: {digest}\r\n".encode()
+    p = entry("get", "-d", "abc", echo.url)  # without -i: the body alone
+    assert p.stdout == b"abc"
+
+
+async def test_head_option_writes_only_headers_whatever_the_method() -> None:
+    seen: list[str] = []
+
+    async def body_anyway(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        method = reader.headers[":method"]
+        seen.append(method)
+        writer.send_headers({":status": "200", "x-kind": "full"}, end_stream=method == "HEAD")
+        if method != "HEAD":
+            writer.write(b"BODY-SENT-ANYWAY\n")
+            writer.write_eof()
+
+    async with await aioh2s.start_server(body_anyway, "127.0.0.1", 0) as server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        for extra in (["-X", "GET"], ["-X", "POST"], []):
+            rc, out, err = await aentry("get", "-I", *extra, url)
+            assert rc == 0, (extra, err)
+            assert out == b"HTTP/2 200\r\nx-kind: full\r\n\r\n", extra
+    assert seen == ["GET", "POST", "HEAD"]
+
+
+async def test_progress_bar_line_is_ended_before_an_error() -> None:
+    async def reset_midway(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200", "content-length": "1000000"})
+        writer.write(b"x" * 16384)
+        await writer.drain()
+        await asyncio.sleep(0.3)
+        writer.reset(aioh2s.ErrorCode.INTERNAL_ERROR)
+
+    async with await aioh2s.start_server(reset_midway, "127.0.0.1", 0) as server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        rc, out, err = await aentry("get", "--progress", url)
+    assert rc == 6 and out == b"x" * 16384
+    bar, sep, message = err.partition(b"aioh2s: error: ")
+    assert sep and bar.startswith(b"\r") and b"16.0 KiB" in bar, err
+    assert bar.endswith(b"\n") and bar.count(b"\n") == 1, err  # the bar's line was ended
+    assert message == b"stream reset by the server: INTERNAL_ERROR\n"
+
+
 def test_verbose_prints_the_frame_trace(files: Server) -> None:
     p = entry("get", "-v", files.url + "hello.txt")
     assert p.returncode == 0, p.stderr
@@ -922,6 +975,12 @@ def test_binary_output_to_a_terminal_is_refused(files: Server) -> None:
     assert rc == 0 and out == b"text\x00with a NUL byte", err
     rc, out, err = on_tty("get", files.url + "hello.txt")  # text is printed as before
     assert rc == 0 and out == HELLO, err
+    # As curl, only the first 2000 bytes are looked at: a NUL after a long text (already on
+    # the terminal) no longer cuts it short; one at byte 2000 still counts.
+    rc, out, err = on_tty("get", files.url + "late-nul.txt")
+    assert rc == 0 and out == LONG_TEXT + b"\x00tail\n", err
+    rc, out, err = on_tty("get", files.url + "nul-1999.bin")
+    assert rc == 1 and b"\x00" not in out and b"binary output" in err
     p = entry("get", files.url + "nul.bin")  # not a terminal: written as it is
     assert p.returncode == 0 and p.stdout == b"text\x00with a NUL byte"
 
@@ -939,7 +998,7 @@ def test_tls_server_answers_http11_client_and_says_why(tree: Path) -> None:
                 break
             threading.Event().wait(0.05)
         (line,) = [line for line in s.stderr if "closing TLS connection" in line]
-        assert line.startswith("aioh2s: info: closing TLS connection from ('127.0.0.1', ")
+        assert re.match(r"aioh2s: info: closing TLS connection from 127\.0\.0\.1:\d+: ", line)
         assert "did not offer ALPN h2" in line and "505" in line
         p = curl("-k", "--http2", "-w", "\n%{http_version}", s.url + "hello.txt")
         assert p.stdout == HELLO + b"\n2"
@@ -1104,3 +1163,27 @@ async def test_redirect_with_a_file_body_sends_it_again(tmp_path: Path) -> None:
         assert out.startswith(b"HTTP/2 308\r\n") and b"location: /echo\r\n" in out
         head2 = out.index(b"HTTP/2 200\r\n")
         assert json.loads(out[head2:].partition(b"\r\n\r\n")[2])["body"] == "from a file"
+
+
+async def test_redirect_location_is_percent_encoded_as_curl_does() -> None:
+    async with redirectors(1) as [(seen, base)]:
+        for location, path in [("/a b", "/a%20b"), ("/\u00e9t\u00e9", "/%C3%A9t%C3%A9"),
+                               ("/tab\there?q=x y", "/tab%09here")]:
+            seen.requests.clear()
+            rc, out, err = await aentry("get", "-L", base + to(302, location))
+            assert rc == 0, (location, err)
+            assert [r["path"] for r in seen.requests] == ["/to", path], location
+        # The query is encoded too.
+        seen.requests.clear()
+        rc, out, err = await aentry("get", "-L", "-v", base + to(307, "/echo?q=a b"))
+        assert rc == 0 and "* following the 307 redirect to " in err.decode()
+        assert f"{base}/echo?q=a%20b" in err.decode()
+        # A Location whose host cannot be one is still a redirect that cannot be followed.
+        rc, _, err = await aentry("get", "-L", base + to(302, "http://bad host/x"))
+        assert rc == 9, err
+        assert err.decode().splitlines() == [
+            "aioh2s: error: bad URL 'http://bad host/x': invalid host[:port] 'bad host'"
+        ]
+        # The user's own URL is not rewritten: a space in it is a usage error, said so.
+        rc, _, err = await aentry("get", base + "/a b")
+        assert rc == 2 and "invalid path '/a b'" in err.decode(), err

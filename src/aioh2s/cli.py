@@ -11,21 +11,23 @@ line.
 ``aioh2s get URL``
     ``https://`` URLs use TLS with ALPN ``h2`` (RFC 9113 §3.2); ``http://`` URLs use h2c
     with prior knowledge (§3.3: the connection preface straight away, no Upgrade). The body
-    goes to stdout (or ``-o FILE``); ``-i`` puts the response headers before it, ``-I`` sends
-    HEAD and prints only them. ``-v`` prints to stderr the request headers (``> ``), the
+    goes to stdout (or ``-o FILE``); ``-i`` puts the response headers before it and the
+    trailers after it, ``-I`` prints only the headers (and sends HEAD, unless ``-X`` names
+    another method). ``-v`` prints to stderr the request headers (``> ``), the
     response headers (``< ``), trailers (after a ``* trailers`` line) and one ``* `` line
     per HTTP/2 frame, from the library's frame trace (logger ``aioh2s.frames``). A request
     body (``-d``) is sent concurrently with reading the response, so an echoing server
     cannot deadlock against us on flow control. ``-L`` follows redirects (at most
     ``--max-redirs``, default :data:`MAX_REDIRS`), on the same connection while the origin
-    stays the same, else on a new one; ``Authorization`` and ``Cookie`` headers given with
+    stays the same, else on a new one (a Location's spaces, controls and non-ASCII bytes are
+    percent-encoded first, as curl does); ``Authorization`` and ``Cookie`` headers given with
     ``-H`` go to the first origin only.
 
-    What curl users expect of a terminal holds too: a body with a NUL byte is not printed to
-    a terminal (``-o -`` insists), the progress bar never draws onto the terminal the body is
-    printed to (an explicit ``--progress`` says why), and when stdout and stderr are the same
-    terminal or file, a stderr line after a body without a final newline starts on a line
-    of its own (:class:`_OpenLine`).
+    What curl users expect of a terminal holds too: a body with a NUL byte in its first 2000
+    bytes is not printed to a terminal (``-o -`` insists), the progress bar never draws onto
+    the terminal the body is printed to (an explicit ``--progress`` says why), and when
+    stdout and stderr are the same terminal or file, a stderr line after a body without a
+    final newline (or after the progress bar) starts on a line of its own (:class:`_OpenLine`).
 
 ``aioh2s serve [DIR]``
     Serves DIR (default ``.``) over h2c, or TLS with ``--tls-cert/--tls-key`` or
@@ -61,6 +63,7 @@ import html
 import logging
 import mimetypes
 import os
+import re
 import shutil
 import signal
 import socket
@@ -84,8 +87,10 @@ from aioh2s.errors import (
     ConnectionTerminated,
     ErrorCode,
     H2Error,
+    LocalProtocolError,
     StreamReset,
 )
+from aioh2s.headers import check_request
 from aioh2s.tls import check_alpn, client_ssl_context, server_ssl_context
 
 __all__ = ["main"]
@@ -119,7 +124,7 @@ GET_EXIT_CODES = (
     (EXIT_HTTP_ERROR, "the server answered with status 400 or above (the body is still"
      " written)"),
     (EXIT_REDIRECT, "-L could not follow a redirect: more than --max-redirs, a Location that is"
-     " not an http(s) URL, or a body that cannot be sent again (stdin)"),
+     " not a valid http(s) URL, or a body that cannot be sent again (stdin)"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
 )
 
@@ -283,6 +288,7 @@ class _Progress:
         self._draw(time.monotonic())
         self.out.write("\n")
         self.out.flush()
+        _line.pending = False
 
     def _draw(self, now: float) -> None:
         rate = self.done / max(now - self.start, 1e-6)
@@ -298,6 +304,9 @@ class _Progress:
         # Trailing spaces wipe what a longer previous line left behind.
         self.out.write(f"\r{text}   ")
         self.out.flush()
+        # The bar's line stays open until finish(): an error or warning printed meanwhile
+        # (a reset mid-body) ends it first (_OpenLine), instead of running into it.
+        _line.pending = True
 
 
 # --------------------------------------------------------------------------- get
@@ -402,6 +411,14 @@ class _Target:
         self.path = parts.path or "/"
         if parts.query:
             self.path += "?" + parts.query
+        # The rules the library applies to :authority and :path, checked here so that a URL
+        # that breaks them is a bad URL (exit 2, or 9 for a Location), not an "HTTP/2 error".
+        for name, value, what in ((":authority", self.authority, "host[:port]"),
+                                  (":path", self.path, "path")):
+            try:
+                check_request([(name.encode(), value.encode("utf-8", "surrogateescape"))])
+            except LocalProtocolError:
+                raise CLIError(code, f"bad URL {url!r}: invalid {what} {value!r}") from None
         host = self.host
         self.label = f"{host}:{self.port}" if ":" not in host else f"[{host}]:{self.port}"
 
@@ -487,12 +504,14 @@ def _same_file(a: IO[Any], b: IO[Any]) -> bool:
 
 
 class _OpenLine:
-    """Whether stdout, shared with stderr, was left in the middle of a line by the body.
+    """Whether stderr's current line was left open: by the body, or by the progress bar.
 
     A body without a final newline, printed to the terminal that also shows ``-v`` output or
     an error, would run into the next stderr line (``hello* trailers``): whoever writes to
     stderr after the body calls :meth:`end` first, which ends that line on stderr. Only
-    stderr gets the newline: the body stays byte for byte what the server sent.
+    stderr gets the newline: the body stays byte for byte what the server sent. The progress
+    bar (drawn on stderr, never where the body goes) leaves its line open the same way
+    until it finishes, so an error in mid-transfer starts on a line of its own too.
     """
 
     def __init__(self) -> None:
@@ -508,6 +527,11 @@ class _OpenLine:
 _line = _OpenLine()
 
 
+#: How much of the body the binary check looks at: curl's 2000 bytes. A NUL past them comes
+#: after text the terminal already showed; refusing then would only cut a long text short.
+_BINARY_WINDOW = 2000
+
+
 class _Output:
     """Where the response goes (stdout or ``-o FILE``), opened at its first byte."""
 
@@ -516,9 +540,11 @@ class _Output:
         self.stream: IO[bytes] | None = None
         self.to_stdout = path is None or path == "-"
         self.shares_stderr = self.to_stdout and _same_file(sys.stdout, sys.stderr)
-        # curl's rule: a body with a NUL byte is not written to a terminal unless asked for
-        # with "-o -", since control sequences in it can garble (or reprogram) the terminal.
+        # curl's rule: a body with a NUL byte (in its first 2000 bytes) is not written to a
+        # terminal unless asked for with "-o -", since control sequences in it can garble
+        # (or reprogram) the terminal.
         self.guard_binary = path is None and _isatty(sys.stdout)
+        self.body_bytes = 0  # body bytes written so far (while guard_binary: see write)
 
     def open(self) -> None:
         if self.stream is not None:
@@ -539,13 +565,22 @@ class _Output:
         lines.append("\r\n")
         self._write("".join(lines).encode("utf-8", "surrogateescape"))
 
+    def write_trailers(self, trailers: Iterable[tuple[str, str]]) -> None:
+        """``-i``: the trailer fields after the body, as curl writes them."""
+        lines = [f"{n}: {v}\r\n" for n, v in trailers if not n.startswith(":")]
+        self._write("".join(lines).encode("utf-8", "surrogateescape"))
+
     def write(self, chunk: bytes) -> None:
-        if self.guard_binary and b"\0" in chunk:
-            raise CLIError(
-                EXIT_ERROR,
-                "binary output can mess up your terminal: use '-o FILE' to save it, "
-                "or '-o -' to print it anyway",
-            )
+        """Write body bytes; the binary check looks at the first :data:`_BINARY_WINDOW`."""
+        if self.guard_binary:
+            seen = self.body_bytes
+            if seen < _BINARY_WINDOW and b"\0" in chunk[: _BINARY_WINDOW - seen]:
+                raise CLIError(
+                    EXIT_ERROR,
+                    "binary output can mess up your terminal: use '-o FILE' to save it, "
+                    "or '-o -' to print it anyway",
+                )
+            self.body_bytes = seen + len(chunk)
         self._write(chunk)
 
     def _write(self, chunk: bytes) -> None:
@@ -680,6 +715,31 @@ class _Connections:
             await self._close(client)
 
 
+# What a Location must not hold raw but servers send anyway: space, controls, and anything
+# outside ASCII (surrogates included: undecodable bytes, kept by surrogateescape).
+_RAW_IN_URL = re.compile(r"[\x00-\x20\x7f-\U0010ffff]")
+# Where an absolute ("http://host/...") or network-path ("//host/...") Location's authority is.
+_AUTHORITY_PART = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.-]*:)?//[^/?#]*")
+
+
+def _encode_location(location: str) -> str:
+    """Percent-encode what a Location holds raw (spaces, controls, non-ASCII), as curl does.
+
+    Servers do send ``Location: /a b`` or UTF-8 paths; curl encodes those bytes (``/a%20b``,
+    ``/%C3%A9``) and follows. (Python's ``urlsplit`` would instead drop tabs and newlines
+    silently, and a raw space is no valid ``:path``.) The authority is left as it is: a
+    host that needs encoding is no host name, and ``_Target`` refuses it (exit code 9).
+    """
+    m = _AUTHORITY_PART.match(location)
+    start = m.end() if m else 0
+
+    def encode(found: re.Match[str]) -> str:
+        raw = found.group().encode("utf-8", "surrogateescape")
+        return "".join(f"%{b:02X}" for b in raw)
+
+    return location[:start] + _RAW_IN_URL.sub(encode, location[start:])
+
+
 #: Statuses ``-L`` follows (RFC 9110 §15.4), when the response has a Location.
 _REDIRECTS = {301, 302, 303, 307, 308}
 #: ``--max-redirs`` default: what browsers allow (Chrome and Firefox stop after 20); curl's
@@ -738,7 +798,8 @@ async def _transfer(args: argparse.Namespace, first: _Target, body: _Body | None
                 raise CLIError(EXIT_REDIRECT, f"more than {args.max_redirs} redirects "
                                f"(--max-redirs), the last to {location!r}")
             redirects += 1
-            nxt = _Target(urljoin(target.url, location.strip()).partition("#")[0], EXIT_REDIRECT)
+            joined = urljoin(target.url, _encode_location(location.strip()))
+            nxt = _Target(joined.partition("#")[0], EXIT_REDIRECT)
             # RFC 9110 §15.4: a 303 asks for a GET (of anything but HEAD); browsers and curl
             # also turn a POST into a GET on 301 and 302. 307 and 308 keep method and body.
             if (status == 303 and method != "HEAD") or (status in (301, 302) and method == "POST"):
@@ -817,6 +878,10 @@ async def _receive(
     if args.location and status in _REDIRECTS and location is not None:
         # Its body is of no use: leaving the request resets the stream if it is still coming.
         return status, location
+    if args.head:
+        # -I writes the headers only, whatever the method (curl's -I -X GET too): a body
+        # that comes anyway is not read (leaving the request resets the stream).
+        return status, None
     out.open()
     progress = None
     if _want_progress(args, out):
@@ -829,6 +894,9 @@ async def _receive(
     if progress is not None:
         progress.finish()
     trailers = stream.reader.trailers
+    if args.include and trailers is not None:
+        # As curl -i does: the trailer fields after the body, in the header lines' form.
+        out.write_trailers(trailers)
     if args.verbose and trailers is not None:
         _line.end()
         print("* trailers", file=sys.stderr)
@@ -1316,13 +1384,14 @@ def _build_parser() -> argparse.ArgumentParser:
         "-i",
         "--include",
         action="store_true",
-        help="write the response headers before the body (HTTP/2 STATUS, then name: value)",
+        help="write the response headers before the body (HTTP/2 STATUS, then name: value),"
+        " and the trailers after it",
     )
     g.add_argument(
         "-I",
         "--head",
         action="store_true",
-        help="send HEAD and write only the response headers",
+        help="write only the response headers (sends HEAD unless -X names another method)",
     )
     g.add_argument(
         "-L",

@@ -65,21 +65,30 @@ import collections
 import errno
 import logging
 import socket
+import ssl as _ssl
+import sys
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .client import Client, RequestStream, connect
-from .config import Config
+from .config import Config, ConfigOptions
 from .errors import ConnectionClosed, ErrorCode, H2Error, StreamReset
 from .headers import Headers, HeadersLike
 from .server import Server
 from .server import start_server as _aioh2s_start_server
 from .streams import ConnectionHandle, H2StreamReader, H2StreamWriter
 
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # only type checkers need it on 3.10 (see aioh2s.config)
+    from typing_extensions import Unpack
+
 __all__ = [
     "AIOH2Exception",
     "H2Protocol",
+    "OpenConnectionOptions",
     "SendException",
+    "StartServerOptions",
     "open_connection",
     "open_unix_connection",
     "start_server",
@@ -97,6 +106,27 @@ BUFFER_HIGH_WATER = 64 * 1024
 
 #: aioh2's ``H2Protocol`` keyword arguments; every other keyword goes to aioh2s.
 PROTOCOL_KWARGS = ("concurrency", "functional_timeout")
+
+
+class OpenConnectionOptions(ConfigOptions, total=False):
+    """The keywords of :func:`open_connection`: the protocol's, ``connect()``'s, Config's."""
+
+    concurrency: int
+    functional_timeout: float
+    ssl: _ssl.SSLContext | bool | None
+    server_hostname: str | None
+    config: Config | None
+
+
+class StartServerOptions(ConfigOptions, total=False):
+    """The keywords of :func:`start_server`: the protocol's, ``start_server()``'s, Config's."""
+
+    concurrency: int
+    functional_timeout: float
+    ssl: _ssl.SSLContext | None
+    config: Config | None
+    backlog: int
+    reuse_address: bool | None
 
 _P = TypeVar("_P", bound="H2Protocol")
 
@@ -714,7 +744,7 @@ async def open_connection(
     *,
     cls: type[_P] = H2Protocol,  # type: ignore[assignment]
     loop: asyncio.AbstractEventLoop | None = None,
-    **kwargs: Any,
+    **options: Unpack[OpenConnectionOptions],
 ) -> _P:
     """Connect to an HTTP/2 server (h2c, or TLS with ``ssl=``) and return its protocol.
 
@@ -724,6 +754,7 @@ async def open_connection(
     """
     if host is None or port is None:
         raise ValueError("open_connection() needs host and port (aioh2s connects over TCP)")
+    kwargs: dict[str, Any] = dict(options)  # (typed for callers; taken apart by name here)
     args = _split_kwargs(kwargs)
     ssl = kwargs.pop("ssl", None)
     server_hostname = kwargs.pop("server_hostname", None)
@@ -789,7 +820,7 @@ async def start_server(
     *,
     cls: type[H2Protocol] = H2Protocol,
     loop: asyncio.AbstractEventLoop | None = None,
-    **kwargs: Any,
+    **options: Unpack[StartServerOptions],
 ) -> Server:
     """Start an HTTP/2 server; ``client_connected_cb(protocol)`` runs once per connection.
 
@@ -799,6 +830,7 @@ async def start_server(
     :func:`aioh2s.start_server`. Returns an ``aioh2s.Server`` (``sockets``, ``close()``,
     ``wait_closed()``, as ``asyncio.Server``).
     """
+    kwargs: dict[str, Any] = dict(options)  # (typed for callers; taken apart by name here)
     args = _split_kwargs(kwargs)
     kwargs.setdefault("max_concurrent_streams", args.get("concurrency", 8))
     conns = _ServerConnections(client_connected_cb, cls, args)

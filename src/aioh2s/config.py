@@ -54,12 +54,13 @@ def default_max_connections() -> int:
 class SessionConfigOptions(TypedDict, total=False):
     """The :class:`Config` fields a :class:`aioh2s.Session` takes as keywords.
 
-    All of them but the four a Session sets itself: ``max_connections``, ``idle_timeout`` and
-    ``keepalive_interval`` are Session arguments of their own (per origin, not per server),
-    and ``handshake_timeout`` is the Session's ``Timeouts.connect``. Each field means what
-    the :class:`Config` field of that name means.
+    All of them but the three that are Session arguments of their own (per origin, not per
+    server): ``max_connections``, ``idle_timeout`` and ``keepalive_interval``. Each field
+    means what the :class:`Config` field of that name means; ``handshake_timeout`` becomes
+    the Session's ``Timeouts.connect`` unless ``timeout=`` is given.
     """
 
+    handshake_timeout: float | None
     max_concurrent_streams: int
     stream_window: int
     connection_window: int
@@ -100,7 +101,6 @@ class ConfigOptions(SessionConfigOptions, total=False):
     config=Config(stream_window=2**20))``; see :class:`Config` for what each field means.
     """
 
-    handshake_timeout: float | None
     idle_timeout: float | None
     keepalive_interval: float | None
     max_connections: int | None

@@ -27,11 +27,14 @@ ended under the request. The aioh2s error is the ``__cause__``.
 from __future__ import annotations
 
 import contextlib
+import ssl as _ssl
+import sys
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from .config import Config, SessionConfigOptions
 from .errors import (
     ConnectError,
     ConnectionClosed,
@@ -42,9 +45,33 @@ from .errors import (
     ReadTimeout,
     WriteTimeout,
 )
-from .session import Exchange, Session, Timeouts
+from .headers import HeadersLike
+from .session import Exchange, Session, Timeouts, TimeoutsLike
 
-__all__ = ["Transport"]
+if sys.version_info >= (3, 11):
+    from typing import Unpack
+elif TYPE_CHECKING:  # only type checkers need it on 3.10 (see aioh2s.config)
+    from typing_extensions import Unpack
+
+__all__ = ["Transport", "TransportOptions"]
+
+
+class TransportOptions(SessionConfigOptions, total=False):
+    """The keywords of :class:`Transport`: those of :class:`aioh2s.Session`, all of them.
+
+    Session's own arguments, then (inherited) the :class:`aioh2s.Config` fields it takes
+    (:class:`aioh2s.SessionConfigOptions`); a test keeps this equal to Session's signature.
+    """
+
+    ssl: _ssl.SSLContext | None
+    timeout: TimeoutsLike
+    max_connections: int
+    retries: int
+    idle_timeout: float | None
+    max_connection_age: float | None
+    keepalive_interval: float | None
+    headers: HeadersLike | None
+    config: Config | None
 
 # RFC 9113 §8.2.2: connection-specific fields must not be sent over HTTP/2.
 _DROP = frozenset([b"host", b"connection", b"keep-alive", b"proxy-connection",
@@ -108,12 +135,15 @@ class Transport(httpx.AsyncBaseTransport):
 
     ``session`` is the :class:`aioh2s.Session` to use (closed with the transport only when
     it was made here); otherwise ``options`` are :class:`aioh2s.Session` keywords
-    (``ssl=``, ``max_connections=``, ``retries=``...). httpx's ``pool``, ``read`` and
+    (``ssl=``, ``max_connections=``, ``retries=``..., typed by :class:`TransportOptions`, so
+    a misspelt one is a type error). httpx's ``pool``, ``read`` and
     ``write`` timeouts apply per request; the connect timeout is the session's, because a
     connection is opened for whichever requests come to share it.
     """
 
-    def __init__(self, session: Session | None = None, **options: Any) -> None:
+    def __init__(
+        self, session: Session | None = None, **options: Unpack[TransportOptions]
+    ) -> None:
         if session is not None and options:
             raise TypeError("give either a Session or Session options, not both")
         self._own = session is None

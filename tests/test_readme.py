@@ -7,7 +7,13 @@ The convention (also in README's Development section):
   0 within a minute, offline (the examples start their own local servers), with nothing on
   stderr that signals trouble (a traceback, a warning, an unclosed resource, a task that
   was destroyed pending). A block that cannot run starts with a ``# not run: <why>`` line,
-  which readers see too;
+  which readers see too; it must still compile (top-level ``await`` allowed: such a block
+  is a fragment), and every ``aioh2s.NAME`` it uses must exist;
+- what a block prints is in its ``# prints: TEXT`` comments (at the end of the printing line
+  or on a line of their own): one per line of stdout, in order, and none means the block
+  prints nothing. A ``# logs: TEXT`` comment is a line that must appear on stderr. In both,
+  ``...`` matches any text (a port number). A block that sets up logging must leave other
+  loggers' records printable (its format on its own handler, not the root's);
 - in fenced ``sh`` blocks, every ``python -m aioh2s ...`` command (also as the last step of
   an ``&&`` chain, after a venv's setup) runs and must exit 0; the other commands install
   packages or take minutes, and are left to CI;
@@ -18,6 +24,7 @@ The convention (also in README's Development section):
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import re
 import shlex
@@ -57,12 +64,51 @@ def blocks(language: str) -> list[tuple[int, str]]:
 
 
 PYTHON = blocks("python")
+RUNNABLE = [(n, code) for n, code in PYTHON if not code.startswith("# not run:")]
+FRAGMENTS = [(n, code) for n, code in PYTHON if code.startswith("# not run:")]
+
+_CLAIM = re.compile(r"#\s*(prints|logs):\s?(.*?)\s*$", re.M)
+
+
+def claims(code: str, kind: str) -> list[str]:
+    """The ``# prints:`` (``kind`` "prints") or ``# logs:`` texts of a block, in order."""
+    return [m.group(2) for m in _CLAIM.finditer(code) if m.group(1) == kind]
+
+
+def _matches(claim: str, line: str) -> bool:
+    """Whether an output line is what a claim says; ``...`` in the claim matches any text."""
+    pattern = ".*?".join(re.escape(part) for part in claim.split("..."))
+    return re.fullmatch(pattern, line) is not None
+
+
+def output_problems(code: str, stdout: str, stderr: str) -> list[str]:
+    """How a block's output differs from its ``# prints:`` and ``# logs:`` comments."""
+    problems = []
+    printed = stdout.splitlines()
+    said = claims(code, "prints")
+    if len(printed) != len(said) or not all(map(_matches, said, printed)):
+        problems.append(f"it printed {printed!r}; its '# prints:' comments say {said!r}")
+    logged = stderr.splitlines()
+    for claim in claims(code, "logs"):
+        if not any(_matches(claim, line) for line in logged):
+            problems.append(f"it never logged {claim!r} (its '# logs:' comment)")
+    return problems
+
+
+def run_block(code: str, tmp_path: Path) -> subprocess.CompletedProcess[bytes]:
+    script = tmp_path / "block.py"
+    script.write_text(code, encoding="utf-8")
+    return subprocess.run(
+        [sys.executable, "-W", "error::ResourceWarning", str(script)],
+        capture_output=True, env=ENV, cwd=tmp_path, timeout=60, check=False,
+    )
 
 
 def test_readme_has_blocks() -> None:
     assert len(PYTHON) >= 5, "the README's Python blocks were not found"
-    runnable = [b for b in PYTHON if not b[1].startswith("# not run:")]
-    assert len(runnable) >= len(PYTHON) - 1, "at most one block may be left unrun"
+    assert len(RUNNABLE) >= len(PYTHON) - 1, "at most one block may be left unrun"
+    # The blocks that print say what (the convention is only as good as its use).
+    assert sum(bool(claims(code, "prints")) for _, code in RUNNABLE) >= 5
 
 
 @pytest.mark.parametrize(("line", "code"), PYTHON, ids=[f"line{n}" for n, _ in PYTHON])
@@ -71,12 +117,7 @@ def test_python_block_runs_as_pasted(line: int, code: str, tmp_path: Path) -> No
         reason = code.splitlines()[0].removeprefix("# not run:").strip()
         assert reason, f"README line {line}: '# not run:' needs a reason"
         pytest.skip(f"README line {line}: {reason}")
-    script = tmp_path / "block.py"
-    script.write_text(code, encoding="utf-8")
-    p = subprocess.run(
-        [sys.executable, "-W", "error::ResourceWarning", str(script)],
-        capture_output=True, env=ENV, cwd=tmp_path, timeout=60, check=False,
-    )
+    p = run_block(code, tmp_path)
     err = p.stderr.decode(errors="replace")
     missing = re.search(r"ModuleNotFoundError: No module named '([\w.]+)'", err)
     if p.returncode and missing and not missing.group(1).startswith("aioh2s"):
@@ -85,6 +126,47 @@ def test_python_block_runs_as_pasted(line: int, code: str, tmp_path: Path) -> No
     assert p.returncode == 0, f"README line {line} failed:\n{err}"
     bad = [marker for marker in TROUBLE if marker.lower() in err.lower()]
     assert not bad, f"README line {line} ran with trouble ({bad}):\n{err}"
+    problems = output_problems(code, p.stdout.decode(errors="replace"), err)
+    assert not problems, f"README line {line}: " + "; ".join(problems) + f"\nstderr:\n{err}"
+
+
+def test_output_check_catches_a_wrong_claim() -> None:
+    # The check itself, on a made-up block: output against claims that are right, wrong,
+    # missing or in excess; "..." stands for any text.
+    code = 'print(1)  # prints: 200 ok\nprint(2)\n# prints: port ...\n# logs: server [...] recv\n'
+    assert output_problems(code, "200 ok\nport 8000\n", "server [127.0.0.1:1] recv\n") == []
+    assert output_problems(code, "404 no\nport 8000\n", "server [x] recv\n")
+    assert output_problems(code, "200 ok\n", "server [x] recv\n")  # a line short
+    assert output_problems(code, "200 ok\nport 1\nmore\n", "server [x] recv\n")  # one over
+    assert output_problems(code, "200 ok\nport 1\n", "client [x] send\n")  # not logged
+    assert output_problems("print(1)\n", "1\n", "")  # printing without saying so
+
+
+@pytest.mark.parametrize(("line", "code"), FRAGMENTS, ids=[f"line{n}" for n, _ in FRAGMENTS])
+def test_fragment_compiles_and_names_what_exists(line: int, code: str) -> None:
+    import aioh2s
+
+    tree = compile(code, f"README.md:{line}", "exec",
+                   flags=ast.PyCF_ONLY_AST | ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name) and node.value.id == "aioh2s"}
+    assert used, f"README line {line}: the fragment uses no aioh2s name"
+    missing = sorted(name for name in used if not hasattr(aioh2s, name))
+    assert not missing, f"README line {line} uses aioh2s.{missing}, which do not exist"
+
+
+LOGGING = [(n, code) for n, code in RUNNABLE if "import logging" in code]
+
+
+@pytest.mark.parametrize(("line", "code"), LOGGING, ids=[f"line{n}" for n, _ in LOGGING])
+def test_logging_setup_leaves_other_records_alone(line: int, code: str, tmp_path: Path) -> None:
+    # Pasted into a program, a block's logging setup must not break that program's own
+    # records (a root format naming the trace's h2_side fails every other record).
+    probe = "import logging\nlogging.getLogger('app').warning('disk almost full')\n"
+    p = run_block(code + probe, tmp_path)
+    err = p.stderr.decode(errors="replace")
+    assert p.returncode == 0, err
+    assert "Logging error" not in err and "disk almost full" in err, err
 
 
 def aioh2s_commands() -> list[tuple[int, list[str]]]:

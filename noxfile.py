@@ -2,7 +2,8 @@
 
 The test command of README.md and .ci/run is ``nox -s tests tests_lowest``: the whole suite on
 Python 3.10 to 3.13, then once more on the oldest of them with the lowest h2 and hpack that
-pyproject.toml admits (the corner a user on an old distribution is in).
+pyproject.toml admits (the corner a user on an old distribution is in). Tests marked ``once``
+run on the newest Python only (see ``_pytest``).
 """
 
 from __future__ import annotations
@@ -66,13 +67,24 @@ def _lowest_dependencies() -> list[str]:
 # near 15 minutes across five sessions). More workers than cores made the in-process floods
 # (attacker, server and healthy client on one loop, under tracemalloc) too slow to trust.
 _PYTEST = ("-q", "-n", "2")
+# Tests marked ``once`` (the CLI and README through subprocesses, mypy on the typed options,
+# 10,000-request runs against external servers) do not change with the Python version or
+# h2's: they run in the newest Python's session only, which keeps five sessions near 15
+# minutes. ``pytest`` on its own runs them all.
+_ONCE_ON = PYTHONS[-1]
+
+
+def _pytest(session: nox.Session) -> tuple[str, ...]:
+    if session.name == f"tests-{_ONCE_ON}" or session.posargs:
+        return _PYTEST
+    return (*_PYTEST, "-m", "not once")
 
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
-    """The whole suite (pass pytest arguments after --)."""
+    """The whole suite (pass pytest arguments after --); ``once`` tests on the newest only."""
     session.install("-e", ".[test]")
-    session.run("python", "-m", "pytest", *_PYTEST, *session.posargs)
+    session.run("python", "-m", "pytest", *_pytest(session), *session.posargs)
 
 
 @nox.session(python=PYTHONS[0])
@@ -90,7 +102,7 @@ def tests_lowest(session: nox.Session) -> None:
         "    print('tests_lowest:', name, got)\n"
     )
     session.run("python", "-c", code, *pins)
-    session.run("python", "-m", "pytest", *_PYTEST, *session.posargs)
+    session.run("python", "-m", "pytest", *_pytest(session), *session.posargs)
 
 
 @nox.session

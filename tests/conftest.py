@@ -42,6 +42,12 @@ import pytest
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
+        "once: a test whose subject does not change with the Python version or the h2 version "
+        "(the CLI and README through subprocesses, mypy, 10,000-request runs against external "
+        "servers); CI runs it on the newest Python only (noxfile.py)",
+    )
+    config.addinivalue_line(
+        "markers",
         "expect_log(logger, level, substring=''): a log record at WARNING or above that this "
         "test is allowed to produce (see tests/conftest.py)",
     )

@@ -26,6 +26,10 @@ import aioh2s
 from aioh2s import cli
 from helpers import IN_CI, require
 
+# The CLI, the README and typing do not change with the Python version: CI runs this
+# file once, on the newest Python (noxfile.py).
+pytestmark = pytest.mark.once
+
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 ENV = {
     **os.environ,

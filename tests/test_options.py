@@ -23,6 +23,10 @@ import pytest
 import aioh2s
 from helpers import IN_CI
 
+# Typing does not change with the Python version: CI runs this file once, on the newest
+# Python (noxfile.py).
+pytestmark = pytest.mark.once
+
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
 # What a Session takes as arguments of its own rather than as Config fields (see

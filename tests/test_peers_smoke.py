@@ -27,7 +27,8 @@ from peers import (
     pattern,
 )
 
-pytestmark = pytest.mark.timeout(60)
+# Peers' behaviour, not ours across Pythons: CI runs these once, on the newest Python.
+pytestmark = [pytest.mark.timeout(60), pytest.mark.once]
 
 Result = dict[str, Any]
 

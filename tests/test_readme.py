@@ -37,6 +37,10 @@ import pytest
 from aioh2s import cli
 from helpers import unavailable
 
+# The CLI, the README and typing do not change with the Python version: CI runs this
+# file once, on the newest Python (noxfile.py).
+pytestmark = pytest.mark.once
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 SRC = str(ROOT / "src")

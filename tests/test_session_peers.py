@@ -22,6 +22,9 @@ import pytest
 import aioh2s
 import peers
 
+# Long runs against external servers: CI runs them once, on the newest Python (noxfile.py).
+pytestmark = pytest.mark.once
+
 N = 10_000
 CONCURRENCY = 100
 

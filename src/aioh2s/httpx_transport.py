@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from ._exchange import Exchange
 from .config import Config, SessionConfigOptions
 from .errors import (
     ConnectError,
@@ -46,7 +47,7 @@ from .errors import (
     WriteTimeout,
 )
 from .headers import HeadersLike
-from .session import Exchange, Session, Timeouts, TimeoutsLike
+from .session import Session, Timeouts, TimeoutsLike
 
 if sys.version_info >= (3, 11):
     from typing import Unpack

@@ -33,24 +33,21 @@ import dataclasses
 import json as _json
 import ssl as _ssl
 import sys
-from collections.abc import AsyncIterable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from . import _aio
-from ._origin import Origin, Pooled
-from ._state import Send
+from ._exchange import Attempts, Body, Exchange, read_body, upload
+from ._origin import Origin
 from ._stream import Stream
 from .client import Client, RequestStream, connect, end_request
 from .config import Config, SessionConfigOptions
 from .errors import (
     ConnectionClosed,
-    ErrorCode,
     H2Error,
     RequestTimeout,
-    ResponseTooLarge,
     StreamReset,
 )
 from .headers import PARTIAL_REQUEST, Headers, HeadersLike, check_request, to_wire
@@ -103,8 +100,6 @@ class Timeouts:
 
 
 TimeoutsLike = Timeouts | float | None
-#: A request body: bytes (sent again on a retry), an async iterable of bytes, or None.
-Body = bytes | bytearray | memoryview | AsyncIterable[bytes] | None
 
 #: The sentinel for "the session's own timeouts".
 _SESSION: Any = object()
@@ -193,7 +188,7 @@ class _Request:
         self._end = end
         self._timeouts = timeouts
         self._stream: SessionStream | None = None
-        self._attempts = _Attempts()
+        self._attempts = Attempts()
 
     async def __aenter__(self) -> SessionStream:
         s = await self._session._open(
@@ -463,7 +458,7 @@ class Session:
         )
         return origin
 
-    def _may_retry(self, e: H2Error, attempts: _Attempts) -> bool:
+    def _may_retry(self, e: H2Error, attempts: Attempts) -> bool:
         if not e.retry_safe or self._closed or attempts.tries >= self.retries:
             return False
         attempts.tries += 1
@@ -471,7 +466,7 @@ class Session:
 
     async def _open(
         self, key: _Key, wire: list[tuple[bytes, bytes]], end: bool, t: Timeouts,
-        attempts: _Attempts,
+        attempts: Attempts,
     ) -> Stream:
         """Open the request's stream on a pooled connection."""
         for _ in range(_MAX_REFUSALS):
@@ -521,7 +516,7 @@ class Session:
             headers = ex.stream._s.headers
             assert headers is not None
             try:
-                data = await _read_body(ex.stream, max_body_size, url)
+                data = await read_body(ex.stream, max_body_size, url)
             except H2Error:
                 failed = ex.upload_error()
                 if failed is not None:  # (we reset the stream for it: its error says why)
@@ -546,13 +541,13 @@ class Session:
         """
         replayable = body is None or isinstance(body, (bytes, bytearray, memoryview))
         empty = body is None or (replayable and not body)
-        state = _Attempts()
+        state = Attempts()
         while True:
             s = await self._open(key, wire, empty, t, state)
             ex = Exchange(RequestStream(s))
             try:
                 if not empty:
-                    ex.upload = asyncio.ensure_future(_upload(s, body, state, ex))
+                    ex.upload = asyncio.ensure_future(upload(s, body, state, ex))
                 await ex.stream.response_headers()
                 if ex.upload is not None and ex.upload.done():
                     await ex.uploaded()  # failed before the answer came: raise that
@@ -571,131 +566,6 @@ class Session:
                 raise
 
 
-class Exchange:
-    """One request of a Session in flight: its stream, and the task sending its body."""
-
-    __slots__ = ("stream", "upload", "stopping")
-
-    def __init__(self, stream: RequestStream) -> None:
-        self.stream = stream
-        self.upload: asyncio.Future[None] | None = None
-        self.stopping = False  # end() is cancelling the upload (any other cancel is a failure)
-
-    def upload_error(self) -> BaseException | None:
-        """What stopped the body from going out, once it has (None: nothing, or not yet)."""
-        up = self.upload
-        if up is None or not up.done() or up.cancelled():
-            return None
-        return up.exception()
-
-    async def uploaded(self) -> None:
-        """Wait until the whole body went out; raise what stopped it."""
-        if self.upload is not None:
-            await asyncio.shield(self.upload)
-
-    async def end(self) -> None:
-        """The exchange is over: stop the body, end the stream (reset if unfinished).
-
-        Waits for the upload task to finish (it only has to notice its cancellation); a
-        cancellation of the caller meanwhile is delivered once it has.
-        """
-        end_request(self.stream._s)
-        up = self.upload
-        if up is None:
-            return
-        if not up.done():
-            self.stopping = True
-            up.cancel()
-        cancelled = False
-        while not up.done():
-            try:
-                await asyncio.wait([up])
-            except asyncio.CancelledError:
-                cancelled = True
-        if not up.cancelled():
-            up.exception()  # retrieved: it was raised already, or is moot now
-        if cancelled:
-            raise asyncio.CancelledError()
-
-
-async def _upload(s: Stream, body: Body, state: _Attempts, ex: Exchange) -> None:
-    try:
-        if isinstance(body, (bytes, bytearray, memoryview)):
-            s.write(body)  # queued whole: it is in memory already
-        elif body is not None:
-            state.started = True
-            async for chunk in body:
-                if s.send is Send.RESET:
-                    return  # the server answered and stopped the body (_drain let it pass)
-                s.write(chunk)
-                await _drain(s)
-            if s.send is Send.RESET:
-                return
-        if s.send is Send.OPEN:
-            s.end()
-        await _drain(s)
-    except asyncio.CancelledError:
-        if ex.stopping:
-            raise
-        # The body's iterator was cancelled by somebody else: the body is broken.
-        _abandon(s)
-        raise RuntimeError("the request body's async iterator raised CancelledError") from None
-    except BaseException:
-        _abandon(s)
-        raise
-
-
-def _abandon(s: Stream) -> None:
-    # Nothing more will come: tell the server, and wake the wait for the response.
-    if not s.closed:
-        s.conn.reset_stream(s, ErrorCode.CANCEL)
-        s.conn.flush()
-
-
-class _Attempts:
-    """How often one request was sent again, and what the retries should avoid."""
-
-    __slots__ = ("tries", "started", "last", "avoid")
-
-    def __init__(self) -> None:
-        self.tries = 0
-        self.started = False  # a chunk of a streaming body was taken: it cannot be replayed
-        self.last: Pooled | None = None  # the connection of the latest attempt
-        self.avoid: Pooled | None = None
-
-    def note(self, e: BaseException) -> None:
-        """A retry follows ``e``: after REFUSED_STREAM, keep off the connection that refused."""
-        refused = isinstance(e, StreamReset) and e.error_code == ErrorCode.REFUSED_STREAM
-        self.avoid = self.last if refused else None
-
-
-async def _drain(s: Stream) -> None:
-    try:
-        await s.drain()
-    except StreamReset as e:
-        # RFC 9113 §8.1: a server may answer before reading the whole body, then reset the
-        # stream with NO_ERROR to stop it; the response still counts.
-        if not (e.remote and e.error_code == ErrorCode.NO_ERROR):
-            raise
-
-
-async def _read_body(stream: RequestStream, limit: int | None, url: str) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    reader = stream.reader
-    while True:
-        chunk = await reader.read(256 * 1024)
-        if not chunk:
-            return b"".join(parts)
-        size += len(chunk)
-        if limit is not None and size > limit:
-            raise ResponseTooLarge(f"the response body of {url} is over {limit} bytes")
-        parts.append(chunk)
-
-
-# A plain CONNECT's :authority is the tunnel's target, not the server to connect to, so it
-# does not fit a pool keyed by :authority. An extended CONNECT (RFC 8441) does: its
-# :authority is the server's.
 _PLAIN_CONNECT = (
     "a Session does not send plain CONNECT: its :authority names the tunnel's target, not the"
     " server; use (await aioh2s.connect(proxy_host, proxy_port)).connect_tunnel('host:port')."

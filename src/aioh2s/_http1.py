@@ -297,6 +297,20 @@ _505_TLS_TEXT = (
 )
 
 
+def _refuse_garbage(conn: Connection, data: bytes | bytearray) -> bytes:
+    """Answer first bytes that are neither HTTP/2 nor HTTP/1.x; returns no h2 bytes.
+
+    RFC 9113 §3.4: our SETTINGS first (the server preface), then GOAWAY(PROTOCOL_ERROR).
+    """
+    conn.initiate()
+    conn.abort(
+        RemoteProtocolError(f"invalid connection preface: {data[:24]!r}",
+                            ErrorCode.PROTOCOL_ERROR),
+        ErrorCode.PROTOCOL_ERROR,
+    )
+    return b""
+
+
 def _refuse(conn: Connection, status: int, reason: str, text: str, why: str) -> bytes:
     conn.transport.write(response(status, reason, text))
     conn.abort(ConnectionClosed(why), None)
@@ -327,14 +341,7 @@ async def front_door(conn: Connection, data: bytes | bytearray) -> bytes | bytea
         conn.initiate(flush=False)  # sent with the replies to these first bytes: one write
         return data
     if kind == INVALID:
-        # RFC 9113 §3.4: our SETTINGS first (the server preface), then GOAWAY(PROTOCOL_ERROR).
-        conn.initiate()
-        conn.abort(
-            RemoteProtocolError(f"invalid connection preface: {data[:24]!r}",
-                                ErrorCode.PROTOCOL_ERROR),
-            ErrorCode.PROTOCOL_ERROR,
-        )
-        return b""
+        return _refuse_garbage(conn, data)
     try:
         head, rest = await read_request(wire, data)
         if conn.closed:
@@ -459,13 +466,7 @@ class TLSFrontDoor:
         if kind == INVALID:
             self._note(conn, peer, "its first bytes are neither HTTP/2 nor HTTP/1.x:"
                        " GOAWAY(PROTOCOL_ERROR)")
-            conn.initiate()
-            conn.abort(
-                RemoteProtocolError(f"invalid connection preface: {data[:24]!r}",
-                                    ErrorCode.PROTOCOL_ERROR),
-                ErrorCode.PROTOCOL_ERROR,
-            )
-            return b""
+            return _refuse_garbage(conn, data)
         try:
             head, _rest = await read_request(wire, data)
             if conn.closed:

@@ -44,6 +44,8 @@ from .errors import (
     RequestTimeout,
     ResponseTooLarge,
     StreamReset,
+    WebSocketClosed,
+    WebSocketRejected,
     WriteTimeout,
 )
 from .headers import Headers, HeadersLike
@@ -88,6 +90,8 @@ __all__ = [
     "SessionStream",
     "StreamReset",
     "Timeouts",
+    "WebSocketClosed",
+    "WebSocketRejected",
     "WriteTimeout",
     "__version__",
     "client_ssl_context",

@@ -44,6 +44,8 @@ __all__ = [
     "RequestTimeout",
     "ResponseTooLarge",
     "StreamReset",
+    "WebSocketClosed",
+    "WebSocketRejected",
     "WriteTimeout",
 ]
 
@@ -262,3 +264,46 @@ class RequestTimeout(H2Timeout):
 
 class ResponseTooLarge(H2Error):
     """A response body grew past the ``max_body_size`` the application allowed for it."""
+
+
+class WebSocketClosed(H2Error):
+    """A WebSocket (``aioh2s.websocket``) is closed: no more messages come or may be sent.
+
+    ``code`` and ``reason`` are the close frame's (RFC 6455 §7.4): the peer's when it closed
+    first, the one we sent when we did (after ``close()``, or failing the connection because
+    the peer broke RFC 6455: 1002, 1007, 1009), or 1006 when the stream ended without a close
+    handshake (``__cause__`` is then the ``StreamReset``/``ConnectionClosed``, if any).
+    ``local`` says which side started the close. ``clean`` is True for a completed handshake
+    with a normal code (1000, 1001, or 1005 for a close frame without one), the case in which
+    ``async for message in ws`` simply ends.
+    """
+
+    def __init__(self, code: int, reason: str = "", local: bool = False) -> None:
+        who = "we" if local else "the peer"
+        text = f"WebSocket closed by {who} with code {code}" + (f": {reason}" if reason else "")
+        super().__init__(text)
+        self.code = code
+        self.reason = reason
+        self.local = local
+
+    @property
+    def clean(self) -> bool:
+        """True when the close was a normal one (code 1000, 1001 or 1005)."""
+        return self.code in (1000, 1001, 1005)
+
+
+class WebSocketRejected(H2Error):
+    """A WebSocket's opening handshake was refused: no WebSocket was opened.
+
+    On a client, the server answered the extended CONNECT with something other than 2xx (or
+    chose a subprotocol that was not offered); ``status``, ``headers`` and ``body`` (its first
+    64 KiB at most) are the server's answer. On a server, ``accept()`` raises it after
+    answering a request it cannot accept (a ``sec-websocket-version`` other than 13) with 400;
+    escaping a handler it is not logged as the handler's failure.
+    """
+
+    def __init__(self, status: int, headers: object, body: bytes) -> None:
+        super().__init__(f"the server refused the WebSocket with status {status}")
+        self.status = status
+        self.headers = headers
+        self.body = body

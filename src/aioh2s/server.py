@@ -9,9 +9,10 @@ mirrors :class:`asyncio.Server` (``sockets``, ``close``, ``wait_closed``, ``serv
 Handler rules:
 - returns without ending the stream: the stream is ended (a 500 is sent if no headers were);
 - raises: 500 if no headers were sent yet, else RST_STREAM(INTERNAL_ERROR); the error is logged;
-- ``StreamReset``/``ConnectionClosed`` escaping a handler are the peer's doing: not logged as
-  errors; nor is the ``RemoteProtocolError`` of the handler's own stream (the peer broke a
-  rule on it, and was answered with RST_STREAM);
+- ``StreamReset``/``ConnectionClosed`` (and ``WebSocketClosed``, and the
+  ``WebSocketRejected`` of a WebSocket request that ``accept()`` answered 400) escaping a
+  handler are the peer's doing: not logged as errors; nor is the ``RemoteProtocolError`` of
+  the handler's own stream (the peer broke a rule on it, and was answered with RST_STREAM);
 - a handler whose stream was reset (or whose connection died) is cancelled if it still runs
   ``reset_handler_timeout`` seconds later, so abandoned work cannot pile up;
 - at most ``max_concurrent_streams`` handlers run per connection; requests beyond that (only
@@ -40,7 +41,15 @@ from ._stream import Stream
 from ._trace import peer_label
 from ._wire import Wire
 from .config import Config, ConfigOptions, default_max_connections
-from .errors import ALPNError, ConnectionClosed, ErrorCode, RemoteProtocolError, StreamReset
+from .errors import (
+    ALPNError,
+    ConnectionClosed,
+    ErrorCode,
+    RemoteProtocolError,
+    StreamReset,
+    WebSocketClosed,
+    WebSocketRejected,
+)
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn
 
@@ -128,7 +137,7 @@ class _ServedConnection:
                 # waited in line): there is nobody to answer.
                 return
             await self.server._handler(reader, writer)
-        except (StreamReset, ConnectionClosed) as e:
+        except (StreamReset, ConnectionClosed, WebSocketClosed, WebSocketRejected) as e:
             log.debug("aioh2s: handler of stream %d ended by %s", s.id, e)
         except RemoteProtocolError as e:
             if e is s.error:

@@ -66,7 +66,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -392,18 +392,17 @@ def free_port() -> int:
 
 
 @dataclass
-class NghttpdPeer(Peer):
-    """nghttpd: ``docroot`` holds ``hello.txt`` and ``1mib.bin`` (``pattern(2**20)``)."""
+class PolledPeer(Peer):
+    """A peer that cannot report its port (nghttpd, nghttpx): started, then polled."""
 
-    docroot: Path = Path()
     _child: _Child | None = None
 
     def _start(self) -> None:
-        self._child = _Child("nghttpd", self.argv)
+        self._child = _Child(self.name, self.argv)
         self.process = self._child.proc
         self.log_path = self._child.log_path
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        while True:  # nghttpd cannot report its port: poll until it accepts
+        while True:  # poll until it accepts
             try:
                 socket.create_connection((self.host, self.port), timeout=1).close()
                 return
@@ -424,12 +423,33 @@ class NghttpdPeer(Peer):
         self._child = None
 
     def restart(self, *, kill: bool = True) -> None:
-        """Stop nghttpd (SIGKILL; else SIGTERM) and start it again on the same port.
+        """Stop the peer (SIGKILL; else SIGTERM) and start it again on the same port.
 
         Its connections end without GOAWAY: the kernel closes their sockets.
         """
         self._stop(kill)
         self._start()
+
+
+@dataclass
+class NghttpdPeer(PolledPeer):
+    """nghttpd: ``docroot`` holds ``hello.txt`` and ``1mib.bin`` (``pattern(2**20)``)."""
+
+    docroot: Path = Path()
+
+
+def _start_polled(make: Callable[[int], PolledPeer]) -> PolledPeer:
+    """Start the peer ``make(port)`` builds on a free port, trying another if it was taken."""
+    for attempt in range(3):  # a free port may be taken before the peer binds it
+        peer = make(free_port())
+        try:
+            peer._start()
+            return peer
+        except pytest.fail.Exception:
+            peer._stop(kill=True)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 @contextlib.contextmanager
@@ -446,8 +466,8 @@ def nghttpd_server(
         docroot = Path(tmp)
         (docroot / "hello.txt").write_bytes(b"hello from nghttpd\n")
         (docroot / "1mib.bin").write_bytes(pattern(1 << 20))
-        for attempt in range(3):  # a free port may be taken before nghttpd binds it
-            port = free_port()
+
+        def make(port: int) -> PolledPeer:
             argv = [nghttpd, "--echo-upload", "-a", "127.0.0.1", "-d", str(docroot),
                     "-n", str(workers)]
             if max_streams is not None:
@@ -457,15 +477,55 @@ def nghttpd_server(
                 argv += ["--no-tls", str(port)]
             else:
                 argv += [str(port), str(certs.key), str(certs.cert)]
-            peer = NghttpdPeer("nghttpd", port, argv, certs=certs, counts=False,
+            return NghttpdPeer("nghttpd", port, argv, certs=certs, counts=False,
                                docroot=docroot)
-            try:
-                peer._start()
-                break
-            except pytest.fail.Exception:
-                peer._stop(kill=True)
-                if attempt == 2:
-                    raise
+
+        peer = _start_polled(make)
+        assert isinstance(peer, NghttpdPeer)
+        try:
+            yield peer
+        finally:
+            peer._stop(kill=False)
+
+
+# --------------------------------------------------------------------------- nghttpx
+
+
+@contextlib.contextmanager
+def nghttpx_proxy(
+    backend_port: int,
+    *,
+    certs: Any = None,
+    backend_h2: bool = False,
+    backend_tls: bool = False,
+) -> Iterator[PolledPeer]:
+    """Run nghttp2's reverse proxy ``nghttpx`` in front of 127.0.0.1:``backend_port``.
+
+    The frontend speaks h2c and HTTP/1.1 (or TLS with ALPN h2 and http/1.1 with ``certs``);
+    the backend is HTTP/1.1, or HTTP/2 with ``backend_h2`` (over TLS, unverified, with
+    ``backend_tls``). nghttpx does RFC 8441 on both sides: an extended CONNECT for
+    ``websocket`` from the frontend becomes an HTTP/1.1 Upgrade to an HTTP/1.1 backend, and
+    an HTTP/1.1 Upgrade becomes an extended CONNECT to an HTTP/2 backend that enabled it.
+    """
+    nghttpx = require("nghttpx")
+    with tempfile.TemporaryDirectory(prefix="aioh2s-nghttpx-") as tmp:
+
+        def make(port: int) -> PolledPeer:
+            frontend = f"127.0.0.1,{port}" + ("" if certs is not None else ";no-tls")
+            proto = "h2" if backend_h2 else "http/1.1"
+            backend = f"127.0.0.1,{backend_port};;proto={proto}"
+            if backend_tls:
+                backend += ";tls"
+            argv = [nghttpx, f"--frontend={frontend}", f"--backend={backend}", "--workers=1",
+                    "--conf=/dev/null", f"--pid-file={tmp}/pid", "--no-ocsp",
+                    "--accesslog-file=/dev/null", "--errorlog-file=/dev/stderr"]
+            if backend_tls:
+                argv.append("--insecure")  # the backend's certificate is the test CA's
+            if certs is not None:
+                argv += [str(certs.key), str(certs.cert)]
+            return PolledPeer("nghttpx", port, argv, certs=certs, counts=False)
+
+        peer = _start_polled(make)
         try:
             yield peer
         finally:

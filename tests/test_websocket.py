@@ -322,21 +322,44 @@ async def test_a_peer_that_never_answers_our_close_is_reset_after_close_timeout(
             await asyncio.wait_for(app.done.wait(), 5)
 
 
-async def test_a_peer_that_echoes_close_but_keeps_its_side_open_is_reset() -> None:
-    app = Echo(close_timeout=0.3)
+async def test_a_client_that_keeps_its_side_open_after_the_close_handshake_is_reset() -> None:
+    """A server is done once the close frames are exchanged (nghttpx keeps its side open)."""
+    app = Echo(close_timeout=30)
     async with aioh2s_client(app) as client:
         async with raw_tunnel(client) as st:
             st.writer.write(frame(0x1, b"close-me"))
             await server_events(st, CloseConnection)
             st.writer.write(frame(0x8, struct.pack("!H", 4000)))
             assert await asyncio.wait_for(st.reader.read(), 5) == b""  # the server ended its side
-            await asyncio.wait_for(app.done.wait(), 5)  # within close_timeout
+            await asyncio.wait_for(app.done.wait(), 2)  # long before close_timeout
+            assert app.sockets[0].close_code == 4000
             with pytest.raises(aioh2s.StreamReset) as info:
                 for _ in range(100):  # our side still open: the server's reset arrives
                     await asyncio.sleep(0.02)
                     await st.writer.drain()
-            assert info.value.error_code == aioh2s.ErrorCode.CANCEL
-            assert app.sockets[0].close_code == 4000
+            assert info.value.error_code == aioh2s.ErrorCode.NO_ERROR
+
+
+async def test_a_client_waits_for_the_servers_end_of_stream_within_close_timeout(
+    wire: Any,
+) -> None:
+    hold = asyncio.Event()
+
+    async def lingering(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"})
+        data = await reader.read(100)  # the client's close frame: echo it, keep our side open
+        assert data[0] == 0x88
+        writer.write(frame(0x8, struct.pack("!H", 1000), mask=False))
+        await hold.wait()
+
+    async with wire.client_for(lingering, ON) as (client, _):
+        ws = await websocket.connect(client, close_timeout=0.3)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.wait_for(ws.close(), 5)
+        assert 0.25 < loop.time() - start < 2
+        assert ws.close_code == 1000
+        hold.set()
 
 
 async def test_a_stream_ending_without_a_close_frame_is_1006(wire: Any) -> None:

@@ -17,7 +17,10 @@ alone). A :class:`WebSocket` wraps one tunnel:
 - ``send()`` writes one whole frame and waits on ``drain()``, so concurrent senders never
   interleave inside a frame and a slow peer slows the sender.
 - The close handshake (RFC 6455 §7): whoever closes first sends a close frame and the other
-  echoes it; each side then ends its half of the stream (END_STREAM). A peer that breaks RFC
+  echoes it; each side then ends its half of the stream (END_STREAM). A server is closed at
+  that point (a client that keeps its half open is reset with NO_ERROR once the handler
+  returns); a client waits for the server's END_STREAM, as RFC 6455 §7.1.1 has a client wait
+  for the server to close the TCP connection. A peer that breaks RFC
   6455 (an unmasked client frame, bad UTF-8, a reserved bit) gets a close frame with the RFC's
   code (1002, 1007) from wsproto's checks. Every wait for the peer during a close is bounded
   by ``close_timeout``; past it the stream is reset (CANCEL), so no close hangs.
@@ -364,6 +367,12 @@ class WebSocket:
                     break
             if wrote:
                 await self._drain()  # a PING flood pauses our reading, not our memory
+            if self._discard and not ws.client:
+                # A server is done once the close frames are exchanged (or it failed the
+                # connection) and its END_STREAM is queued: RFC 6455 §7.1.1 has the server
+                # close first. A client still open is reset with NO_ERROR when the handler
+                # returns (RFC 9113 §8.1), so a proxy that never ends its side costs nothing.
+                return
 
     def _fail(self, code: int, reason: str) -> None:
         """The peer broke RFC 6455: send close ``code``, end our side, await its END_STREAM."""

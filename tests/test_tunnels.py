@@ -40,10 +40,11 @@ class Tunnels:
     half-closed tunnel stays open.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, allow_slow: bool = False) -> None:
         self.requests: list[aioh2s.Headers] = []
         self.errors: list[BaseException] = []
         self.done = asyncio.Event()
+        self.allow_slow = allow_slow
 
     async def __call__(self, reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         self.requests.append(reader.headers)
@@ -52,6 +53,8 @@ class Tunnels:
             writer.write(b"ok")
             writer.write_eof()
             return
+        if self.allow_slow:
+            reader.allow_slow_body()
         writer.send_headers({":status": "200"})
         try:
             async for chunk in reader:
@@ -242,21 +245,44 @@ async def test_a_refused_connect_is_an_ordinary_response(wire: Any) -> None:
             assert t.reader.trailers == [("x-why", "credentials")]
 
 
-# -- min_body_rate: an open tunnel is exempt, a CONNECT not answered yet is not ---------------
+# -- min_body_rate: an open extended CONNECT tunnel is exempt, a plain one if its handler says so,
+# a CONNECT not answered yet is not ------------------------------------------------------------
 
 RATE = {"min_body_rate": 100_000.0, "body_rate_grace": 0.2}
 
 
-async def test_an_open_tunnel_may_stay_silent(wire: Any) -> None:
-    app = Tunnels()
-    async with wire.client_for(app, RATE) as (client, _server):
-        async with client.connect_tunnel("a.example:1") as t:
+@pytest.mark.parametrize("kind", ["extended", "plain, allowed by the handler"])
+async def test_an_open_tunnel_may_stay_silent(wire: Any, kind: str) -> None:
+    extended = kind == "extended"
+    app = Tunnels(allow_slow=not extended)
+    async with wire.client_for(app, {**RATE, "enable_connect_protocol": True}) as (client, _):
+        if extended:
+            opening = client.request({":method": "CONNECT", ":protocol": "x", ":path": "/"})
+        else:
+            opening = client.connect_tunnel("a.example:1")
+        async with opening as t:
             await t.response_headers()
             await asyncio.sleep(1.0)  # five grace periods without a byte
             t.writer.write(b"still here")
             t.writer.write_eof()
             assert await t.reader.read() == b"still hereafter EOF"
         assert not client.is_closing()
+
+
+@pytest.mark.expect_log("aioh2s", logging.WARNING, "closing connection")
+async def test_a_plain_tunnel_is_held_to_the_rate_unless_its_handler_allows_it(wire: Any) -> None:
+    """Any client may send a plain CONNECT (no setting needed) to a handler that answers 200
+    first, an echo say: were that exempt by itself, it would be a way out of the limit."""
+    app = Tunnels()
+    async with wire.client_for(app, RATE) as (client, _server):
+        async with client.connect_tunnel("a.example:1") as t:
+            await t.response_headers()
+            with pytest.raises(aioh2s.H2Error):
+                for _ in range(100):  # dribble: 1 byte per 0.05 s, far below the rate
+                    t.writer.write(b"x")
+                    await t.writer.drain()
+                    await asyncio.sleep(0.05)
+        await asyncio.wait_for(client.wait_closed(), 5)
 
 
 @pytest.mark.expect_log("aioh2s", logging.WARNING, "closing connection")

@@ -646,3 +646,79 @@ async def test_server_handler_returning_without_close_ends_the_websocket(wire: A
         assert info.value.code == 1006
         await asyncio.wait_for(ws.wait_closed(), 5)
 
+
+
+async def test_close_while_unread_messages_fill_the_queue_still_completes(wire: Any) -> None:
+    async def chatty(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        async with await websocket.accept(reader, writer) as ws:
+            try:
+                while True:
+                    await ws.send(b"m" * 1000)
+            except aioh2s.WebSocketClosed:
+                pass
+
+    async with wire.client_for(chatty, ON) as (client, _):
+        ws = await websocket.connect(client, max_message_size=10_000)
+        for _ in range(100):  # the queue fills: the reader pauses
+            if ws._queued >= 10_000:
+                break
+            await asyncio.sleep(0.01)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        await asyncio.wait_for(ws.close(4003), 5)
+        assert loop.time() - start < 2  # not close_timeout: the peer's close frame was read
+        assert ws.close_code == 4003
+        assert ws._queued <= 10_000 + 1000
+
+
+async def test_a_cancelled_handler_ends_its_websocket_at_once(wire: Any) -> None:
+    """Its close frame (1001) is queued, but a cancelled handler's stream is reset (CANCEL)."""
+    entered = asyncio.Event()
+    tasks: list[asyncio.Task[Any]] = []
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        tasks.append(asyncio.current_task())  # type: ignore[arg-type]
+        async with await websocket.accept(reader, writer) as ws:
+            entered.set()
+            await ws.receive()
+
+    async with wire.client_for(handler, ON) as (client, _):
+        ws = await websocket.connect(client)
+        await asyncio.wait_for(entered.wait(), 5)
+        tasks[0].cancel()
+        with pytest.raises(aioh2s.WebSocketClosed) as info:
+            await asyncio.wait_for(ws.receive(), 2)
+        assert info.value.code in (1001, 1006) and not info.value.local
+        await asyncio.wait_for(ws.wait_closed(), 2)
+
+
+async def test_a_url_websocket_closes_its_connection_when_it_ends_by_itself(wire: Any) -> None:
+    app = Echo()
+    async with wire.serving(app, **ON) as (_server, port):
+        scheme = "wss" if wire.tls else "ws"
+        ssl = wire.client_options().get("ssl")
+        ws = await websocket.connect(f"{scheme}://127.0.0.1:{port}/", ssl=ssl)
+        await ws.send("close-me")
+        with pytest.raises(aioh2s.WebSocketClosed):
+            await asyncio.wait_for(ws.receive(), 5)
+        conn = ws.writer.connection
+        await asyncio.wait_for(conn.wait_closed(), 5)  # nobody called close()/wait_closed()
+
+
+async def test_a_cancelled_client_block_closes_with_1001_without_waiting(wire: Any) -> None:
+    app = Echo()
+    async with wire.client_for(app, ON) as (client, _):
+        entered = asyncio.Event()
+
+        async def user() -> None:
+            async with websocket.connect(client) as ws:
+                entered.set()
+                await ws.receive()
+
+        task = asyncio.create_task(user())
+        await asyncio.wait_for(entered.wait(), 5)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(task, 1)
+        await asyncio.wait_for(app.done.wait(), 5)  # the close went on without the caller
+        assert app.closes == [] and app.sockets[0].close_code == 1001

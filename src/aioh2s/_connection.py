@@ -717,10 +717,13 @@ class Connection(Sender, Lifecycle, StreamSlots):
             ) >= _MAX_INFORMATIONAL:
                 self.stream_error(s, ErrorCodes.ENHANCE_YOUR_CALM,
                                   f"more than {_MAX_INFORMATIONAL} 1xx responses")
-            elif s is not None and s.tunnel == TUNNEL_OPEN and t is h2.events.TrailersReceived:
+            elif s is not None and t is h2.events.TrailersReceived and (
+                s.tunnel == TUNNEL_OPEN or (s.tunnel and not self.client)
+            ):
+                # (On a client, trailers of a refusal, a non-2xx answer, are fine.)
                 self.stream_error(s, ErrorCodes.PROTOCOL_ERROR,
-                                  "trailers on a CONNECT tunnel: only DATA may follow its 2xx"
-                                  " response (RFC 9113 §8.5)")
+                                  "trailers on a CONNECT tunnel: only DATA may follow its"
+                                  " HEADERS (RFC 9113 §8.5)")
             elif s is not None:
                 s.on_headers(_HEADER_KINDS[t], decode(ev.headers))  # type: ignore[attr-defined]
         elif t is h2.events.StreamEnded:

@@ -57,6 +57,14 @@ __all__ = [
 ]
 
 
+def _has_port(authority: bytes) -> bool:
+    """``host:port`` with a port (``[v6]:port`` too): what a plain CONNECT must name."""
+    host, sep, port = authority.rpartition(b":")
+    return bool(sep and host and port.isdigit() and not host.endswith(b":")) and (
+        b":" not in host or (host.startswith(b"[") and host.endswith(b"]"))
+    )
+
+
 def _version(text: str) -> tuple[int, ...]:
     parts = []
     for p in text.split(".")[:3]:
@@ -689,8 +697,7 @@ class H2(h2.connection.H2Connection):
             self._upper_odd += 1
         else:
             self._upper_even += 1
-        if SUPPORTED:
-            _h2headers.install(stream)
+        _h2headers.install(stream)
         return stream
 
     def _count_open(self, parity: int, limit: int) -> int:
@@ -856,9 +863,7 @@ class H2(h2.connection.H2Connection):
         ``:path``, extended CONNECT with them, ``:protocol`` only on CONNECT) but not that a
         plain CONNECT names its target in ``:authority`` (RFC 9113 §8.5: a Host field does not
         do), nor that ``:protocol`` needs our SETTINGS_ENABLE_CONNECT_PROTOCOL (RFC 8441 §3).
-        CONNECT's DATA is a tunnel, not content (RFC 9110 §9.3.6): h2's content-length check is
-        turned off for a CONNECT request and for a 2xx response to one (which a client must
-        read past any Content-Length).
+        (Content-Length on CONNECT is ``_h2headers.CheckedStream``'s business.)
         """
         for ev in events:
             cls = ev.__class__
@@ -883,21 +888,9 @@ class H2(h2.connection.H2Connection):
                         return "an empty :protocol (RFC 8441 §4)"
                 elif not authority:
                     return "a CONNECT request without :authority (RFC 9113 §8.5)"
-                self._no_content_length(ev.stream_id)
-            elif cls is h2.events.ResponseReceived:
-                stream = self.streams.get(ev.stream_id)
-                if stream is not None and stream.request_method == b"CONNECT":
-                    for n, v in ev.headers:
-                        if n == b":status":
-                            if v[:1] == b"2":
-                                self._no_content_length(ev.stream_id)
-                            break
+                elif not _has_port(authority):
+                    return "a CONNECT request whose :authority has no port (RFC 9113 §8.5)"
         return None
-
-    def _no_content_length(self, stream_id: int) -> None:
-        stream = self.streams.get(stream_id)
-        if stream is not None and hasattr(stream, "_expected_content_length"):
-            stream._expected_content_length = None
 
     def _handle_data_on_closed_stream(self, events: Any, exc: Any, frame: Any) -> Any:
         already_reset = exc.stream_id in self._rst_sent

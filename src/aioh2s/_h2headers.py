@@ -170,7 +170,44 @@ class MalformedHeaders(h2.exceptions.ProtocolError):
     """
 
 
-class FastInboundStream(h2.stream.H2Stream):
+class CheckedStream(h2.stream.H2Stream):
+    """An ``H2Stream`` whose Content-Length rules are RFC 9113's and RFC 9110's, not h2's.
+
+    h2 raises a connection error for a malformed or conflicting Content-Length; RFC 9113
+    §8.1.1 makes that a malformed message, a stream error (``MalformedHeaders`` is answered
+    with RST_STREAM(PROTOCOL_ERROR) by ``_h2ext``). And CONNECT's DATA is a tunnel, not
+    content (RFC 9110 §9.3.6): a CONNECT request's Content-Length is checked for syntax but
+    does not count its DATA, and a 2xx response to CONNECT is not looked at (a client MUST
+    ignore the field there).
+    """
+
+    def _initialize_content_length(self, headers: Any) -> None:
+        kind = _connect_message(self, headers)
+        if kind == "response":
+            self._expected_content_length = None
+            return
+        try:
+            super()._initialize_content_length(headers)
+        except h2.exceptions.ProtocolError as e:
+            raise MalformedHeaders(str(e)) from e
+        if kind == "request":
+            self._expected_content_length = None
+
+
+def _connect_message(stream: h2.stream.H2Stream, headers: Any) -> str | None:
+    """"request" for a CONNECT request, "response" for a 2xx response to one, else None."""
+    for n, v in headers:
+        if n[:1] != b":":  # pseudo-headers come first (h2 checks it)
+            return None
+        if n == b":method":
+            return "request" if v == b"CONNECT" else None
+        if n == b":status":
+            ok = stream.request_method == b"CONNECT" and v[:1] == b"2"
+            return "response" if ok else None
+    return None
+
+
+class FastInboundStream(CheckedStream):
     """An ``H2Stream`` whose inbound header checks take the one-pass path when they can."""
 
     _flags_cache: dict[tuple[type, bool], Any] = {}
@@ -278,9 +315,9 @@ def supported() -> bool:
 
 
 def install(stream: h2.stream.H2Stream) -> None:
-    """Give one newly created h2 stream the fast inbound checks (if :func:`supported`)."""
-    if stream.__class__ is h2.stream.H2Stream and supported():
-        stream.__class__ = FastInboundStream
+    """Give one newly created h2 stream our checks (the fast ones if :func:`supported`)."""
+    if stream.__class__ is h2.stream.H2Stream:
+        stream.__class__ = FastInboundStream if supported() else CheckedStream
 
 
 def decode(raw: Any) -> Headers:

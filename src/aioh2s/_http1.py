@@ -351,6 +351,11 @@ async def front_door(conn: Connection, data: bytes | bytearray) -> bytes | bytea
         if settings is None:
             return _refuse(conn, 505, "HTTP Version Not Supported", _505_TEXT,
                            "HTTP/1.1 request without h2c Upgrade: answered 505")
+        if req.method == b"CONNECT" or not (req.target[:1] == b"/" or req.target == b"*"):
+            # It would become stream 1 with :scheme and :path made up from the target: a plain
+            # CONNECT that skipped the rules of RFC 9113 §8.5 (say, a proxy dialling Host).
+            raise BadRequest("only a request with an origin-form target (not CONNECT) can be"
+                             " upgraded to h2c")
         check_http2_settings(settings)
         length = req.content_length()
         if req.get(b"transfer-encoding") or length > conn.config.stream_window:

@@ -466,8 +466,12 @@ class Lifecycle:
         try:
             self._stop_timers()
             writes = self.writes
+            mine = 1 if self.client else 0
             for s in list(self.streams.values()):
-                s.fail(exc.for_stream(s.id, unsent=s.sent_mark == writes))
+                if s.id % 2 == mine:
+                    s.fail(exc.for_stream(s.id, unsent=s.sent_mark == writes))
+                else:  # the peer's stream: whether it may retry is not ours to say
+                    s.fail(exc.for_stream(0))
             self.streams.clear()
             self._sendable = None
             self._fail_slot_waiters()

@@ -111,11 +111,18 @@ SEND_RULES: dict[str, dict[Send, str]] = {
         Send.ENDED: _AFTER_END,
         Send.RESET: "drop",
     },
-    "end": {
+    "end": {  # with trailers
         Send.IDLE: "send_headers() must be called before ending stream {id}",
         Send.OPEN: "ok",
         Send.ENDING: _AFTER_END,
         Send.ENDED: _AFTER_END,
+        Send.RESET: "drop",
+    },
+    "eof": {  # write_eof(): a second one does nothing, as asyncio's transports
+        Send.IDLE: "send_headers() must be called before ending stream {id}",
+        Send.OPEN: "ok",
+        Send.ENDING: "drop",
+        Send.ENDED: "drop",
         Send.RESET: "drop",
     },
 }

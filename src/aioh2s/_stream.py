@@ -25,9 +25,12 @@ more fact, ``tunnel``: a CONNECT request is ``TUNNEL_ASKED`` until a 2xx respons
 server's handler, received by a client) makes it ``TUNNEL_OPEN``. From then on its DATA are
 the tunnel's bytes, both ways, under the same flow control; END_STREAM is a half-close and
 RST_STREAM an abort, as for any stream. What differs: no trailers either way (only DATA may
-follow, §8.5), no content-length (``_h2ext`` turns h2's check off for CONNECT), and a
-server's open tunnel is exempt from ``min_body_rate`` (``slow_ok``): the application chose to
-open it, and its bytes pause whenever its two ends have nothing to say.
+follow, §8.5), no content-length (``_h2headers.CheckedStream``), and a server's open
+*extended* CONNECT tunnel is exempt from ``min_body_rate`` (``slow_ok``): the server enabled
+extended CONNECT, the application chose to open the tunnel, and its bytes pause whenever its
+two ends have nothing to say. A plain CONNECT needs no setting, so any client could send one
+to a handler that answers 200 before reading (an echo): it stays under the rate unless the
+handler calls ``allow_slow_body()``, as a proxy does.
 """
 
 from __future__ import annotations
@@ -324,10 +327,12 @@ class Stream:
             return
         if opens:
             # The tunnel is open: its bytes come when its two ends have something to say,
-            # so min_body_rate no longer applies. Only the application's 2xx opens it: a
-            # CONNECT the handler did not accept is held to the rate like any request.
+            # so min_body_rate no longer applies to an extended CONNECT (see the module
+            # docstring for plain CONNECT). Only the application's 2xx opens it: a CONNECT
+            # the handler did not accept is held to the rate like any request.
             self.tunnel = TUNNEL_OPEN
-            self.slow_ok = True
+            if self.headers is not None and ":protocol" in self.headers:
+                self.slow_ok = True
         self.headers_sent = True
         if end_stream:
             self.on_send_ended()
@@ -359,12 +364,15 @@ class Stream:
         # Trailers are checked first: a bad field is a programming error even on a stream
         # that was reset meanwhile (where the call is otherwise dropped).
         wire = to_wire(trailers, TRAILERS) if trailers is not None else None
-        if wire and self.tunnel == TUNNEL_OPEN:
+        if wire and (self.tunnel == TUNNEL_OPEN or (self.tunnel and self.conn.client)):
+            # A CONNECT request has no content to trail (RFC 9110 §9.3.6), answered or not;
+            # a server's refusal of one (no 2xx) is an ordinary response and may have some.
             raise LocalProtocolError(
                 f"trailers passed by the application on stream {self.id}, a CONNECT tunnel:"
-                " only DATA may follow its 2xx response (RFC 9113 §8.5); use write_eof()"
+                " only DATA may follow its HEADERS (RFC 9113 §8.5); use write_eof()"
             )
-        if self.send is not Send.OPEN and check_send("end", self.send, self.id) != "ok":
+        op = "end" if wire else "eof"
+        if self.send is not Send.OPEN and check_send(op, self.send, self.id) != "ok":
             return
         # No fields is no trailers: a HEADERS frame cannot be empty, END_STREAM alone says it.
         self.trailers_out = wire or None

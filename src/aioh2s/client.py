@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _aio
 from ._connection import Connection
+from ._state import Recv, Send
 from ._stream import Stream
 from ._wire import Wire
 from .config import Config, ConfigOptions
@@ -105,10 +106,16 @@ def end_request(s: Stream) -> None:
     """The application is done with request ``s``: whatever is left of it goes."""
     # Body bytes nobody read still hold connection window: release them.
     s.abandon()
-    if not s.closed:
-        # Leaving before the response completed (or with our side still open): the
-        # exchange is abandoned; tell the server so it stops working on it.
-        s.conn.reset_stream(s, ErrorCode.CANCEL)
+    if s.closed:
+        return
+    if s.send is Send.ENDING and s.recv is Recv.ENDED:
+        # The peer is done and our end is queued behind bytes still going out (drain()
+        # returns at the low-water mark): they go on without us, as asyncio's
+        # transport.close() flushes its buffer. Nothing is left to abandon.
+        return
+    # Leaving before the response completed (or with our side still open): the exchange
+    # is abandoned; tell the server so it stops working on it.
+    s.conn.reset_stream(s, ErrorCode.CANCEL)
 
 
 class Client:

@@ -412,7 +412,11 @@ def _check_connect(
             "a CONNECT request passed by the application has :scheme or :path: a plain CONNECT"
             " has neither (RFC 9113 §8.5); an extended CONNECT also has :protocol (RFC 8441)"
         )
-    if authority is None or not _TUNNEL_TARGET.fullmatch(authority):
+    if (
+        authority is None
+        or not _TUNNEL_TARGET.fullmatch(authority)
+        or int(authority.rpartition(b":")[2]) > 65535
+    ):
         raise LocalProtocolError(
             f"the :authority {(authority or b'')[:60]!r} of a CONNECT request passed by the"
             " application is not host:port: it names the tunnel's target, and the port is"

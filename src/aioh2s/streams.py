@@ -124,11 +124,13 @@ class H2StreamReader:
     def allow_slow_body(self) -> None:
         """Exempt this request body from the server's ``min_body_rate``.
 
-        For streams whose body pauses by design (gRPC streaming calls, long-lived uploads;
-        a CONNECT tunnel is exempt by itself once the handler answered it with 2xx): waiting
-        for their bytes no longer counts against the connection. Only the application can
-        tell: a request header the client chooses would let any client out of the limit.
-        Does nothing on a client.
+        For streams whose body pauses by design (gRPC streaming calls, long-lived uploads,
+        a plain CONNECT tunnel: call it before answering 2xx): waiting for their bytes no
+        longer counts against the connection. Only the application can tell: a request
+        header the client chooses would let any client out of the limit, which is why only
+        an *extended* CONNECT (``:protocol``, which the server enabled with
+        ``enable_connect_protocol``) is exempt by itself once the handler answered it with
+        2xx. Does nothing on a client.
         """
         self._s.slow_ok = True
 

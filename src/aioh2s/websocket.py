@@ -33,6 +33,7 @@ and sending one message as fragments.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import ssl as _ssl
 import time
@@ -134,7 +135,6 @@ class WebSocket:
         self._closed: WebSocketClosed | None = None  # no more messages will be queued
         self._discard = False  # past the close frames: read only to see the peer's END_STREAM
         self._timer: asyncio.TimerHandle | None = None
-        self._finished = False
         self._task = self._loop.create_task(self._run())
 
     def __repr__(self) -> str:
@@ -248,18 +248,19 @@ class WebSocket:
         caller (and still ends within ``close_timeout``).
         """
         _check_close(code, reason)
+        self._start_close(code, reason)
+        await self.wait_closed()
+
+    def _start_close(self, code: int, reason: str) -> None:
         if self._ws.state is ConnectionState.OPEN and self._closed is None:
             self._local = True
-            self._write(self._ws.send(CloseConnection(code=code, reason=reason)))
-            self._arm_timer()
-        await self.wait_closed()
+            if self._write(self._ws.send(CloseConnection(code=code, reason=reason))):
+                self._arm_timer()
+            self._room.set()  # a reader paused on a full queue reads on, to see the reply
 
     async def wait_closed(self) -> None:
         """Wait until the WebSocket is closed and its stream is over."""
         await asyncio.shield(self._task)
-        if self._on_closed is not None:
-            on_closed, self._on_closed = self._on_closed, None
-            await on_closed()
 
     def abort(self) -> None:
         """Reset the stream (CANCEL) now, without a close handshake."""
@@ -275,6 +276,11 @@ class WebSocket:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        if isinstance(exc, asyncio.CancelledError):
+            # Cancellation must be prompt: the close (1001, going away) goes on without us,
+            # bounded by close_timeout like any other.
+            self._start_close(1001, "")
+            return
         try:
             await self.close(1000 if exc is None or isinstance(exc, WebSocketClosed) else 1011)
         except BaseException:
@@ -301,7 +307,6 @@ class WebSocket:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
-            self._finished = True
             if self._closed is None:  # (an error of our own: fail what waits, all the same)
                 self._closed = WebSocketClosed(1006, "the WebSocket ended abnormally", self._local)
             self._wake()
@@ -312,13 +317,18 @@ class WebSocket:
             self._pings.clear()
             if not self._writer.is_closing():
                 self._writer.reset(ErrorCode.CANCEL)
+            if self._on_closed is not None:  # a client's: its stream, its own connection
+                on_closed, self._on_closed = self._on_closed, None
+                with contextlib.suppress(H2Error, OSError):
+                    await on_closed()
 
     async def _read_frames(self) -> None:
         ws = self._ws
         parts: list[Any] = []
         size = 0
         while True:
-            if not self._room.is_set() and not self._discard:
+            if not self._room.is_set() and ws.state is ConnectionState.OPEN:
+                # (Once we sent a close frame we read on, to see the peer's: see _queue_message.)
                 await self._room.wait()
             data = await self._reader.read(_READ_SIZE)
             if not data:
@@ -339,13 +349,8 @@ class WebSocket:
                     parts.append(event.data)
                     if event.message_finished:
                         text = isinstance(event, TextMessage)
-                        joined = "".join(parts) if text else b"".join(parts)
+                        self._queue_message("".join(parts) if text else b"".join(parts))
                         parts, size = [], 0
-                        self._queue.append(joined)
-                        self._queued += len(joined)
-                        if self._queued >= self.max_message_size:
-                            self._room.clear()
-                        self._wake()
                 elif isinstance(event, Ping):
                     if ws.state is ConnectionState.OPEN:
                         wrote = self._write(ws.send(event.response()))
@@ -373,6 +378,18 @@ class WebSocket:
                 # close first. A client still open is reset with NO_ERROR when the handler
                 # returns (RFC 9113 §8.1), so a proxy that never ends its side costs nothing.
                 return
+
+    def _queue_message(self, message: str | bytes) -> None:
+        if self._queued >= self.max_message_size and self._ws.state is not ConnectionState.OPEN:
+            # Only after our close frame (we stop reading while this much is queued): the
+            # application asked to close and is not reading, so what the peer still sends
+            # before its close frame is dropped rather than held.
+            return
+        self._queue.append(message)
+        self._queued += len(message)
+        if self._queued >= self.max_message_size:
+            self._room.clear()
+        self._wake()
 
     def _fail(self, code: int, reason: str) -> None:
         """The peer broke RFC 6455: send close ``code``, end our side, await its END_STREAM."""
@@ -493,6 +510,7 @@ async def accept(
             end_stream=True,
         )
         raise WebSocketRejected(400, Headers({"sec-websocket-version": "13"}), b"")
+    reader.allow_slow_body()  # a WebSocket may stay silent for hours (also: exempt anyway)
     writer.send_headers(response + extra)
     return WebSocket(
         reader,

@@ -1185,14 +1185,17 @@ class _Base(RuleBasedStateMachine):
                     return
                 if not headers and not dead:
                     self._bad(op, "ending the stream before send_headers() succeeded")
-                if ended and not dead:
+                if ended and not dead and k == "send_trailers":
                     self._bad(op, "ending our side twice succeeded")
+                # (A second write_eof() does nothing, as asyncio's transports.)
                 if not ended:
                     s.ended_local = True
                     if k == "send_trailers" and not dead:
                         s.trailers_expected = TRAILERS[op.args["trailers"]][1]
                 return
-            if isinstance(val, RuntimeError) and (ended or not headers):
+            if isinstance(val, RuntimeError) and (
+                (ended and k == "send_trailers") or not headers
+            ):
                 return
             if isinstance(val, (StreamReset, ConnectionClosed)) and dead:
                 return

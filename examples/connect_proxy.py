@@ -340,10 +340,12 @@ class ConnectProxy:
             return _refuse(writer, e.status, e.why + "\n", **extra)
         # The TCP connection is ours from here on: every way out closes it.
         try:
-            # The tunnel is open from here on: 2xx, then only DATA. (aioh2s also exempts an
-            # open tunnel from min_body_rate: its bytes pause whenever nobody has anything
-            # to say.) If the client reset the stream or lost the connection while we
-            # were connecting, this raises, and the target gets a TCP reset.
+            # The tunnel is open from here on: 2xx, then only DATA. Its bytes pause whenever
+            # nobody has anything to say, so it is exempt from the server's min_body_rate
+            # (a plain CONNECT is exempt only when its handler says so). If the client reset
+            # the stream or lost the connection while we were connecting, this raises, and
+            # the target gets a TCP reset.
+            reader.allow_slow_body()
             writer.send_headers({":status": "200"})
             self.opened += 1
             await relay(reader, writer, tcp_reader, tcp_writer, self.chunk, self.close_timeout)

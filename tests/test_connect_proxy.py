@@ -210,6 +210,19 @@ async def test_echo_through_the_proxy(wire: Any) -> None:
         assert proxy.open == 0
 
 
+async def test_a_silent_tunnel_is_not_cut_by_min_body_rate(wire: Any) -> None:
+    """The proxy exempts its tunnels (allow_slow_body): a plain CONNECT is not by itself."""
+    rate = {"min_body_rate": 100_000.0, "body_rate_grace": 0.2}
+    async with Target("echo") as target, proxied(wire, server_options=rate) as (client, _, _p):
+        async with client.connect_tunnel(target.authority) as t:
+            assert (await t.response_headers())[":status"] == "200"
+            await asyncio.sleep(1.0)  # five grace periods without a byte
+            t.writer.write(b"still here")
+            t.writer.write_eof()
+            assert await asyncio.wait_for(t.reader.read(), 5) == b"still here"
+        assert not client.is_closing()
+
+
 async def test_half_close_passes_through(wire: Any) -> None:
     async with Target("echo") as target, proxied(wire) as (client, _server, _proxy):
         async with client.connect_tunnel(target.authority) as t:

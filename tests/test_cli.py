@@ -23,7 +23,7 @@ from typing import IO
 import pytest
 
 import aioh2s
-from aioh2s import cli
+from aioh2s import _cli_common, _cli_get, _cli_serve
 from helpers import IN_CI, require
 
 # The CLI, the README and typing do not change with the Python version: CI runs this
@@ -767,7 +767,7 @@ def test_entry_point_is_the_console_script() -> None:
 
 @pytest.mark.parametrize(
     ("command", "codes"),
-    [("get", cli.GET_EXIT_CODES), ("serve", cli.SERVE_EXIT_CODES)],
+    [("get", _cli_get.GET_EXIT_CODES), ("serve", _cli_serve.SERVE_EXIT_CODES)],
 )
 def test_help_lists_every_exit_code(command: str, codes: tuple[tuple[int, str], ...]) -> None:
     p = entry(command, "--help")
@@ -782,7 +782,7 @@ def test_help_lists_every_exit_code(command: str, codes: tuple[tuple[int, str], 
         assert re.search(rf"^  {code} +{re.escape(first_words)}", epilog, re.M), (code, epilog)
     if command == "get":
         # Every exit code the command line can return is documented there.
-        constants = {v for k, v in vars(cli).items() if k.startswith("EXIT_")}
+        constants = {v for k, v in vars(_cli_common).items() if k.startswith("EXIT_")}
         assert set(listed) == constants
 
 
@@ -1144,7 +1144,7 @@ async def test_redirect_limits_and_failures() -> None:
         assert len(seen.requests) == 4
         seen.requests.clear()
         rc, _, err = await aentry("get", "-L", base + "/loop", timeout=30)
-        assert rc == 9 and len(seen.requests) == cli.MAX_REDIRS + 1
+        assert rc == 9 and len(seen.requests) == _cli_get.MAX_REDIRS + 1
         rc, _, err = await aentry("get", "-L", base + to(302, "ftp://example.com/"))
         assert rc == 9 and "bad URL 'ftp://example.com/'" in err.decode()
         rc, _, err = await aentry("get", "-L", "-d", "@-", base + to(307, "/echo"), stdin=b"x")

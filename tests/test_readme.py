@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from aioh2s import cli
+from aioh2s import _cli_get, cli
 from helpers import unavailable
 
 # The CLI, the README and typing do not change with the Python version: CI runs this
@@ -253,4 +253,4 @@ def test_exit_codes_in_readme_are_the_commands() -> None:
     m = re.search(r"list the exit codes \(for `get`: (.*?)\)\.", README, re.S)
     assert m, "README's Command line section no longer summarises get's exit codes"
     listed = [int(n) for n in re.findall(r"(?:^|,)\s*(\d+)\s", m.group(1))]
-    assert listed == [code for code, _ in cli.GET_EXIT_CODES]
+    assert listed == [code for code, _ in _cli_get.GET_EXIT_CODES]

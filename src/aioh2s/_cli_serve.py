@@ -1,0 +1,455 @@
+"""``aioh2s serve [DIR]``: a small HTTP/2 file server, or an echo server (``--echo``).
+
+Theory of operation: the command is one coroutine (:func:`run`) built only on the public API
+(``aioh2s.start_server``), one handler per request. :class:`_FileServer` serves DIR (default
+``.``): GET and HEAD, content-type from :mod:`mimetypes`, content-length, single byte ranges
+(206/416, :func:`_parse_range`), 301 to add a directory's trailing slash, index.html or a
+listing for directories, 404 for anything missing *or outside DIR*, 405 for other methods.
+A request path is percent-decoded once, split on ``/``, any ``..`` segment is refused, and
+the joined path is resolved (following symlinks) and must still lie under DIR
+(:meth:`_FileServer.resolve`). Files are streamed in chunks with ``write`` + ``await
+drain()``, so the client's flow-control window paces them and memory per stream stays one
+chunk. :class:`EchoServer` (``--echo``) instead streams every request body back and ends
+with trailers ``x-request-bytes`` and ``x-sha256``.
+
+It listens on h2c, or TLS with ``--tls-cert/--tls-key`` or ``--self-signed`` (a throwaway
+CA and certificate from ``trustme``, the CA written where ``--cacert`` can find it). The
+first line on stdout is the listening URL (read it to learn the port chosen for ``--port
+0``), printed once the signal handlers are in place; an access log goes to stderr unless
+``-q``, and so do the library's INFO records saying why a connection was refused (a TLS
+client without ALPN ``h2``). SIGINT/SIGTERM close the server gracefully (GOAWAY, then
+in-flight streams finish, for at most 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import email.utils
+import hashlib
+import html
+import logging
+import mimetypes
+import os
+import shutil
+import signal
+import ssl
+import stat
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import quote, unquote
+
+import aioh2s
+from aioh2s._cli_common import (
+    CHUNK,
+    EXIT_CONNECT,
+    EXIT_OK,
+    EXIT_TLS,
+    EXIT_USAGE,
+    CLIError,
+    epilog,
+)
+from aioh2s.errors import ConnectionClosed, ErrorCode, StreamReset
+from aioh2s.tls import server_ssl_context
+
+__all__ = ["SERVE_EXIT_CODES", "EchoServer", "add_parser", "run"]
+
+#: ``serve``'s exit codes (printed by ``aioh2s serve --help``).
+SERVE_EXIT_CODES = (
+    (EXIT_OK, "stopped by SIGINT or SIGTERM, after a graceful shutdown"),
+    (EXIT_USAGE, "usage error (DIR is not a directory, a lone --tls-cert)"),
+    (EXIT_CONNECT, "cannot listen on the address"),
+    (EXIT_TLS, "TLS setup failed: unreadable certificate or key, or --self-signed without"
+     " trustme"),
+)
+
+
+class _Unsatisfiable(Exception):
+    pass
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None:
+    """Parse a ``Range`` header into an inclusive ``(first, last)``, or ``None`` to ignore it.
+
+    Only a single ``bytes`` range is honoured; anything else (other units, several ranges,
+    bad syntax) is ignored and the whole file is served, as RFC 9110 §14.2 allows. Raises
+    :class:`_Unsatisfiable` for a valid range outside the file (answered with 416).
+    """
+    unit, _, spec = value.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first_s, dash, last_s = spec.strip().partition("-")
+    if not dash:
+        return None
+    first_s, last_s = first_s.strip(), last_s.strip()
+    if not (first_s.isdigit() or first_s == "") or not (last_s.isdigit() or last_s == ""):
+        return None
+    if first_s == "":
+        if last_s == "":
+            return None
+        suffix = int(last_s)
+        if suffix == 0 or size == 0:
+            raise _Unsatisfiable
+        return max(size - suffix, 0), size - 1
+    first = int(first_s)
+    if last_s and int(last_s) < first:
+        return None
+    last = int(last_s) if last_s else size - 1
+    if first >= size:
+        raise _Unsatisfiable
+    return first, min(last, size - 1)
+
+
+class _FileServer:
+    """The ``serve DIR`` request handler."""
+
+    def __init__(self, root: Path, access_log: bool) -> None:
+        self.root = root
+        self.access_log = access_log
+
+    def resolve(self, raw_path: str) -> Path | None:
+        """Map a request ``:path`` to a file or directory inside the root, or ``None``."""
+        if not raw_path.startswith("/"):
+            return None  # "*" (OPTIONS) or absolute-form: nothing to serve.
+        path = raw_path.split("?", 1)[0].split("#", 1)[0]
+        try:
+            decoded = unquote(path, errors="strict")
+        except UnicodeDecodeError:
+            return None
+        if "\x00" in decoded:
+            return None
+        parts = [p for p in decoded.split("/") if p not in ("", ".")]
+        for p in parts:
+            if p == ".." or (os.sep != "/" and os.sep in p) or (os.altsep and os.altsep in p):
+                return None
+            if os.name == "nt" and ":" in p:
+                return None  # drive letters and alternate data streams
+        try:
+            resolved = self.root.joinpath(*parts).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        # resolve() followed every symlink: this is where a link pointing out is caught.
+        if resolved != self.root and not resolved.is_relative_to(self.root):
+            return None
+        return resolved
+
+    async def __call__(self, reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        """Answer one request."""
+        req = reader.headers
+        method = req.get(":method", "")
+        raw_path = req.get(":path", "")
+        status, sent = 500, 0
+        try:
+            status, sent = await self.respond(method, raw_path, req, writer)
+        except (StreamReset, ConnectionClosed):
+            status = 499  # the client went away mid-response; nothing left to tell it
+        finally:
+            if self.access_log:
+                peer = writer.get_extra_info("peername")
+                who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "-"
+                print(f'{who} "{method} {raw_path}" {status} {sent}', file=sys.stderr, flush=True)
+
+    async def respond(
+        self, method: str, raw_path: str, req: aioh2s.Headers, writer: aioh2s.H2StreamWriter
+    ) -> tuple[int, int]:
+        """Send the response; return ``(status, body bytes sent)`` for the access log."""
+        head = method == "HEAD"
+        if method not in ("GET", "HEAD"):
+            return await _simple(
+                writer, 405, "method not allowed\n", head, [("allow", "GET, HEAD")]
+            )
+        target = self.resolve(raw_path)
+        if target is None:
+            return await _simple(writer, 404, "not found\n", head)
+        if target.is_dir():
+            path_only = raw_path.split("?", 1)[0]
+            if not path_only.endswith("/"):
+                # Relative links in the listing need the trailing slash. One leading slash
+                # only: "//host/dir" would be a protocol-relative redirect to another site.
+                location = "/" + path_only.lstrip("/\\") + "/"
+                return await _simple(writer, 301, "moved\n", head, [("location", location)])
+            index = target / "index.html"
+            if index.is_file():
+                target = index
+            else:
+                return await _simple(
+                    writer,
+                    200,
+                    self.listing(target, path_only),
+                    head,
+                    content_type="text/html; charset=utf-8",
+                )
+        if not target.is_file():
+            # Sockets, FIFOs, devices: opening a FIFO would block the event loop.
+            return await _simple(writer, 404, "not found\n", head)
+        try:
+            f = open(target, "rb")
+        except PermissionError:
+            return await _simple(writer, 403, "forbidden\n", head)
+        except OSError:
+            return await _simple(writer, 404, "not found\n", head)
+        with f:
+            return await self.send_file(f, target, req, writer, head)
+
+    async def send_file(
+        self,
+        f: BinaryIO,
+        target: Path,
+        req: aioh2s.Headers,
+        writer: aioh2s.H2StreamWriter,
+        head: bool,
+    ) -> tuple[int, int]:
+        """Send a regular file, or the single byte range the request asked for."""
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return await _simple(writer, 404, "not found\n", head)
+        size = st.st_size
+        ctype = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
+        last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+        first, last = 0, size - 1
+        status = 200
+        extra: list[tuple[str, str]] = []
+        range_value = req.get("range")
+        if_range = req.get("if-range")
+        if range_value is not None and (if_range is None or if_range == last_modified):
+            try:
+                rng = _parse_range(range_value, size)
+            except _Unsatisfiable:
+                return await _simple(
+                    writer,
+                    416,
+                    "range not satisfiable\n",
+                    head,
+                    [("content-range", f"bytes */{size}")],
+                )
+            if rng is not None:
+                first, last = rng
+                status = 206
+                extra.append(("content-range", f"bytes {first}-{last}/{size}"))
+        length = last - first + 1
+        writer.send_headers(
+            [
+                (":status", str(status)),
+                ("content-type", ctype),
+                ("content-length", str(length)),
+                ("accept-ranges", "bytes"),
+                ("last-modified", last_modified),
+                *extra,
+            ]
+        )
+        if head or length == 0:
+            writer.write_eof()
+            return status, 0
+        f.seek(first)
+        remaining = length
+        while remaining:
+            # A local file read of 64 KiB takes microseconds; a thread hop per chunk would
+            # cost more than the blocking read it avoids.
+            chunk = f.read(min(CHUNK, remaining))
+            if not chunk:
+                # The file shrank under us: the promised content-length cannot be met.
+                writer.reset(ErrorCode.INTERNAL_ERROR)
+                return status, length - remaining
+            writer.write(chunk)
+            remaining -= len(chunk)
+            await writer.drain()
+        writer.write_eof()
+        return status, length
+
+    def listing(self, directory: Path, url_path: str) -> str:
+        """A minimal HTML index of *directory* (entries that resolve outside are hidden)."""
+        rows = []
+        for entry in sorted(directory.iterdir(), key=lambda p: p.name):
+            if self.resolve(url_path + quote(entry.name)) is None:
+                continue
+            name = entry.name + ("/" if entry.is_dir() else "")
+            rows.append(f'<li><a href="{quote(name)}">{html.escape(name)}</a></li>')
+        title = html.escape(unquote(url_path))
+        return (
+            f"<!doctype html>\n<title>Index of {title}</title>\n<h1>Index of {title}</h1>\n"
+            f"<ul>\n{chr(10).join(rows)}\n</ul>\n"
+        )
+
+
+async def _simple(
+    writer: aioh2s.H2StreamWriter,
+    status: int,
+    text: str,
+    head: bool,
+    extra: Sequence[tuple[str, str]] = (),
+    content_type: str = "text/plain; charset=utf-8",
+) -> tuple[int, int]:
+    data = text.encode()
+    writer.send_headers(
+        [
+            (":status", str(status)),
+            ("content-type", content_type),
+            ("content-length", str(len(data))),
+            *extra,
+        ]
+    )
+    if not head:
+        writer.write(data)
+        await writer.drain()
+    writer.write_eof()
+    return status, 0 if head else len(data)
+
+
+class EchoServer:
+    """The ``serve --echo`` handler: stream the body back, then trailers with its size/hash."""
+
+    def __init__(self, access_log: bool) -> None:
+        self.access_log = access_log
+
+    async def __call__(self, reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        """Echo one request."""
+        req = reader.headers
+        head = req.get(":method") == "HEAD"
+        writer.send_headers(
+            [
+                (":status", "200"),
+                ("content-type", req.get("content-type", "application/octet-stream")),
+            ]
+        )
+        digest = hashlib.sha256()
+        n = 0
+        try:
+            async for chunk in reader:
+                digest.update(chunk)
+                n += len(chunk)
+                if not head:
+                    writer.write(chunk)
+                    await writer.drain()
+            writer.send_trailers([("x-request-bytes", str(n)), ("x-sha256", digest.hexdigest())])
+        except (StreamReset, ConnectionClosed):
+            return
+        finally:
+            if self.access_log:
+                print(
+                    f'"{req.get(":method")} {req.get(":path")}" echo {n}',
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+
+def _self_signed(host: str, tmpdir: str) -> tuple[str, str]:
+    try:
+        import trustme
+    except ImportError:
+        raise CLIError(
+            EXIT_TLS,
+            "--self-signed needs the 'trustme' package: pip install trustme "
+            "(or pass --tls-cert and --tls-key)",
+        ) from None
+    ca = trustme.CA(organization_name="aioh2s self-signed")
+    names = ["localhost", "127.0.0.1", "::1"]
+    if host and host not in names and host not in ("0.0.0.0", "::"):
+        names.append(host)
+    leaf = ca.issue_cert(*names)
+    cert = os.path.join(tmpdir, "cert.pem")
+    key = os.path.join(tmpdir, "key.pem")
+    ca_path = os.path.join(tmpdir, "ca.pem")
+    with open(cert, "wb") as fh:
+        for pem in leaf.cert_chain_pems:
+            fh.write(pem.bytes())
+    leaf.private_key_pem.write_to_path(key)
+    ca.cert_pem.write_to_path(ca_path)
+    print(
+        f"aioh2s: self-signed certificate for {', '.join(names)}; CA certificate: {ca_path} "
+        "(curl --cacert / aioh2s get --cacert)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return cert, key
+
+
+async def run(args: argparse.Namespace) -> int:
+    """``aioh2s serve``: listen until SIGINT or SIGTERM; returns the exit code."""
+    if args.self_signed and (args.tls_cert or args.tls_key):
+        raise CLIError(EXIT_USAGE, "--self-signed and --tls-cert/--tls-key are exclusive")
+    root = Path(args.dir)
+    if not root.is_dir():
+        raise CLIError(EXIT_USAGE, f"{args.dir} is not a directory")
+    root = root.resolve()
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise CLIError(EXIT_USAGE, "--tls-cert and --tls-key go together")
+    tmpdir: str | None = None
+    try:
+        ctx: ssl.SSLContext | None = None
+        cert, key = args.tls_cert, args.tls_key
+        if args.self_signed:
+            tmpdir = tempfile.mkdtemp(prefix="aioh2s-")
+            cert, key = _self_signed(args.host, tmpdir)
+        if cert:
+            try:
+                ctx = server_ssl_context(cert, key)
+            except (OSError, ssl.SSLError) as e:
+                raise CLIError(EXIT_TLS, f"cannot load certificate {cert} / key {key}: {e}") from e
+        if not args.quiet:
+            # The library says at INFO why it refused a connection (a TLS client without
+            # ALPN h2, for one): an operator trying curl against the server wants to know.
+            logging.getLogger("aioh2s").setLevel(logging.INFO)
+        handler = EchoServer(not args.quiet) if args.echo else _FileServer(root, not args.quiet)
+        try:
+            server = await aioh2s.start_server(handler, args.host, args.port, ssl=ctx)
+        except OSError as e:
+            raise CLIError(
+                EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
+            ) from e
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # Handlers before the URL is printed: whoever reads the URL may signal at once.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
+        sockname = server.sockets[0].getsockname()
+        shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
+        print(f"{'https' if ctx else 'http'}://{shown}:{sockname[1]}/", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 10)
+        return EXIT_OK
+    finally:
+        if tmpdir is not None:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
+    """Add ``serve`` and its options to the command line's subcommands."""
+    s = sub.add_parser(
+        "serve",
+        help="serve a directory (or echo bodies) over HTTP/2",
+        description="Serve DIR over HTTP/2 (h2c, or TLS with a certificate). "
+        "The first line on stdout is the listening URL.",
+        epilog=epilog(SERVE_EXIT_CODES),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    s.add_argument("dir", nargs="?", default=".", metavar="DIR")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    s.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain (with --tls-key)")
+    s.add_argument("--tls-key", metavar="FILE", help="PEM private key (with --tls-cert)")
+    s.add_argument(
+        "--self-signed",
+        action="store_true",
+        help="TLS with a throwaway certificate from a throwaway CA (needs trustme)",
+    )
+    s.add_argument(
+        "--echo",
+        action="store_true",
+        help="echo request bodies back, with trailers x-request-bytes and x-sha256",
+    )
+    s.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no access log on stderr (nor why a connection was refused)",
+    )
+    s.set_defaults(run=run)

@@ -23,7 +23,7 @@ from typing import IO
 import pytest
 
 import aioh2s
-from aioh2s import _cli_common, _cli_get, _cli_serve
+from aioh2s import _cli_common, _cli_get, _cli_serve, _cli_ws
 from helpers import IN_CI, require
 
 # The CLI, the README and typing do not change with the Python version: CI runs this
@@ -767,7 +767,11 @@ def test_entry_point_is_the_console_script() -> None:
 
 @pytest.mark.parametrize(
     ("command", "codes"),
-    [("get", _cli_get.GET_EXIT_CODES), ("serve", _cli_serve.SERVE_EXIT_CODES)],
+    [
+        ("get", _cli_get.GET_EXIT_CODES),
+        ("ws", _cli_ws.WS_EXIT_CODES),
+        ("serve", _cli_serve.SERVE_EXIT_CODES),
+    ],
 )
 def test_help_lists_every_exit_code(command: str, codes: tuple[tuple[int, str], ...]) -> None:
     p = entry(command, "--help")
@@ -780,10 +784,16 @@ def test_help_lists_every_exit_code(command: str, codes: tuple[tuple[int, str], 
     for code, meaning in codes:
         first_words = " ".join(meaning.split()[:3])
         assert re.search(rf"^  {code} +{re.escape(first_words)}", epilog, re.M), (code, epilog)
-    if command == "get":
-        # Every exit code the command line can return is documented there.
-        constants = {v for k, v in vars(_cli_common).items() if k.startswith("EXIT_")}
-        assert set(listed) == constants
+
+
+def test_every_exit_code_is_in_a_help_table() -> None:
+    # Every exit code the command line can return is documented in some command's --help.
+    constants = {v for k, v in vars(_cli_common).items() if k.startswith("EXIT_")}
+    tables = (_cli_get.GET_EXIT_CODES, _cli_ws.WS_EXIT_CODES, _cli_serve.SERVE_EXIT_CODES)
+    assert {code for table in tables for code, _ in table} == constants
+    # get's table covers every code but the WebSocket ones.
+    websocket = {_cli_common.EXIT_WS_REFUSED, _cli_common.EXIT_WS_CLOSED}
+    assert {code for code, _ in _cli_get.GET_EXIT_CODES} == constants - websocket
 
 
 def test_include_headers(files: Server) -> None:

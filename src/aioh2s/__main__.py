@@ -1,4 +1,4 @@
-"""``python -m aioh2s``: the command line of :mod:`aioh2s.cli` (``get``, ``serve``, ``demo``)."""
+"""``python -m aioh2s``: the command line of :mod:`aioh2s.cli` (get, ws, serve, demo)."""
 
 import sys
 

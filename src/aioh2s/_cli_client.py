@@ -1,12 +1,14 @@
-"""The client side of ``aioh2s get``: the URL, ``-H``, connecting, and what ``-v`` prints.
+"""What the client commands (``get``, ``ws``) share: the URL, ``-H``, connecting, ``-v``.
 
 Theory of operation: a command-line URL becomes a :class:`Target` (where to connect, and the
 ``:authority`` and ``:path`` it gives), checked against the rules the library applies to
 those pseudo-headers, so a URL HTTP/2 cannot carry is a usage error naming the part, not an
-"HTTP/2 error" from deep inside. ``https`` means TLS with ALPN ``h2`` (RFC 9113 §3.2),
-``http`` h2c with prior knowledge (§3.3: the connection preface straight away, no Upgrade).
+"HTTP/2 error" from deep inside. A command takes two schemes (``http``/``https`` for
+``get``, ``ws``/``wss`` for ``ws``): the TLS one means TLS with ALPN ``h2`` (RFC 9113 §3.2),
+the other h2c with prior knowledge (§3.3: the connection preface straight away, no Upgrade).
 ``-H`` fields are parsed by :func:`parse_header`, which refuses the connection-specific
-fields HTTP/2 forbids up front.
+fields HTTP/2 forbids up front, and merged with a command's defaults by
+:func:`with_user_headers`; ``-k`` and ``--cacert`` make the TLS context (:func:`tls_context`).
 
 :func:`dial` opens one connection: bounded by ``--connect-timeout``, every failure described
 by :func:`~aioh2s._cli_common.describe`, ALPN checked once more, and with ``-v`` a ``*
@@ -43,12 +45,15 @@ from aioh2s.tls import check_alpn, client_ssl_context
 
 __all__ = [
     "Target",
+    "add_header_option",
+    "add_tls_options",
     "close_client",
     "dial",
     "parse_header",
     "print_headers",
     "tls_context",
     "trace_frames",
+    "with_user_headers",
 ]
 
 # Header names RFC 9113 §8.2.2 forbids in HTTP/2; refused up front with a clear message
@@ -76,26 +81,43 @@ def parse_header(text: str) -> tuple[str, str]:
     return name, value
 
 
+def with_user_headers(
+    defaults: Iterable[tuple[str, str]], user: Iterable[tuple[str, str]]
+) -> list[tuple[str, str]]:
+    """The default fields no ``-H`` of the same name replaces, then the ``-H`` fields.
+
+    A ``-H 'name:'`` with no value only removes a default field, as in curl.
+    """
+    user = list(user)
+    names = {n for n, _ in user}
+    return [(n, v) for n, v in defaults if n not in names] + [(n, v) for n, v in user if v]
+
+
 class Target:
     """A parsed request URL: where to connect, and the pseudo-headers it gives."""
 
-    __slots__ = ("url", "scheme", "host", "port", "authority", "path", "label")
+    __slots__ = ("url", "scheme", "tls", "host", "port", "authority", "path", "label")
 
-    def __init__(self, url: str, code: int) -> None:
-        """Parse ``url``; a bad one is a CLIError with ``code`` (usage, or a bad redirect)."""
+    def __init__(self, url: str, code: int, schemes: tuple[str, str] = ("http", "https")) -> None:
+        """Parse ``url``; a bad one is a CLIError with ``code`` (usage, or a bad redirect).
+
+        ``schemes`` are the command's cleartext scheme and its TLS scheme.
+        """
+        plain, secure = schemes
         try:
             parts = urlsplit(url)
             port = parts.port
         except ValueError as e:
             raise CLIError(code, f"bad URL {url!r}: {e}") from e
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        if parts.scheme not in schemes or not parts.hostname:
             raise CLIError(
-                code, f"bad URL {url!r}: expected http://HOST[:PORT]/PATH or https://..."
+                code, f"bad URL {url!r}: expected {plain}://HOST[:PORT]/PATH or {secure}://..."
             )
         self.url = url
         self.scheme = parts.scheme
+        self.tls = self.scheme == secure
         self.host = parts.hostname
-        self.port = port or (443 if self.scheme == "https" else 80)
+        self.port = port or (443 if self.tls else 80)
         self.authority = parts.netloc.rpartition("@")[2]
         self.path = parts.path or "/"
         if parts.query:
@@ -115,6 +137,26 @@ class Target:
     def origin(self) -> tuple[str, str, int]:
         """(scheme, host, port): a redirect elsewhere needs a connection of its own."""
         return self.scheme, self.host.lower(), self.port
+
+
+def add_header_option(parser: argparse.ArgumentParser) -> None:
+    """``-H 'NAME: VALUE'`` (repeatable), read with :func:`parse_header`."""
+    parser.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="add a request header (repeatable); 'NAME:' removes a default one",
+    )
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    """``-k`` and ``--cacert``, which :func:`tls_context` reads."""
+    parser.add_argument(
+        "-k", "--insecure", action="store_true", help="do not verify the server's TLS certificate"
+    )
+    parser.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE (PEM)")
 
 
 def tls_context(args: argparse.Namespace) -> ssl.SSLContext:
@@ -145,7 +187,10 @@ async def dial(
         code, message = describe(e, target.label)
         if code == EXIT_CONNECTION_LOST and ctx is None:
             # Typically a TLS-only or HTTP/1.1-only server hanging up on our preface.
-            message += " during the HTTP/2 handshake (is it an h2c server? for TLS use https://)"
+            secure = "wss" if target.scheme == "ws" else "https"
+            message += (
+                f" during the HTTP/2 handshake (is it an h2c server? for TLS use {secure}://)"
+            )
         raise CLIError(code, message) from e
     ssl_object = client.get_extra_info("ssl_object")
     if ssl_object is not None:

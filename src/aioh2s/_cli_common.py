@@ -4,9 +4,10 @@ Theory of operation: a command fails by raising :class:`CLIError` (an exit code 
 already written for the user) or by letting an exception from the library escape to where
 the command catches it; :func:`describe` turns either into ``(exit code, one line)``, in one
 place, so scripts can branch on the code and people can read the line, and every command
-means the same by the same code. :func:`error` and :func:`warn` print those lines as
-``aioh2s: error: ...``. :func:`epilog` formats a command's table of exit codes for its
-``--help``, so the list a user reads is the list the code uses.
+means the same by the same code (3 is a failed connection, 10 a refused WebSocket, whatever
+the command). :func:`error` and :func:`warn` print those lines as ``aioh2s: error: ...``.
+:func:`epilog` formats a command's table of exit codes for its ``--help``, so the list a
+user reads is the list the code uses.
 
 A command may leave stderr's current line open: ``get`` printing a body without a final
 newline to the terminal that also shows stderr, or drawing its progress bar. Whoever writes
@@ -20,6 +21,7 @@ import socket
 import ssl
 import sys
 from collections.abc import Iterable
+from http import HTTPStatus
 
 from aioh2s.errors import (
     ALPNError,
@@ -27,9 +29,13 @@ from aioh2s.errors import (
     ConnectionClosed,
     ConnectionTerminated,
     ErrorCode,
+    ExtendedConnectUnsupported,
     H2Error,
     StreamReset,
+    WebSocketClosed,
+    WebSocketRejected,
 )
+from aioh2s.headers import Headers
 
 __all__ = [
     "CHUNK",
@@ -45,6 +51,8 @@ __all__ = [
     "EXIT_TIMEOUT",
     "EXIT_TLS",
     "EXIT_USAGE",
+    "EXIT_WS_CLOSED",
+    "EXIT_WS_REFUSED",
     "OpenLine",
     "describe",
     "epilog",
@@ -52,6 +60,7 @@ __all__ = [
     "open_line",
     "version",
     "warn",
+    "wsproto_missing",
 ]
 
 EXIT_OK = 0
@@ -64,6 +73,8 @@ EXIT_RESET = 6
 EXIT_TIMEOUT = 7
 EXIT_HTTP_ERROR = 8
 EXIT_REDIRECT = 9
+EXIT_WS_REFUSED = 10
+EXIT_WS_CLOSED = 11
 EXIT_INTERRUPTED = 130
 
 # 64 KiB: four default-size DATA frames per write, big enough that per-chunk overhead
@@ -89,6 +100,21 @@ def version() -> str:
         return installed("aioh2s")
     except PackageNotFoundError:
         return "0+unknown"
+
+
+def wsproto_missing(what: str) -> CLIError:
+    """The error for a WebSocket feature (``what``) used without wsproto installed."""
+    return CLIError(
+        EXIT_USAGE, f"{what} needs the 'wsproto' package: pip install 'aioh2s[wsproto]'"
+    )
+
+
+def status_text(status: int) -> str:
+    """``404 Not Found``: a status with its reason phrase, when it has one."""
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def _code_name(code: int) -> str:
@@ -125,6 +151,28 @@ def describe(exc: BaseException, target: str) -> tuple[int, str]:
             return EXIT_TLS, f"TLS failure with {target}: certificate verification failed: {reason}"
         if isinstance(e, ssl.SSLError):
             return EXIT_TLS, f"TLS failure with {target}: {e.reason or e}"
+    if isinstance(exc, ExtendedConnectUnsupported):
+        return EXIT_WS_REFUSED, (
+            f"server {target} takes no WebSockets over HTTP/2: its SETTINGS did not enable"
+            " extended CONNECT (RFC 8441)"
+        )
+    if isinstance(exc, WebSocketRejected):
+        if 200 <= exc.status < 300:
+            headers = exc.headers if isinstance(exc.headers, Headers) else Headers()
+            chosen = headers.get("sec-websocket-protocol")
+            return EXIT_WS_REFUSED, (
+                f"server {target} chose the subprotocol {chosen!r}, which was not offered"
+            )
+        return EXIT_WS_REFUSED, (
+            f"server {target} refused the WebSocket: {status_text(exc.status)}"
+        )
+    if isinstance(exc, WebSocketClosed):
+        text = f"the WebSocket with {target} closed abnormally: code {exc.code}"
+        if exc.reason:
+            text += f" ({exc.reason})"
+        if isinstance(exc.__cause__, H2Error):
+            text += f": {describe(exc.__cause__, target)[1]}"
+        return EXIT_WS_CLOSED, text
     if isinstance(exc, StreamReset):
         who = "the server" if exc.remote else "us"
         return EXIT_RESET, f"stream reset by {who}: {_code_name(exc.error_code)}"

@@ -34,19 +34,21 @@ import ssl
 import stat
 import sys
 from collections.abc import AsyncIterator
-from http import HTTPStatus
 from typing import Any, BinaryIO
 from urllib.parse import urljoin
 
 import aioh2s
 from aioh2s._cli_client import (
     Target,
+    add_header_option,
+    add_tls_options,
     close_client,
     dial,
     parse_header,
     print_headers,
     tls_context,
     trace_frames,
+    with_user_headers,
 )
 from aioh2s._cli_common import (
     CHUNK,
@@ -66,6 +68,7 @@ from aioh2s._cli_common import (
     epilog,
     error,
     open_line,
+    status_text,
     version,
 )
 from aioh2s._cli_output import Output, Progress, want_progress
@@ -183,14 +186,13 @@ def _request_headers(
         ":authority": target.authority,
         ":path": target.path,
     }
-    regular: list[tuple[str, str]] = [("user-agent", f"aioh2s/{version()}"), ("accept", "*/*")]
+    defaults = [("user-agent", f"aioh2s/{version()}"), ("accept", "*/*")]
     if body is not None and body.length is not None:
-        regular.append(("content-length", str(body.length)))
+        defaults.append(("content-length", str(body.length)))
     user = [parse_header(h) for h in args.header]
     if not same_origin:
         user = [(n, v) for n, v in user if n not in _CREDENTIALS]
-    user_names = {n for n, _ in user}
-    regular = [(n, v) for n, v in regular if n not in user_names]
+    regular = []
     for name, value in user:
         if name == "host":
             # HTTP/2 carries the host in :authority (RFC 9113 §8.3.1).
@@ -201,10 +203,9 @@ def _request_headers(
                 raise CLIError(EXIT_USAGE, f"unknown request pseudo-header {name!r}")
             if first:
                 pseudo[name] = value
-        elif value:
+        else:
             regular.append((name, value))
-        # "name:" with no value only removes a default header, as in curl.
-    return list(pseudo.items()) + regular
+    return list(pseudo.items()) + with_user_headers(defaults, regular)
 
 
 async def _upload(writer: aioh2s.H2StreamWriter, body: _Body) -> None:
@@ -234,7 +235,7 @@ class _Connections:
             return client
         args = self.args
         ctx = None
-        if target.scheme == "https":
+        if target.tls:
             if self.ctx is None:
                 self.ctx = tls_context(args)
             ctx = self.ctx
@@ -353,11 +354,7 @@ async def _transfer(args: argparse.Namespace, first: Target, body: _Body | None)
         out.close()
         await conns.close()
     if status >= 400:
-        try:
-            phrase = " " + HTTPStatus(status).phrase
-        except ValueError:
-            phrase = ""
-        error(f"server answered {status}{phrase}")
+        error(f"server answered {status_text(status)}")
         return EXIT_HTTP_ERROR
     return EXIT_OK
 
@@ -472,14 +469,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="METHOD",
         help="request method (default GET, or POST with -d)",
     )
-    g.add_argument(
-        "-H",
-        "--header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="add a request header (repeatable); 'NAME:' removes a default one",
-    )
+    add_header_option(g)
     g.add_argument(
         "-d",
         "--data",
@@ -518,10 +508,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         metavar="N",
         help=f"with -L, give up after N redirects (default {MAX_REDIRS})",
     )
-    g.add_argument(
-        "-k", "--insecure", action="store_true", help="do not verify the server's TLS certificate"
-    )
-    g.add_argument("--cacert", metavar="FILE", help="trust the CA certificates in FILE (PEM)")
+    add_tls_options(g)
     g.add_argument(
         "-v",
         "--verbose",

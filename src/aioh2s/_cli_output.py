@@ -1,4 +1,4 @@
-"""Where ``aioh2s get`` writes a response: stdout or ``-o FILE``, as curl users expect.
+"""Where ``get`` writes a response (and ``ws`` its messages): stdout or ``-o FILE``, as in curl.
 
 Theory of operation: :class:`Output` opens ``-o FILE`` only once the response is there (a
 request that failed before leaves no empty file), writes ``-i``'s head and trailer lines in

@@ -1,4 +1,4 @@
-"""``aioh2s serve [DIR]``: a small HTTP/2 file server, or an echo server (``--echo``).
+"""``aioh2s serve [DIR]``: an HTTP/2 file server, or echo server (``--echo``, ``--ws-echo``).
 
 Theory of operation: the command is one coroutine (:func:`run`) built only on the public API
 (``aioh2s.start_server``), one handler per request. :class:`_FileServer` serves DIR (default
@@ -11,6 +11,15 @@ the joined path is resolved (following symlinks) and must still lie under DIR
 drain()``, so the client's flow-control window paces them and memory per stream stays one
 chunk. :class:`EchoServer` (``--echo``) instead streams every request body back and ends
 with trailers ``x-request-bytes`` and ``x-sha256``.
+
+``--ws-echo`` adds WebSockets over HTTP/2 (RFC 8441) to either: the server advertises
+extended CONNECT (``enable_connect_protocol``), and :class:`_WebSocketEcho` accepts a
+WebSocket request on any path (the first subprotocol offered, if any) and sends each message
+back as it came, text as text and binary as binary, passing every other request on. Its
+access log line names the path, the messages echoed and the close code. A shutdown closes
+the open WebSockets with 1001 (going away) first. A message that arrives together with the
+client's close frame is not echoed: once the close frame is in, aioh2s.websocket sends
+nothing more. aioh2s.websocket needs wsproto, imported only with ``--ws-echo``.
 
 It listens on h2c, or TLS with ``--tls-cert/--tls-key`` or ``--self-signed`` (a throwaway
 CA and certificate from ``trustme``, the CA written where ``--cacert`` can find it). The
@@ -40,7 +49,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, unquote
 
 import aioh2s
@@ -52,16 +61,27 @@ from aioh2s._cli_common import (
     EXIT_USAGE,
     CLIError,
     epilog,
+    wsproto_missing,
 )
-from aioh2s.errors import ConnectionClosed, ErrorCode, StreamReset
+from aioh2s.errors import (
+    ConnectionClosed,
+    ErrorCode,
+    StreamReset,
+    WebSocketClosed,
+    WebSocketRejected,
+)
 from aioh2s.tls import server_ssl_context
+
+if TYPE_CHECKING:
+    from aioh2s.websocket import WebSocket
 
 __all__ = ["SERVE_EXIT_CODES", "EchoServer", "add_parser", "run"]
 
 #: ``serve``'s exit codes (printed by ``aioh2s serve --help``).
 SERVE_EXIT_CODES = (
     (EXIT_OK, "stopped by SIGINT or SIGTERM, after a graceful shutdown"),
-    (EXIT_USAGE, "usage error (DIR is not a directory, a lone --tls-cert)"),
+    (EXIT_USAGE, "usage error (DIR is not a directory, a lone --tls-cert), or --ws-echo without"
+     " the wsproto package"),
     (EXIT_CONNECT, "cannot listen on the address"),
     (EXIT_TLS, "TLS setup failed: unreadable certificate or key, or --self-signed without"
      " trustme"),
@@ -336,6 +356,61 @@ class EchoServer:
                 )
 
 
+class _WebSocketEcho:
+    """``serve --ws-echo``: WebSocket requests (any path) get each message back as it came.
+
+    Every other request goes to ``inner`` (the file server, or ``--echo``). The first
+    subprotocol a client offers is accepted. Only built once wsproto was found (``run``).
+    """
+
+    def __init__(self, inner: aioh2s.Handler, access_log: bool) -> None:
+        self.inner = inner
+        self.access_log = access_log
+        self.open: set[WebSocket] = set()
+
+    async def __call__(self, reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        """Echo one WebSocket, or pass the request on."""
+        from aioh2s import websocket  # wsproto is there: run() checked
+
+        req = reader.headers
+        if not websocket.is_websocket(req):
+            await self.inner(reader, writer)
+            return
+        path = req.get(":path", "")
+        offered = websocket.subprotocols(req)
+        try:
+            ws = await websocket.accept(reader, writer, subprotocol=offered[0] if offered else None)
+        except WebSocketRejected as e:  # answered already (a sec-websocket-version not 13)
+            self._log(writer, f'"CONNECT {path}" {e.status} 0')
+            return
+        echoed = 0
+        self.open.add(ws)
+        try:
+            async with ws:
+                async for message in ws:
+                    await ws.send(message)
+                    echoed += 1
+        except WebSocketClosed:
+            pass  # the close code says how (the access log line)
+        finally:
+            self.open.discard(ws)
+            closed = f"close {ws.close_code}" + (f" {ws.close_reason}" if ws.close_reason else "")
+            self._log(writer, f'"CONNECT {path}" websocket, {echoed} messages echoed, {closed}')
+
+    def _log(self, writer: aioh2s.H2StreamWriter, line: str) -> None:
+        if self.access_log:
+            peer = writer.get_extra_info("peername")
+            who = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "-"
+            print(f"{who} {line}", file=sys.stderr, flush=True)
+
+    async def close_all(self) -> None:
+        """Close the open WebSockets with 1001 (going away), waiting 5 s at most."""
+        closing = [ws.close(1001, "server shutting down") for ws in self.open]
+        if closing:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*closing, return_exceptions=True), 5)
+
+
 def _self_signed(host: str, tmpdir: str) -> tuple[str, str]:
     try:
         import trustme
@@ -377,6 +452,11 @@ async def run(args: argparse.Namespace) -> int:
     root = root.resolve()
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CLIError(EXIT_USAGE, "--tls-cert and --tls-key go together")
+    if args.ws_echo:
+        try:
+            from aioh2s import websocket  # noqa: F401  (to learn whether wsproto is there)
+        except ImportError as e:
+            raise wsproto_missing("--ws-echo") from e
     tmpdir: str | None = None
     try:
         ctx: ssl.SSLContext | None = None
@@ -393,9 +473,15 @@ async def run(args: argparse.Namespace) -> int:
             # The library says at INFO why it refused a connection (a TLS client without
             # ALPN h2, for one): an operator trying curl against the server wants to know.
             logging.getLogger("aioh2s").setLevel(logging.INFO)
+        handler: aioh2s.Handler
         handler = EchoServer(not args.quiet) if args.echo else _FileServer(root, not args.quiet)
+        websockets = None
+        if args.ws_echo:
+            handler = websockets = _WebSocketEcho(handler, not args.quiet)
         try:
-            server = await aioh2s.start_server(handler, args.host, args.port, ssl=ctx)
+            server = await aioh2s.start_server(
+                handler, args.host, args.port, ssl=ctx, enable_connect_protocol=args.ws_echo
+            )
         except OSError as e:
             raise CLIError(
                 EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
@@ -412,6 +498,8 @@ async def run(args: argparse.Namespace) -> int:
         try:
             await stop.wait()
         finally:
+            if websockets is not None:
+                await websockets.close_all()
             server.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 10)
@@ -425,7 +513,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     """Add ``serve`` and its options to the command line's subcommands."""
     s = sub.add_parser(
         "serve",
-        help="serve a directory (or echo bodies) over HTTP/2",
+        help="serve a directory (or echo bodies and WebSocket messages) over HTTP/2",
         description="Serve DIR over HTTP/2 (h2c, or TLS with a certificate). "
         "The first line on stdout is the listening URL.",
         epilog=epilog(SERVE_EXIT_CODES),
@@ -445,6 +533,12 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "--echo",
         action="store_true",
         help="echo request bodies back, with trailers x-request-bytes and x-sha256",
+    )
+    s.add_argument(
+        "--ws-echo",
+        action="store_true",
+        help="also answer WebSocket requests (RFC 8441, any path), sending each message back;"
+        " other requests are served as without it (needs wsproto)",
     )
     s.add_argument(
         "-q",

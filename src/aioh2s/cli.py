@@ -1,4 +1,4 @@
-"""The ``aioh2s`` command line: a tiny HTTP/2 client (``get``) and file/echo server (``serve``).
+"""The ``aioh2s`` command line: tiny HTTP/2 clients (``get``, ``ws``) and a server (``serve``).
 
 Theory of operation: :func:`main` parses the command line and runs the subcommand's
 coroutine with :func:`asyncio.run`; each subcommand lives in a module of its own, which adds
@@ -7,7 +7,11 @@ its options to the parser (``add_parser``) and names the coroutine that runs it 
 - ``get`` (:mod:`aioh2s._cli_get`): one request, the body to stdout, curl's habits; its
   client side (URLs, ``-H``, connecting, the ``-v`` frame trace) is
   :mod:`aioh2s._cli_client`, where the body goes is :mod:`aioh2s._cli_output`;
-- ``serve`` (:mod:`aioh2s._cli_serve`): a directory, or an echo server, over h2c or TLS;
+- ``ws`` (:mod:`aioh2s._cli_ws`): a WebSocket over HTTP/2 (RFC 8441), messages from ``-m``
+  or stdin, what comes back to stdout; the only command that needs wsproto, imported when
+  it runs (``serve --ws-echo`` too), so the others work without it;
+- ``serve`` (:mod:`aioh2s._cli_serve`): a directory, or an echo server, over h2c or TLS, and
+  with ``--ws-echo`` a WebSocket echo server as well;
 - ``demo`` (here): the echo server and a ``get -v -d`` against it, in one process.
 
 The commands use only the public API (``aioh2s.connect``, ``aioh2s.start_server``), so the
@@ -15,8 +19,8 @@ command line is also a worked example of it. Every failure becomes one line on s
 exit code (:mod:`aioh2s._cli_common`: :class:`~aioh2s._cli_common.CLIError` and
 :func:`~aioh2s._cli_common.describe`, in one place), so scripts can branch on the code and
 people can read the line. Each command's ``--help`` ends with its table of exit codes
-(``GET_EXIT_CODES``, ``SERVE_EXIT_CODES``), so the list a user reads is the list the code
-uses. A usage error is exit code 2, as argparse has it; Ctrl-C is 130.
+(``GET_EXIT_CODES``, ``WS_EXIT_CODES``, ``SERVE_EXIT_CODES``), so the list a user reads is the
+list the code uses. A usage error is exit code 2, as argparse has it; Ctrl-C is 130.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 import aioh2s
-from aioh2s import _cli_get, _cli_serve
+from aioh2s import _cli_get, _cli_serve, _cli_ws
 from aioh2s._cli_common import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -76,6 +80,7 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"aioh2s {version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _cli_get.add_parser(sub)
+    _cli_ws.add_parser(sub)
     _cli_serve.add_parser(sub)
     d = sub.add_parser(
         "demo",

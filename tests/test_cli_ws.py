@@ -373,7 +373,7 @@ def test_usage_errors(args: list[str], message: str) -> None:
 def test_bad_subprotocol_is_a_usage_error(echo: Server) -> None:
     p = entry("ws", "--subprotocol", "two words", "-m", "x", ws_url(echo))
     assert p.returncode == 2, p.stderr
-    assert "bad subprotocol name 'two words'" in p.stderr.decode()
+    assert "subprotocol 'two words' is not a token" in p.stderr.decode()
 
 
 # --------------------------------------------------------------------------- without wsproto

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import struct
+import tracemalloc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -668,7 +669,7 @@ async def test_close_while_unread_messages_fill_the_queue_still_completes(wire: 
         await asyncio.wait_for(ws.close(4003), 5)
         assert loop.time() - start < 2  # not close_timeout: the peer's close frame was read
         assert ws.close_code == 4003
-        assert ws._queued <= 10_000 + 1000
+        assert ws._queued <= 10_000 + 1100  # the bound, plus one message and its overhead
 
 
 async def test_a_cancelled_handler_ends_its_websocket_at_once(wire: Any) -> None:
@@ -722,3 +723,66 @@ async def test_a_cancelled_client_block_closes_with_1001_without_waiting(wire: A
             await asyncio.wait_for(task, 1)
         await asyncio.wait_for(app.done.wait(), 5)  # the close went on without the caller
         assert app.closes == [] and app.sockets[0].close_code == 1001
+
+
+@pytest.mark.parametrize(
+    "unit", [frame(0x2, b""), frame(0x1, b""), frame(0x2, b"ab")], ids=["empty", "empty-text", "2B"]
+)
+async def test_a_flood_of_tiny_messages_stays_within_the_bound(unit: bytes) -> None:
+    """Each queued message counts the memory it takes, and a full queue stops the parsing of
+    what was already read: a 64 KiB read of empty frames is some 10,000 messages."""
+    accepted: list[websocket.WebSocket] = []
+
+    async def idle(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        ws = await websocket.accept(reader, writer, max_message_size=64 * 1024)
+        accepted.append(ws)
+        await ws.wait_closed()
+
+    async with aioh2s_client(idle) as client:
+        async with raw_tunnel(client) as st:
+            block = unit * (256 * 1024 // len(unit))
+            sent = 0
+            try:
+                while sent < 4 * 1024 * 1024:
+                    st.writer.write(block)
+                    await asyncio.wait_for(st.writer.drain(), 1)
+                    sent += len(block)
+            except asyncio.TimeoutError:
+                pass  # the server stopped taking them: flow control
+            ws = accepted[0]
+            assert ws._queued <= 64 * 1024 + 200, ws._queued
+            assert len(ws._queue) * 33 <= 64 * 1024 + 200  # bytes objects: 33 bytes or more
+            assert sent < 4 * 1024 * 1024
+            st.writer.reset()
+
+
+async def test_a_message_of_endless_empty_fragments_holds_nothing() -> None:
+    accepted: list[websocket.WebSocket] = []
+
+    async def idle(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        ws = await websocket.accept(reader, writer, max_message_size=64 * 1024)
+        accepted.append(ws)
+        await ws.wait_closed()
+
+    async with aioh2s_client(idle) as client:
+        async with raw_tunnel(client) as st:
+            st.writer.write(frame(0x2, b"", fin=False))
+            block = frame(0x0, b"", fin=False) * 40_000
+            tracemalloc.start()
+            try:
+                base = tracemalloc.get_traced_memory()[0]
+                st.writer.write(block)  # 240 KB: 40,000 fragments
+                await asyncio.wait_for(st.writer.drain(), 10)
+                for _ in range(400):  # until the server parsed them all
+                    if accepted[0]._reader._s.buf or accepted[0]._queue:
+                        await asyncio.sleep(0.05)
+                    else:
+                        break
+                grown = tracemalloc.get_traced_memory()[0] - base
+                st.writer.write(frame(0x0, b"end", fin=True))
+                assert await asyncio.wait_for(accepted[0].receive(), 20) == b"end"
+            finally:
+                tracemalloc.stop()
+            # A list of the fragments would be 320 KB of slots alone.
+            assert grown < 150 * 1024, grown
+            st.writer.reset()

@@ -137,8 +137,15 @@ class _ServedConnection:
                 # waited in line): there is nobody to answer.
                 return
             await self.server._handler(reader, writer)
-        except (StreamReset, ConnectionClosed, WebSocketClosed, WebSocketRejected) as e:
+        except (StreamReset, ConnectionClosed) as e:
             log.debug("aioh2s: handler of stream %d ended by %s", s.id, e)
+        except (WebSocketClosed, WebSocketRejected) as e:
+            if s.send is Send.IDLE:
+                # Not this stream's WebSocket (one the handler opened elsewhere, say): the
+                # handler failed before answering.
+                self._handler_failed(s)
+            else:
+                log.debug("aioh2s: handler of stream %d ended by %s", s.id, e)
         except RemoteProtocolError as e:
             if e is s.error:
                 # This stream's own error: the peer broke a rule on it (trailers on a tunnel,

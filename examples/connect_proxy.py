@@ -80,6 +80,7 @@ from typing import Any, TypeAlias
 from urllib.parse import urlsplit
 
 import aioh2s
+from aioh2s.config import default_max_connections
 
 log = logging.getLogger("connect_proxy")
 
@@ -171,21 +172,11 @@ def default_max_tunnels() -> int:
     """The ``max_tunnels`` default: what the server's connections leave of the fd limit.
 
     aioh2s's server takes up to half the soft ``RLIMIT_NOFILE`` for connections (its
-    ``max_connections`` default); tunnels get the other half but for 32 descriptors kept
-    for the process itself (listeners, the event loop, logs), at least 1 and at most
-    10,000. 1,000 where the limit is unknown.
+    ``max_connections`` default, :func:`aioh2s.config.default_max_connections`); tunnels get
+    as many but for 32 descriptors kept for the process itself (listeners, the event loop,
+    logs), at least 1.
     """
-    try:
-        import resource
-    except ImportError:  # not on POSIX
-        return 1000
-    try:
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        return 1000
-    if soft == resource.RLIM_INFINITY or soft <= 0:
-        return 10_000
-    return max(1, min(10_000, soft // 2 - 32))
+    return max(1, default_max_connections() - 32)
 
 
 def abort_tcp(tcp: asyncio.StreamWriter) -> None:

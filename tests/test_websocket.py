@@ -19,13 +19,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from wsproto.connection import Connection as Framing
-from wsproto.connection import ConnectionType
 from wsproto.events import CloseConnection, Pong, TextMessage
 
 import aioh2s
 from aioh2s import websocket
 from helpers import pattern
+from wsframes import WS_REQUEST, frame, raw_tunnel, server_events
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -64,56 +63,6 @@ class Echo:
                     raise
         finally:
             self.done.set()
-
-
-def frame(opcode: int, payload: bytes, fin: bool = True, rsv: int = 0, mask: bool = True) -> bytes:
-    """One RFC 6455 frame; masked with a zero key (valid, and the payload stays readable)."""
-    n = len(payload)
-    head = bytes([(0x80 if fin else 0) | rsv | opcode])
-    m = 0x80 if mask else 0
-    if n < 126:
-        head += bytes([m | n])
-    elif n < 1 << 16:
-        head += bytes([m | 126]) + struct.pack("!H", n)
-    else:
-        head += bytes([m | 127]) + struct.pack("!Q", n)
-    return head + (b"\0\0\0\0" if mask else b"") + payload
-
-
-WS_REQUEST = {
-    ":method": "CONNECT",
-    ":protocol": "websocket",
-    ":path": "/ws",
-    "sec-websocket-version": "13",
-}
-
-
-@asynccontextmanager
-async def raw_tunnel(client: aioh2s.Client) -> AsyncIterator[Any]:
-    """A WebSocket tunnel whose frames the test writes by hand (the server's are parsed)."""
-    async with client.request(WS_REQUEST) as st:
-        assert (await st.response_headers())[":status"] == "200"
-        yield st
-
-
-async def server_events(st: Any, until: type, timeout: float = 10) -> list[Any]:
-    """Read the server's frames (a wsproto client parses them) until an event of ``until``."""
-    parser = Framing(ConnectionType.CLIENT)
-    seen: list[Any] = []
-
-    async def run() -> None:
-        while True:
-            data = await st.reader.read(65536)
-            if not data:
-                return
-            parser.receive_data(data)
-            for e in parser.events():
-                seen.append(e)
-                if isinstance(e, until):
-                    return
-
-    await asyncio.wait_for(run(), timeout)
-    return seen
 
 
 # -- our client and our server ---------------------------------------------------------------

@@ -674,19 +674,26 @@ async def test_a_cancelled_client_block_closes_with_1001_without_waiting(wire: A
         assert app.closes == [] and app.sockets[0].close_code == 1001
 
 
+class Idle:
+    """Accepts (max_message_size 64 KiB) and never receives: the test floods it."""
+
+    def __init__(self) -> None:
+        self.accepted: list[websocket.WebSocket] = []
+
+    async def __call__(self, reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        ws = await websocket.accept(reader, writer, max_message_size=64 * 1024)
+        self.accepted.append(ws)
+        await ws.wait_closed()
+
+
 @pytest.mark.parametrize(
     "unit", [frame(0x2, b""), frame(0x1, b""), frame(0x2, b"ab")], ids=["empty", "empty-text", "2B"]
 )
 async def test_a_flood_of_tiny_messages_stays_within_the_bound(unit: bytes) -> None:
     """Each queued message counts the memory it takes, and a full queue stops the parsing of
     what was already read: a 64 KiB read of empty frames is some 10,000 messages."""
-    accepted: list[websocket.WebSocket] = []
-
-    async def idle(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
-        ws = await websocket.accept(reader, writer, max_message_size=64 * 1024)
-        accepted.append(ws)
-        await ws.wait_closed()
-
+    idle = Idle()
+    accepted = idle.accepted
     async with aioh2s_client(idle) as client:
         async with raw_tunnel(client) as st:
             block = unit * (256 * 1024 // len(unit))
@@ -706,13 +713,8 @@ async def test_a_flood_of_tiny_messages_stays_within_the_bound(unit: bytes) -> N
 
 
 async def test_a_message_of_endless_empty_fragments_holds_nothing() -> None:
-    accepted: list[websocket.WebSocket] = []
-
-    async def idle(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
-        ws = await websocket.accept(reader, writer, max_message_size=64 * 1024)
-        accepted.append(ws)
-        await ws.wait_closed()
-
+    idle = Idle()
+    accepted = idle.accepted
     async with aioh2s_client(idle) as client:
         async with raw_tunnel(client) as st:
             st.writer.write(frame(0x2, b"", fin=False))

@@ -401,6 +401,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.enter(Life.OPEN)
         if flush:
             self.flush()
+        self.close_started()
 
     def initiate_upgrade(
         self, settings_header: bytes, headers: list[tuple[bytes, bytes]], body: bytes
@@ -430,6 +431,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self.idle_since = None
         if self._on_request is not None:
             self._on_request(s)
+        self.close_started()
 
     def trace_frames(self) -> None:
         """Start or stop tracing frames, as the ``aioh2s.frames`` logger now says (_trace)."""

@@ -180,12 +180,10 @@ class Lifecycle:
         """
         if self.life is Life.CLOSED or self.life is Life.LINGER:
             return
-        if self.life is Life.NEW:
-            # The front door is still reading the first bytes: no HTTP/2 was spoken, so there
-            # is nothing to say goodbye to (a GOAWAY may not be the first frame, §3.4).
-            self.fail(ConnectionClosed("the server closed the connection before it started"))
-            return
         g = self.config.grace if grace is None else max(0.0, grace)
+        if self.life is Life.NEW:
+            self._close_unstarted(g)
+            return
         deadline = time.monotonic() + g
         if self._grace_deadline is None or deadline < self._grace_deadline:
             if self._grace_timer is not None:
@@ -207,6 +205,43 @@ class Lifecycle:
         # no pushes: its last stream id is 0), and stock h2 servers stop answering once they
         # received one: the client sends it when its last stream ended (maybe_finish_close).
         self.maybe_finish_close()
+
+    def _close_unstarted(self, g: float) -> None:
+        """``start_close`` while the front door still reads the first bytes (no HTTP/2 yet).
+
+        Such a connection was accepted an instant ago, most likely with its request on the
+        way (a rolling restart closes servers under load). Closing it now would fail that
+        request, and a GOAWAY may not be the first frame (§3.4): so it gets ``linger``
+        seconds (at most the grace period) to say what it is. HTTP/2 then closes gracefully
+        from ``initiate`` (:meth:`close_started`), its first requests served; anything else
+        is answered as usual; silence is closed without a word.
+        """
+        wait = min(g, self.config.linger)
+        if wait <= 0:
+            self.fail(ConnectionClosed("the server closed the connection before it started"))
+            return
+        deadline = time.monotonic() + g
+        if self._grace_deadline is not None and deadline >= self._grace_deadline:
+            return
+        self._grace_deadline = deadline  # (while NEW: a close is pending, see close_started)
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        self._grace_timer = self.loop.call_later(wait, self._unstarted_expired)
+
+    def _unstarted_expired(self) -> None:
+        self._grace_timer = None
+        if self.life is Life.NEW:
+            self.fail(ConnectionClosed("the server closed the connection before it started"))
+
+    def close_started(self) -> None:
+        """Just out of ``NEW``: start the graceful close asked for meanwhile, if one was."""
+        deadline = self._grace_deadline
+        if deadline is None:
+            return
+        if self._grace_timer is not None:
+            self._grace_timer.cancel()
+        self._grace_timer = self._grace_deadline = None
+        self.start_close(max(0.0, deadline - time.monotonic()))
 
     def _warn_of_goaway(self, wait: float) -> None:
         # PING before GOAWAY: stock h2 (and so httpx) takes no frame but GOAWAY once it has

@@ -89,6 +89,8 @@ class _ServedConnection:
 
     def on_request(self, s: Stream) -> None:
         conn = self.conn
+        if conn._deferred_close is not None:
+            conn.spoken()  # accepted as the server closed: this request is served, then GOAWAY
         limit = conn.config.max_concurrent_streams
         if len(self.tasks) >= limit:
             # Handlers of reset streams may still be running (they get reset_handler_timeout
@@ -275,8 +277,8 @@ class Server:
                     served.conn.initiate()
                 if self._closing:
                     # Accepted just as the listener closed (the kernel had handed it over
-                    # already): its client is sending a request, so close it like the others.
-                    served.conn.start_close(self._grace)
+                    # already): its client is sending a request, which is served first.
+                    served.conn.close_when_spoken(self._grace)
                 await served.conn.run()
             finally:
                 self._connections.discard(served)

@@ -411,6 +411,21 @@ async def test_sighup_replaces_every_worker_and_fails_no_request(
     assert await sup.wait(10) == 0
 
 
+async def test_workers_stop_by_themselves_when_the_supervisor_is_killed(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = await _start(supervisors, workers=2, grace=2)
+    assert await _pid(sup.port) in sup.pids
+    sup.proc.kill()
+    await sup.proc.wait()
+    # Each worker sees its pipe's end, closes gracefully and exits; the supervisor's stderr,
+    # which they share, ends with the last of them.
+    await asyncio.wait_for(sup._reader, 10)
+    assert sup.log().count("the supervisor is gone; closing") == 2
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", sup.port), timeout=1).close()
+
+
 async def test_a_handler_that_cannot_load_stops_serve_with_an_error(
     supervisors: list[Supervisor],
 ) -> None:

@@ -132,7 +132,16 @@ class _Worker:
 
     async def main(self) -> None:
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, self.on_sigterm)
+
+        def on_signal(signum: int, frame: object) -> None:
+            # Not loop.add_signal_handler: asyncio.run() would put SIGTERM back to its default
+            # as the loop closes, and one more (a SIGTERM to the whole process group reaches
+            # us twice: from there and from the supervisor) would kill a worker that is
+            # exiting cleanly. This handler stays, and then does nothing.
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(self.on_sigterm)
+
+        signal.signal(signal.SIGTERM, on_signal)
         # The supervisor never writes: the pipe becomes readable only at its end of file.
         loop.add_reader(self.pipe.fileno(), self.on_orphaned)
         handler = load_handler(self.spec.handler)
@@ -185,5 +194,8 @@ def run(spec: WorkerSpec, pipe: Pipe) -> None:
     try:
         _run_loop(_Worker(spec, pipe).main, spec.use_uvloop)
     finally:
+        # The interpreter's finalization puts a Python-level handler back to the default, so
+        # a late SIGTERM (see main) would still kill a worker exiting cleanly. SIG_IGN stays.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         spec.sock.close()
         pipe.close()

@@ -265,6 +265,7 @@ class _Supervisor:
         for signum in _SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
+            _start_resource_tracker()
             for slot in self.slots:
                 slot.worker = self._spawn(slot)
             await asyncio.wait([s.worker.ready for s in self.slots if s.worker is not None])
@@ -394,6 +395,23 @@ class _Supervisor:
             log.info("aioh2s: %r replaces worker %d; stopping that one gracefully", new, old.pid)
             old.stop()
         return True
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker now, deaf to SIGHUP.
+
+    Spawning starts that helper process in our process group. It ignores SIGINT and SIGTERM,
+    but a SIGHUP to the group (a terminal's hangup, ``kill -HUP -PGID``) would kill it, and
+    the next spawn would warn on stderr that it "died unexpectedly". A process started with
+    a signal blocked keeps it blocked.
+    """
+    from multiprocessing import resource_tracker
+
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGHUP})
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def serve(

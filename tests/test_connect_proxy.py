@@ -81,6 +81,7 @@ class Target:
         self.errors: list[BaseException] = []
         self.ended = asyncio.Event()
         self.server: asyncio.Server | None = None
+        self._serving: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
 
     async def __aenter__(self) -> Target:
         sock = socket.socket()
@@ -93,6 +94,13 @@ class Target:
     async def __aexit__(self, *exc: object) -> None:
         assert self.server is not None
         self.server.close()
+        # Its connections end here, and their handlers with them: a handler left for the
+        # loop's teardown to cancel may meet a reset arriving at the same moment, whose
+        # exception then sits unretrieved in asyncio's read waiter (an ERROR at teardown).
+        for writer in self._serving.values():
+            writer.transport.abort()
+        if self._serving:
+            await asyncio.wait(list(self._serving), timeout=5)
         await self.server.wait_closed()
 
     @property
@@ -101,6 +109,9 @@ class Target:
         return f"127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._serving[task] = writer
         try:
             if self.mode == "flood":
                 block = pattern(64 * KiB)
@@ -127,6 +138,7 @@ class Target:
             self.errors.append(e)
             writer.close()
         finally:
+            self._serving.pop(task, None)
             self.ended.set()
 
 

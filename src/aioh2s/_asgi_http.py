@@ -391,13 +391,14 @@ class HTTPCycle:
     def start(self, status: int, headers: list[tuple[bytes, bytes]], trailers: bool,
               kind: str = "http.response.start") -> None:
         """``http.response.start``: checked and held until the first body message."""
+        if self.state != DONE:
+            self._alive()
         if self.state != START:
             raise self._order(kind)
         code = _STATUS.get(status)
         if code is None:
             code = _STATUS[status] = str(status).encode()
         wire = to_wire([(b":status", code), *headers], RESPONSE)  # LocalProtocolError
-        self._alive()
         self._wire = wire
         self._trailers = trailers
         self.state = STARTED
@@ -405,9 +406,11 @@ class HTTPCycle:
     async def body(self, body: bytes, more: bool, kind: str = "http.response.body") -> None:
         """``http.response.body``: queued, then ``drain()`` while more is to come."""
         state = self.state
+        if state == DONE:
+            return  # "any further messages on the channel will be ignored"
+        self._alive()
         w = self._w
         if state == STARTED:
-            self._alive()
             wire = self._wire
             assert wire is not None
             self._wire = None
@@ -421,7 +424,6 @@ class HTTPCycle:
                 w.send_headers(wire)
             self.state = state = BODY
         if state == BODY:
-            self._alive()
             if body and not self._head:  # (a HEAD response has no content: dropped)
                 w.write(body)
             if more:
@@ -438,17 +440,15 @@ class HTTPCycle:
                 w.write_eof()
                 self.state = DONE
             return
-        if state == DONE:
-            return  # "any further messages on the channel will be ignored"
         raise self._order(kind)
 
     def _trailers_message(self, headers: list[tuple[bytes, bytes]], more: bool) -> None:
+        if self.state == DONE:
+            return
+        self._alive()
         if self.state != TRAILERS:
-            if self.state == DONE:
-                return
             raise self._order("http.response.trailers")
         wire = to_wire(headers, TRAILER_FIELDS)  # LocalProtocolError before anything changes
-        self._alive()
         self._trailer_fields += wire
         if more:
             return
@@ -459,6 +459,9 @@ class HTTPCycle:
         self.state = DONE
 
     def _early_hint(self, links: list[bytes]) -> None:
+        if self.state == DONE:
+            return
+        self._alive()
         if self.state != STARTED:
             if self.state == START:
                 raise self._order("http.response.early_hint")
@@ -466,5 +469,4 @@ class HTTPCycle:
         if not links:
             return
         wire = to_wire([(b":status", b"103"), *((b"link", v) for v in links)], RESPONSE)
-        self._alive()
         self._w.send_headers(wire)

@@ -1,4 +1,4 @@
-"""``aioh2s serve [DIR]``: an HTTP/2 file server, or echo server (``--echo``, ``--ws-echo``).
+"""``aioh2s serve [DIR]``: a file server, echo server (``--echo``, ``--ws-echo``) or ASGI app.
 
 Theory of operation: the command is one coroutine (:func:`run`) built only on the public API
 (``aioh2s.start_server``), one handler per request. :class:`_FileServer` serves DIR (default
@@ -20,6 +20,12 @@ access log line names the path, the messages echoed and the close code. A shutdo
 the open WebSockets with 1001 (going away) first. A message that arrives together with the
 client's close frame is not echoed: once the close frame is in, aioh2s.websocket sends
 nothing more. aioh2s.websocket needs wsproto, imported only with ``--ws-echo``.
+
+``--asgi MODULE:APP`` serves an ASGI application instead (:mod:`aioh2s.asgi`; MODULE is
+imported with the current directory on the path, as uvicorn does): its lifespan startup runs
+before the server listens and its shutdown after the server closed, a failure of either
+(or an application that cannot be imported) is exit code 1, and extended CONNECT is enabled
+when wsproto is installed, for its WebSocket routes.
 
 It listens on h2c, or TLS with ``--tls-cert/--tls-key`` or ``--self-signed`` (a throwaway
 CA and certificate from ``trustme``, the CA written where ``--cacert`` can find it). The
@@ -47,7 +53,7 @@ import ssl
 import stat
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, unquote
@@ -56,6 +62,7 @@ import aioh2s
 from aioh2s._cli_common import (
     CHUNK,
     EXIT_CONNECT,
+    EXIT_ERROR,
     EXIT_OK,
     EXIT_TLS,
     EXIT_USAGE,
@@ -73,6 +80,7 @@ from aioh2s.errors import (
 from aioh2s.tls import server_ssl_context
 
 if TYPE_CHECKING:
+    from aioh2s.asgi import ASGIAdapter
     from aioh2s.websocket import WebSocket
 
 __all__ = ["SERVE_EXIT_CODES", "EchoServer", "add_parser", "run"]
@@ -85,6 +93,8 @@ SERVE_EXIT_CODES = (
     (EXIT_CONNECT, "cannot listen on the address"),
     (EXIT_TLS, "TLS setup failed: unreadable certificate or key, or --self-signed without"
      " trustme"),
+    (EXIT_ERROR, "--asgi: the application cannot be imported, or its lifespan startup or"
+     " shutdown failed"),
 )
 
 
@@ -457,6 +467,7 @@ async def run(args: argparse.Namespace) -> int:
             from aioh2s import websocket  # noqa: F401  (to learn whether wsproto is there)
         except ImportError as e:
             raise wsproto_missing("--ws-echo") from e
+    asgi = _asgi_handler(args) if args.asgi else None
     tmpdir: str | None = None
     try:
         ctx: ssl.SSLContext | None = None
@@ -478,11 +489,18 @@ async def run(args: argparse.Namespace) -> int:
         websockets = None
         if args.ws_echo:
             handler = websockets = _WebSocketEcho(handler, not args.quiet)
+        extended_connect = args.ws_echo
+        if asgi is not None:
+            handler = asgi
+            extended_connect = _has_wsproto()
+            await _asgi_step(asgi.startup())
         try:
             server = await aioh2s.start_server(
-                handler, args.host, args.port, ssl=ctx, enable_connect_protocol=args.ws_echo
+                handler, args.host, args.port, ssl=ctx, enable_connect_protocol=extended_connect
             )
         except OSError as e:
+            if asgi is not None:
+                await _asgi_step(asgi.shutdown())
             raise CLIError(
                 EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
             ) from e
@@ -503,10 +521,47 @@ async def run(args: argparse.Namespace) -> int:
             server.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 10)
+            if asgi is not None:
+                await _asgi_step(asgi.shutdown())  # after the server closed, as the spec says
         return EXIT_OK
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def _asgi_handler(args: argparse.Namespace) -> ASGIAdapter:
+    """``--asgi MODULE:APP``: the application, imported from the current directory too."""
+    from aioh2s.asgi import ASGIAdapter, load_app
+
+    if args.echo or args.ws_echo or args.dir != ".":
+        raise CLIError(EXIT_USAGE, "--asgi serves the application alone: no DIR, --echo or"
+                       " --ws-echo with it")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # as `python -m` and uvicorn find the app's module
+    try:
+        return ASGIAdapter(load_app(args.asgi))
+    except ValueError as e:
+        raise CLIError(EXIT_USAGE, str(e)) from e
+    except Exception as e:
+        raise CLIError(EXIT_ERROR, f"cannot load the ASGI application {args.asgi}: {e!r}") from e
+
+
+async def _asgi_step(step: Coroutine[Any, Any, None]) -> None:
+    """The lifespan's startup or shutdown; its failure is exit code 1 (and logged already)."""
+    from aioh2s.asgi import LifespanFailure
+
+    try:
+        await step
+    except LifespanFailure as e:
+        raise CLIError(EXIT_ERROR, str(e)) from e
+
+
+def _has_wsproto() -> bool:
+    try:
+        import wsproto  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -539,6 +594,12 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="also answer WebSocket requests (RFC 8441, any path), sending each message back;"
         " other requests are served as without it (needs wsproto)",
+    )
+    s.add_argument(
+        "--asgi",
+        metavar="MODULE:APP",
+        help="serve the ASGI application APP of MODULE (imported from the current directory"
+        " too) instead of DIR, with its lifespan; WebSockets too when wsproto is installed",
     )
     s.add_argument(
         "-q",

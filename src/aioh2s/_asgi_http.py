@@ -241,9 +241,9 @@ def _encode(s: str, keep: bool = True) -> bytes:
     return b
 
 
-def _address(info: Any) -> tuple[str, int | None] | None:
-    if isinstance(info, tuple) and len(info) >= 2:
-        return (str(info[0]), int(info[1]))
+def _address(info: Any) -> Any:
+    if type(info) is tuple:
+        return info if len(info) == 2 else info[:2]  # IPv6: (host, port, flowinfo, scope)
     if isinstance(info, str) and info:
         return (info, None)  # a unix socket
     return None
@@ -262,8 +262,10 @@ def request_scope(
     connection (TLS or not), not from the client's ``:scheme``.
     """
     headers: list[tuple[bytes, bytes]] = []
+    append = headers.append
     method = target = authority = ""
-    for n, v in reader.headers._items:
+    cache = _ENCODED
+    for n, v in reader.headers._items:  # (a hot path: one lookup per name and short value)
         if n[0] == ":":
             if n == ":method":
                 method = v
@@ -274,7 +276,13 @@ def request_scope(
             continue
         if n == "host" and authority:
             continue
-        headers.append((_encode(n), _encode(v, n not in _UNSHARED)))
+        bn = cache.get(n)
+        if bn is None:
+            bn = _encode(n)
+        bv = cache.get(v)
+        if bv is None:
+            bv = _encode(v, n not in _UNSHARED)
+        append((bn, bv))
     if authority:
         headers.insert(0, (b"host", _encode(authority)))
     raw, _, query = target.partition("?")
@@ -283,7 +291,8 @@ def request_scope(
     if root_path:
         path = root_path + path
         raw_path = root_path.encode("utf-8") + raw_path
-    tls = writer.get_extra_info("ssl_object") is not None
+    extra = reader._s.conn.transport.get_extra_info
+    tls = extra("ssl_object") is not None
     scope: Scope = {
         "type": kind,
         "asgi": {"version": ASGI_VERSION, "spec_version": SPEC_VERSION},
@@ -292,11 +301,11 @@ def request_scope(
         "scheme": ("https" if tls else "http") if kind == "http" else ("wss" if tls else "ws"),
         "path": path,
         "raw_path": raw_path,
-        "query_string": _encode(query, False),
+        "query_string": _encode(query, False) if query else b"",
         "root_path": root_path,
         "headers": headers,
-        "client": _address(writer.get_extra_info("peername")),
-        "server": _address(writer.get_extra_info("sockname")),
+        "client": _address(extra("peername")),
+        "server": _address(extra("sockname")),
     }
     if state is not None:
         scope["state"] = dict(state)  # a shallow copy per request (lifespan spec)
@@ -315,11 +324,11 @@ _STATE_NAMES = ("before http.response.start", "after http.response.start",
 class HTTPCycle:
     """One request: the ``receive`` and ``send`` an ASGI application gets for it."""
 
-    __slots__ = ("_r", "_w", "_s", "state", "_wire", "_trailers", "_trailer_fields", "_te",
+    __slots__ = ("_r", "_w", "_s", "state", "_wire", "_trailers", "_trailer_fields",
                  "_head", "_body_done", "_gone", "raised", "_chunk")
 
     def __init__(self, reader: H2StreamReader, writer: H2StreamWriter, chunk: int,
-                 head: bool, te: bool) -> None:
+                 head: bool) -> None:
         self._r = reader
         self._w = writer
         self._s = reader._s
@@ -328,7 +337,6 @@ class HTTPCycle:
         self._wire: list[tuple[bytes, bytes]] | None = None  # held response headers
         self._trailers = False  # the start message announced trailers
         self._trailer_fields: list[tuple[bytes, bytes]] = []
-        self._te = te  # the client said ``te: trailers``
         self._head = head
         self._body_done = False
         self._gone = False  # http.disconnect was delivered (or the stream died)
@@ -398,8 +406,7 @@ class HTTPCycle:
         code = _STATUS.get(status)
         if code is None:
             code = _STATUS[status] = str(status).encode()
-        wire = to_wire([(b":status", code), *headers], RESPONSE)  # LocalProtocolError
-        self._wire = wire
+        self._wire = to_wire([(b":status", code), *headers], RESPONSE)  # LocalProtocolError
         self._trailers = trailers
         self.state = STARTED
 
@@ -413,15 +420,16 @@ class HTTPCycle:
         if state == STARTED:
             wire = self._wire
             assert wire is not None
-            self._wire = None
             if not body or self._head:
                 ends = not more and not self._trailers
-                w.send_headers(wire, end_stream=ends)
+                w.send_headers(wire, end_stream=ends)  # LocalProtocolError: nothing changed
+                self._wire = None
                 if ends:
                     self.state = DONE
                     return
             else:
                 w.send_headers(wire)
+                self._wire = None
             self.state = state = BODY
         if state == BODY:
             if body and not self._head:  # (a HEAD response has no content: dropped)
@@ -452,10 +460,11 @@ class HTTPCycle:
         self._trailer_fields += wire
         if more:
             return
-        if self._te and self._trailer_fields:
+        # The extension's rule: trailers only for a client that said ``te: trailers``.
+        if self._trailer_fields and "trailers" in self._r.headers.get("te", ""):
             self._w.send_trailers(self._trailer_fields)
         else:
-            self._w.write_eof()  # the client did not ask for trailers (te: trailers)
+            self._w.write_eof()
         self.state = DONE
 
     def _early_hint(self, links: list[bytes]) -> None:

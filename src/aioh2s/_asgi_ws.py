@@ -69,7 +69,7 @@ class WebSocketCycle:
         self._w = writer
         self.state = CONNECTING
         self.ws: WebSocket | None = None
-        self._http = HTTPCycle(reader, writer, 64 * 1024, head=False, te=False)
+        self._http = HTTPCycle(reader, writer, 64 * 1024, head=False)
         self._max_message_size = max_message_size
         self._close_timeout = close_timeout
         self._closed: WebSocketClosed | None = None

@@ -277,8 +277,7 @@ class ASGIAdapter:
             return
         scope = request_scope("http", reader, writer, self.root_path, self._lifespan.state)
         scope["extensions"] = {"http.response.trailers": {}, "http.response.early_hint": {}}
-        cycle = HTTPCycle(reader, writer, self.chunk_size, scope["method"] == "HEAD",
-                          "trailers" in reader.headers.get("te", ""))
+        cycle = HTTPCycle(reader, writer, self.chunk_size, scope["method"] == "HEAD")
         try:
             await self.app(scope, cycle.receive, cycle.send)
         except Exception as e:

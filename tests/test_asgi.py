@@ -153,7 +153,7 @@ async def test_request_body_streams_in_chunks(wire: Any) -> None:
     assert empty == [{"type": "http.request", "body": b"", "more_body": False}]
 
 
-async def test_inbound_flow_control_follows_receive() -> None:
+async def test_inbound_flow_control_follows_receive(wire: Any) -> None:
     """No receive() call: the client's drain() blocks (no window granted); reads unblock it."""
     go = asyncio.Event()
     first: list[dict[str, Any]] = []
@@ -169,8 +169,7 @@ async def test_inbound_flow_control_follows_receive() -> None:
         done.set_result(len(first[0]["body"]) + len(body))
         await respond(send)
 
-    from helpers import Wire
-    async with asgi(Wire("h2c"), app, {"stream_window": 65535}, chunk_size=1000) as (client, _):
+    async with asgi(wire, app, {"stream_window": 65535}, chunk_size=1000) as (client, _):
         total = 600_000
         async with client.request({":method": "POST", ":path": "/"}) as st:
             st.writer.write(pattern(total))
@@ -513,3 +512,17 @@ async def test_lifespan_timeout_leaves_no_task() -> None:
         await adapter.startup()
         await adapter._lifespan._send({"type": "lifespan.startup.complete"})
     await adapter.shutdown()
+
+
+@pytest.mark.expect_log("aioh2s", "ERROR", "lifespan scope failed after its startup")
+async def test_lifespan_failing_between_phases_is_logged(log_guard: Any) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.complete"})
+        raise RuntimeError("the pool died")
+
+    adapter = ASGIAdapter(app, lifespan="on")
+    await adapter.startup()
+    await asyncio.sleep(0.05)
+    assert any("pool died" in repr(r.exc_info) for r in log_guard.records)
+    await adapter.shutdown()  # the scope is over: nothing to send it

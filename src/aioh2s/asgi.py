@@ -62,7 +62,15 @@ elif TYPE_CHECKING:  # only type checkers need it on 3.10 (see aioh2s.config)
 if TYPE_CHECKING:
     from .config import ConfigOptions
 
-__all__ = ["ASGIAdapter", "ASGIApp", "ClientDisconnected", "LifespanFailure", "load_app", "run"]
+__all__ = [
+    "ASGIAdapter",
+    "ASGIApp",
+    "ClientDisconnected",
+    "LifespanFailure",
+    "load_app",
+    "run",
+    "serve",
+]
 
 log = logging.getLogger("aioh2s")
 
@@ -120,6 +128,10 @@ class _Lifespan:
             await self.app(scope, self._receive, self._send)
         except Exception as e:
             self._error = e
+            if self._reply is None or self._reply.done():
+                # Between the phases nobody waits for an answer that would report it.
+                log.exception("aioh2s: the ASGI lifespan scope failed after its %s",
+                              self._phase)
         finally:
             if self._reply is not None and not self._reply.done():
                 self._reply.set_result(("", ""))  # ended without answering

@@ -253,15 +253,25 @@ async def test_head_response_has_no_body_and_early_hints(wire: Any) -> None:
             assert await st.reader.read() == b"hello"
 
 
-async def test_empty_response_is_one_headers_frame(wire: Any) -> None:
+async def test_empty_response_is_one_headers_frame(
+    wire: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        await send({"type": "http.response.start", "status": 204})
+        # HTTP/1.1's connection fields mean nothing in HTTP/2: dropped (transfer-encoding
+        # by the spec's rule), not a LocalProtocolError.
+        await send({"type": "http.response.start", "status": 204, "headers": [
+            (b"Transfer-Encoding", b"chunked"), (b"connection", b"close"), (b"x-kept", b"1")]})
         await send({"type": "http.response.body"})
         await send({"type": "http.response.body", "body": b"ignored after the end"})
 
     async with asgi(wire, app) as (client, _):
+        caplog.set_level(logging.DEBUG, "aioh2s.frames")
         resp, body, _ = await get(client)
-        assert resp[":status"] == "204" and body == b""
+        assert resp == [(":status", "204"), ("x-kept", "1")] and body == b""
+    sent = [r.h2_frame for r in caplog.records  # type: ignore[attr-defined]
+            if getattr(r, "h2_side", "") == "server" and r.h2_direction == "send"  # type: ignore[attr-defined]
+            and r.h2_frame.split()[1] == "stream=1"]  # type: ignore[attr-defined]
+    assert len(sent) == 1 and sent[0].startswith("HEADERS") and "END_STREAM" in sent[0], sent
 
 
 # -- http.disconnect and send() after it -------------------------------------------------------
@@ -397,7 +407,7 @@ BAD_MESSAGES: list[tuple[Any, type[Exception]]] = [
      ValueError),
     ({"type": "http.response.start", "status": 200, "headers": [(b"bad name", b"1")]},
      aioh2s.LocalProtocolError),
-    ({"type": "http.response.start", "status": 200, "headers": [(b"connection", b"close")]},
+    ({"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\nb")]},
      aioh2s.LocalProtocolError),
     ({"type": "http.response.start", "status": 200, "trailers": "yes"}, TypeError),
     ({"type": "http.response.body", "body": "text"}, TypeError),

@@ -317,6 +317,8 @@ def request_scope(
 #: The response's states, in order: nothing sent yet, start held, body open, trailers due.
 START, STARTED, BODY, TRAILERS, DONE = range(5)
 _STATUS: dict[int, bytes] = {}
+_HOP_BY_HOP = frozenset([b"transfer-encoding", b"connection", b"keep-alive",
+                         b"proxy-connection", b"upgrade"])
 _STATE_NAMES = ("before http.response.start", "after http.response.start",
                 "during the body", "after the body, waiting for trailers", "after the response")
 
@@ -406,6 +408,11 @@ class HTTPCycle:
         code = _STATUS.get(status)
         if code is None:
             code = _STATUS[status] = str(status).encode()
+        if any(n.lower() in _HOP_BY_HOP for n, _ in headers):
+            # The spec: "the server must ignore" transfer-encoding; the other HTTP/1.1
+            # connection fields go too, as a gateway to HTTP/2 must drop them (RFC 9113
+            # §8.2.2), so an application written for HTTP/1.1 servers runs unchanged.
+            headers = [(n, v) for n, v in headers if n.lower() not in _HOP_BY_HOP]
         self._wire = to_wire([(b":status", code), *headers], RESPONSE)  # LocalProtocolError
         self._trailers = trailers
         self.state = STARTED

@@ -536,3 +536,32 @@ async def test_lifespan_failing_between_phases_is_logged(log_guard: Any) -> None
     await asyncio.sleep(0.05)
     assert any("pool died" in repr(r.exc_info) for r in log_guard.records)
     await adapter.shutdown()  # the scope is over: nothing to send it
+
+
+async def test_serve_runs_until_sigterm() -> None:
+    """aioh2s.asgi.serve (what run() runs): startup, serve, SIGTERM, graceful close, shutdown."""
+    import os
+    import signal
+
+    from aioh2s.asgi import serve
+
+    events: list[str] = []
+    bodies: list[bytes] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def use(server: aioh2s.Server) -> None:
+        port = server.sockets[0].getsockname()[1]
+        async with await aioh2s.connect("127.0.0.1", port) as client:
+            bodies.append((await get(client))[1])
+        # serve() installed its handler: the signal stops it instead of this process.
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    def ready(server: aioh2s.Server) -> None:
+        tasks.append(asyncio.ensure_future(use(server)))
+
+    await asyncio.wait_for(serve(lifespan_app(events), "127.0.0.1", 0, ready=ready), 20)
+    await tasks[0]
+    assert bodies == [b"[('mine', True), ('pool', 'the pool')]"]
+    assert events == ["lifespan.startup", "lifespan.shutdown"]
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -43,7 +43,7 @@ from ._asgi_http import (
     Message,
     check,
 )
-from .errors import WebSocketClosed, WebSocketRejected
+from .errors import H2Error, WebSocketClosed, WebSocketRejected
 from .streams import H2StreamReader, H2StreamWriter
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class WebSocketCycle:
             # the stream's end (a reset, the connection lost, the response complete).
             try:
                 await self._w.wait_closed()
-            except Exception:  # noqa: S110 - the stream's error: the disconnect says it
+            except H2Error:  # the stream's error: the disconnect says it
                 pass
         return self._disconnect()
 

@@ -378,7 +378,8 @@ async def serve(
 ) -> None:
     """Serve ``app`` until SIGINT or SIGTERM, as :func:`run` does, in a running loop.
 
-    ``ready(server)`` is called once the server listens (the lifespan startup done).
+    ``ready(server)`` is called once the server listens (the lifespan startup done). A
+    second signal during the graceful close cuts the open streams' grace to 0.
     """
     adapter = app if isinstance(app, ASGIAdapter) else ASGIAdapter(app)
     if "enable_connect_protocol" not in options:
@@ -388,27 +389,36 @@ async def serve(
             pass
         else:
             options["enable_connect_protocol"] = True
-    await adapter.startup()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    server: Server | None = None
+
+    def on_signal() -> None:
+        if stop.is_set() and server is not None:
+            server.close(0)  # a second signal: no more grace for the open streams
+        stop.set()
+
+    signals = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal)
+            signals.append(sig)
     try:
-        server = await start_server(adapter, host, port, ssl=ssl, **options)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        signals = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop.set)
-                signals.append(sig)
+        await adapter.startup()
         try:
-            if ready is not None:
-                ready(server)
-            await stop.wait()
+            server = await start_server(adapter, host, port, ssl=ssl, **options)
+            try:
+                if ready is not None:
+                    ready(server)
+                await stop.wait()
+            finally:
+                server.close()
+                await server.wait_closed()
         finally:
-            for sig in signals:
-                loop.remove_signal_handler(sig)
-            server.close()
-            await server.wait_closed()
+            await adapter.shutdown()
     finally:
-        await adapter.shutdown()
+        for sig in signals:  # (kept until the end: a signal during the close is not fatal)
+            loop.remove_signal_handler(sig)
 
 
 def run(

@@ -191,9 +191,10 @@ class _Lifespan:
             return  # it ended after its startup: nothing is listening
         kind, text = await self._ask("shutdown", self.timeouts[1])
         if kind == "lifespan.shutdown.complete":
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._task), 1.0)
-            await self._stop()
+            try:  # it returns now, as a rule; one that does not is cancelled
+                await asyncio.wait({self._task}, timeout=1.0)
+            finally:
+                await self._stop()
             return
         await self._stop()
         if kind == "lifespan.shutdown.failed":

@@ -21,10 +21,9 @@ the open WebSockets with 1001 (going away) first. A message that arrives togethe
 client's close frame is not echoed: once the close frame is in, aioh2s.websocket sends
 nothing more. aioh2s.websocket needs wsproto, imported only with ``--ws-echo``.
 
-``--asgi MODULE:APP`` serves an ASGI application instead (:mod:`aioh2s.asgi`; MODULE is
-imported with the current directory on the path, as uvicorn does): its lifespan startup runs
-before the server listens and its shutdown after the server closed, a failure of either
-(or an application that cannot be imported) is exit code 1, and extended CONNECT is enabled
+``--asgi MODULE:APP`` serves an ASGI application instead (:mod:`aioh2s._cli_asgi` makes
+the handler and maps its failures to exit codes): its lifespan startup runs before the
+server listens and its shutdown after the server closed, and extended CONNECT is enabled
 when wsproto is installed, for its WebSocket routes.
 
 It listens on h2c, or TLS with ``--tls-cert/--tls-key`` or ``--self-signed`` (a throwaway
@@ -53,12 +52,13 @@ import ssl
 import stat
 import sys
 import tempfile
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 from urllib.parse import quote, unquote
 
 import aioh2s
+from aioh2s import _cli_asgi
 from aioh2s._cli_common import (
     CHUNK,
     EXIT_CONNECT,
@@ -80,7 +80,6 @@ from aioh2s.errors import (
 from aioh2s.tls import server_ssl_context
 
 if TYPE_CHECKING:
-    from aioh2s.asgi import ASGIAdapter
     from aioh2s.websocket import WebSocket
 
 __all__ = ["SERVE_EXIT_CODES", "EchoServer", "add_parser", "run"]
@@ -467,7 +466,7 @@ async def run(args: argparse.Namespace) -> int:
             from aioh2s import websocket  # noqa: F401  (to learn whether wsproto is there)
         except ImportError as e:
             raise wsproto_missing("--ws-echo") from e
-    asgi = _asgi_handler(args) if args.asgi else None
+    asgi = _cli_asgi.adapter(args) if args.asgi else None
     tmpdir: str | None = None
     try:
         ctx: ssl.SSLContext | None = None
@@ -492,15 +491,15 @@ async def run(args: argparse.Namespace) -> int:
         extended_connect = args.ws_echo
         if asgi is not None:
             handler = asgi
-            extended_connect = _has_wsproto()
-            await _asgi_step(asgi.startup())
+            extended_connect = _cli_asgi.wsproto_installed()
+            await _cli_asgi.step(asgi.startup())
         try:
             server = await aioh2s.start_server(
                 handler, args.host, args.port, ssl=ctx, enable_connect_protocol=extended_connect
             )
         except OSError as e:
             if asgi is not None:
-                await _asgi_step(asgi.shutdown())
+                await _cli_asgi.step(asgi.shutdown())
             raise CLIError(
                 EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
             ) from e
@@ -522,46 +521,11 @@ async def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 10)
             if asgi is not None:
-                await _asgi_step(asgi.shutdown())  # after the server closed, as the spec says
+                await _cli_asgi.step(asgi.shutdown())  # after the server closed (the spec)
         return EXIT_OK
     finally:
         if tmpdir is not None:
             shutil.rmtree(tmpdir, ignore_errors=True)
-
-
-def _asgi_handler(args: argparse.Namespace) -> ASGIAdapter:
-    """``--asgi MODULE:APP``: the application, imported from the current directory too."""
-    from aioh2s.asgi import ASGIAdapter, load_app
-
-    if args.echo or args.ws_echo or args.dir != ".":
-        raise CLIError(EXIT_USAGE, "--asgi serves the application alone: no DIR, --echo or"
-                       " --ws-echo with it")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # as `python -m` and uvicorn find the app's module
-    try:
-        return ASGIAdapter(load_app(args.asgi))
-    except ValueError as e:
-        raise CLIError(EXIT_USAGE, str(e)) from e
-    except Exception as e:
-        raise CLIError(EXIT_ERROR, f"cannot load the ASGI application {args.asgi}: {e!r}") from e
-
-
-async def _asgi_step(step: Coroutine[Any, Any, None]) -> None:
-    """The lifespan's startup or shutdown; its failure is exit code 1 (and logged already)."""
-    from aioh2s.asgi import LifespanFailure
-
-    try:
-        await step
-    except LifespanFailure as e:
-        raise CLIError(EXIT_ERROR, str(e)) from e
-
-
-def _has_wsproto() -> bool:
-    try:
-        import wsproto  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:

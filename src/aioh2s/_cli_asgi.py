@@ -1,0 +1,63 @@
+"""``aioh2s serve --asgi MODULE:APP``: the ASGI application's part of the ``serve`` command.
+
+Theory of operation: ``serve`` (:mod:`aioh2s._cli_serve`) runs as for any handler; this
+module gives it the handler, an :class:`aioh2s.asgi.ASGIAdapter` around the application
+MODULE:APP names (imported with the current directory on the path, as ``python -m`` and
+uvicorn find it), and turns the failures of loading it or of its lifespan into the
+command's exit codes: 2 for a spec that is not ``module:attribute`` (or options that do
+not go with ``--asgi``), 1 for an application that cannot be imported or whose lifespan
+startup or shutdown failed. ``serve`` runs the startup before it listens and the shutdown
+after the server closed (the lifespan spec's order). :mod:`aioh2s.asgi` is imported only
+when ``--asgi`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from aioh2s._cli_common import EXIT_ERROR, EXIT_USAGE, CLIError
+
+if TYPE_CHECKING:
+    from aioh2s.asgi import ASGIAdapter
+
+__all__ = ["adapter", "step", "wsproto_installed"]
+
+
+def adapter(args: argparse.Namespace) -> ASGIAdapter:
+    """The handler for ``--asgi MODULE:APP``; :class:`CLIError` if it cannot be made."""
+    from aioh2s.asgi import ASGIAdapter, load_app
+
+    if args.echo or args.ws_echo or args.dir != ".":
+        raise CLIError(EXIT_USAGE, "--asgi serves the application alone: no DIR, --echo or"
+                       " --ws-echo with it")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return ASGIAdapter(load_app(args.asgi))
+    except ValueError as e:
+        raise CLIError(EXIT_USAGE, str(e)) from e
+    except Exception as e:
+        raise CLIError(EXIT_ERROR, f"cannot load the ASGI application {args.asgi}: {e!r}") from e
+
+
+async def step(lifespan: Coroutine[Any, Any, None]) -> None:
+    """The lifespan's startup or shutdown; its failure is exit code 1 (and logged already)."""
+    from aioh2s.asgi import LifespanFailure
+
+    try:
+        await lifespan
+    except LifespanFailure as e:
+        raise CLIError(EXIT_ERROR, str(e)) from e
+
+
+def wsproto_installed() -> bool:
+    """Whether WebSockets can be served (the ``wsproto`` extra is installed)."""
+    try:
+        import wsproto  # noqa: F401
+    except ImportError:
+        return False
+    return True

@@ -239,18 +239,40 @@ async def test_trailers_extension(wire: Any) -> None:
 
 async def test_head_response_has_no_body_and_early_hints(wire: Any) -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.early_hint", "links": [b"</a.css>; rel=preload"]})
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-length", b"5")]})
-        await send({"type": "http.response.early_hint", "links": [b"</s.css>; rel=preload"]})
+        await send({"type": "http.response.early_hint", "links": [b"</b.js>; rel=preload"]})
         await send({"type": "http.response.body", "body": b"hello"})
+        await send({"type": "http.response.early_hint", "links": [b"</late>"]})  # ignored
 
     async with asgi(wire, app) as (client, _):
         _, body, _ = await get(client, method="HEAD")
         assert body == b""
         async with client.request({":path": "/"}, end_stream=True) as st:
             assert (await st.response_headers())[":status"] == "200"
-            assert [h.get("link") for h in st.informational] == ["</s.css>; rel=preload"]
+            assert [h.get("link") for h in st.informational] == [
+                "</a.css>; rel=preload", "</b.js>; rel=preload"]
             assert await st.reader.read() == b"hello"
+
+
+async def test_headers_do_not_wait_for_a_slow_first_chunk(wire: Any) -> None:
+    """The start is held only until the loop's next turn: an event stream's client sees its
+    headers before the first event."""
+    seen = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        await asyncio.wait_for(seen.wait(), 10)  # the first event comes only after that
+        await send({"type": "http.response.body", "body": b"data: 1\n\n"})
+
+    async with asgi(wire, app) as (client, _):
+        async with client.request({":path": "/events"}, end_stream=True) as st:
+            headers = await asyncio.wait_for(st.response_headers(), 5)
+            assert headers["content-type"] == "text/event-stream"
+            seen.set()
+            assert await st.reader.read() == b"data: 1\n\n"
 
 
 async def test_empty_response_is_one_headers_frame(
@@ -413,7 +435,8 @@ BAD_MESSAGES: list[tuple[Any, type[Exception]]] = [
     ({"type": "http.response.body", "body": "text"}, TypeError),
     ({"type": "http.response.body", "body": b"x"}, RuntimeError),  # before the start
     ({"type": "http.response.trailers"}, RuntimeError),
-    ({"type": "http.response.early_hint", "links": [b"x"]}, RuntimeError),
+    ({"type": "http.response.early_hint"}, TypeError),
+    ({"type": "http.response.early_hint", "links": b"x"}, TypeError),
 ]
 
 

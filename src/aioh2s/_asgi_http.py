@@ -19,10 +19,15 @@ control of aioh2s is the application's:
   window plus ``write_high_water``. The last body message does not wait (nothing follows it
   that could pile up). ``send()`` on a stream that was reset raises
   :class:`ClientDisconnected`, an ``OSError`` (spec 2.4), which the adapter does not log.
-- The response headers are held from ``http.response.start`` until the first body message
-  (the spec allows it): a response with an empty body is then one HEADERS frame with
-  END_STREAM, an ``http.response.early_hint`` can still go out as a 103 before them, and an
-  application failing between the two still gets its client a 500 rather than a reset.
+- The response headers of ``http.response.start`` are held until the first body message or
+  the loop's next turn, whichever comes first (the spec allows holding them): a response
+  whose body follows at once (most do) has its headers and body queued together, one
+  HEADERS frame with END_STREAM if the body is empty, and an application failing in
+  between (before it awaits anything) still gets its client a 500 rather than a reset; a
+  stream whose first chunk takes its time (server-sent events) still gets its headers
+  without waiting for it. An
+  ``http.response.early_hint`` goes out as a 103 before them (sent before the start, as
+  hypercorn takes it, or after it while they are held, as the extension words it).
 - Trailers (the ``http.response.trailers`` extension): ``trailers: True`` in the start
   message keeps the stream open after the last body message until the trailers message
   (``more_trailers`` gathers several). As the extension says, the fields are sent only if
@@ -416,6 +421,18 @@ class HTTPCycle:
         self._wire = to_wire([(b":status", code), *headers], RESPONSE)  # LocalProtocolError
         self._trailers = trailers
         self.state = STARTED
+        # Held at most until the loop's next turn: a first body message sent without
+        # awaiting anything in between (most responses) goes out with them, and a stream
+        # whose first chunk takes its time (server-sent events) still gets its headers now.
+        self._s.conn.loop.call_soon(self._send_held)
+
+    def _send_held(self) -> None:
+        if self.state == STARTED and self._s.send is Send.IDLE:
+            wire = self._wire
+            assert wire is not None
+            self._wire = None
+            self._w.send_headers(wire)  # (checked already: only a reset could stop it)
+            self.state = BODY
 
     async def body(self, body: bytes, more: bool, kind: str = "http.response.body") -> None:
         """``http.response.body``: queued, then ``drain()`` while more is to come."""
@@ -478,9 +495,7 @@ class HTTPCycle:
         if self.state == DONE:
             return
         self._alive()
-        if self.state != STARTED:
-            if self.state == START:
-                raise self._order("http.response.early_hint")
+        if self.state != STARTED and self.state != START:
             return  # the final headers went out already: a 103 cannot follow them
         if not links:
             return

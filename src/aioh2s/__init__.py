@@ -53,6 +53,7 @@ from .server import Handler, Server, start_server
 from .session import Response, Session, SessionStream, Timeouts
 from .streams import ConnectionHandle, H2StreamReader, H2StreamWriter
 from .tls import client_ssl_context, server_ssl_context
+from .workers import serve
 
 __version__ = "0.1.0"
 
@@ -96,6 +97,7 @@ __all__ = [
     "__version__",
     "client_ssl_context",
     "connect",
+    "serve",
     "server_ssl_context",
     "start_server",
 ]

@@ -280,7 +280,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         "open_outbound", "last_activity", "_ping_waiters", "_handshake_timer", "_header_timer",
         "_header_since", "_header_block", "_header_timeout", "pool", "held", "partial_held",
         "partial_since",
-        "_tick_timer", "_keepalive_task", "_grace_timer", "_grace_deadline", "_shutdown_timer",
+        "_tick_timer", "_keepalive_task", "_grace_timer", "_grace_deadline", "_deferred_close",
+        "_shutdown_timer",
         "_linger_timer", "_linger_deadline", "front_door", "abuse", "body_rate",
         "_header_priority", "idle_since", "starts_at", "starts_n", "writes", "on_slots",
     )
@@ -356,6 +357,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
         self._keepalive_task: asyncio.Task[None] | None = None
         self._grace_timer: asyncio.TimerHandle | None = None
         self._grace_deadline: float | None = None
+        #: (grace deadline, timer) of a close waiting for the peer's first requests
+        #: (Lifecycle.close_when_spoken).
+        self._deferred_close: tuple[float, asyncio.TimerHandle] | None = None
         self._shutdown_timer: asyncio.TimerHandle | None = None
         self._linger_timer: asyncio.TimerHandle | None = None
         self._linger_deadline = 0.0  # set when the connection starts to linger

@@ -121,6 +121,7 @@ class Lifecycle:
     _shutdown_timer: asyncio.TimerHandle | None
     _grace_timer: asyncio.TimerHandle | None
     _grace_deadline: float | None
+    _deferred_close: tuple[float, asyncio.TimerHandle] | None
     _linger_timer: asyncio.TimerHandle | None
     _linger_deadline: float
     _handshake_timer: asyncio.TimerHandle | None
@@ -181,10 +182,11 @@ class Lifecycle:
         if self.life is Life.CLOSED or self.life is Life.LINGER:
             return
         if self.life is Life.NEW:
-            # The front door is still reading the first bytes: no HTTP/2 was spoken, so there
-            # is nothing to say goodbye to (a GOAWAY may not be the first frame, §3.4).
-            self.fail(ConnectionClosed("the server closed the connection before it started"))
+            self.close_when_spoken(grace)
             return
+        if self._deferred_close is not None:  # this close supersedes it
+            self._deferred_close[1].cancel()
+            self._deferred_close = None
         g = self.config.grace if grace is None else max(0.0, grace)
         deadline = time.monotonic() + g
         if self._grace_deadline is None or deadline < self._grace_deadline:
@@ -207,6 +209,42 @@ class Lifecycle:
         # no pushes: its last stream id is 0), and stock h2 servers stop answering once they
         # received one: the client sends it when its last stream ended (maybe_finish_close).
         self.maybe_finish_close()
+
+    def close_when_spoken(self, grace: float | None = None) -> None:
+        """Close gracefully, but only once the peer made its first requests (or had the time).
+
+        For a connection accepted an instant before the server closed (``start_close`` in
+        ``NEW`` comes here, and a server's connection accepted after ``close()``): its client
+        is most likely sending a request already (a rolling restart closes servers under
+        load), and a GOAWAY with our SETTINGS would refuse it, or, in ``NEW``, could not
+        even be sent (it may not be the first frame, §3.4). So the peer gets ``linger``
+        seconds, at most the grace period: its first requests (the server calls
+        :meth:`spoken` as they arrive) are served, then the graceful close starts; a silent
+        peer is closed after that time, without a word if it never spoke HTTP/2.
+        """
+        g = self.config.grace if grace is None else max(0.0, grace)
+        wait = min(g, self.config.linger)
+        deadline = time.monotonic() + g
+        pending = self._deferred_close
+        if pending is not None:
+            if deadline >= pending[0]:
+                return
+            pending[1].cancel()
+        self._deferred_close = (deadline, self.loop.call_later(wait, self.spoken))
+        if wait <= 0:
+            self.spoken()
+
+    def spoken(self) -> None:
+        """The peer's first requests are in, or its time is up: start the deferred close."""
+        pending = self._deferred_close
+        if pending is None:
+            return
+        self._deferred_close = None
+        pending[1].cancel()
+        if self.life is Life.NEW:
+            self.fail(ConnectionClosed("the server closed the connection before it started"))
+        else:
+            self.start_close(max(0.0, pending[0] - time.monotonic()))
 
     def _warn_of_goaway(self, wait: float) -> None:
         # PING before GOAWAY: stock h2 (and so httpx) takes no frame but GOAWAY once it has
@@ -505,6 +543,9 @@ class Lifecycle:
                       self._linger_timer, self._header_timer, self._tick_timer):
             if timer is not None:
                 timer.cancel()
+        if self._deferred_close is not None:
+            self._deferred_close[1].cancel()
+            self._deferred_close = None
         self._handshake_timer = self._grace_timer = self._shutdown_timer = None
         self._header_timer = self._tick_timer = None
         self._linger_timer = None

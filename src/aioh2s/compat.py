@@ -127,6 +127,8 @@ class StartServerOptions(ConfigOptions, total=False):
     config: Config | None
     backlog: int
     reuse_address: bool | None
+    reuse_port: bool | None
+    sock: socket.socket | None
 
 _P = TypeVar("_P", bound="H2Protocol")
 
@@ -826,15 +828,15 @@ async def start_server(
 
     Its result (a coroutine, task or future) becomes the protocol's handler, cancelled when
     the connection closes. ``concurrency`` (default 8) is the SETTINGS_MAX_CONCURRENT_STREAMS
-    advertised to clients; ``ssl``, ``backlog``, ``reuse_address`` and aioh2s options go to
-    :func:`aioh2s.start_server`. Returns an ``aioh2s.Server`` (``sockets``, ``close()``,
-    ``wait_closed()``, as ``asyncio.Server``).
+    advertised to clients; ``ssl``, ``backlog``, ``reuse_address``, ``reuse_port``, ``sock``
+    and aioh2s options go to :func:`aioh2s.start_server`. Returns an ``aioh2s.Server``
+    (``sockets``, ``close()``, ``wait_closed()``, as ``asyncio.Server``).
     """
     kwargs: dict[str, Any] = dict(options)  # (typed for callers; taken apart by name here)
     args = _split_kwargs(kwargs)
     kwargs.setdefault("max_concurrent_streams", args.get("concurrency", 8))
     conns = _ServerConnections(client_connected_cb, cls, args)
-    if host is None and not port:
+    if host is None and not port and kwargs.get("sock") is None:
         server = await _start_on_shared_port(conns.handle, kwargs)
     else:
         server = await _aioh2s_start_server(conns.handle, host, port, **kwargs)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl as _ssl
 import sys
 import time
@@ -88,6 +89,8 @@ class _ServedConnection:
 
     def on_request(self, s: Stream) -> None:
         conn = self.conn
+        if conn._deferred_close is not None:
+            conn.spoken()  # accepted as the server closed: this request is served, then GOAWAY
         limit = conn.config.max_concurrent_streams
         if len(self.tasks) >= limit:
             # Handlers of reset streams may still be running (they get reset_handler_timeout
@@ -259,10 +262,6 @@ class Server:
                         self._tls_door.log(f"closing connection from {peer}: {e}")
                         transport.close()
                         return
-            if self._closing:
-                # Accepted just as the listener closed: there is nothing to serve it.
-                transport.abort()
-                return
             served = _ServedConnection(self, wire)
             self._connections.add(served)
             served.conn.pool = self._pool
@@ -276,6 +275,10 @@ class Server:
                     served.conn.front_door = self._tls_door
                 else:
                     served.conn.initiate()
+                if self._closing:
+                    # Accepted just as the listener closed (the kernel had handed it over
+                    # already): its client is sending a request, which is served first.
+                    served.conn.close_when_spoken(self._grace)
                 await served.conn.run()
             finally:
                 self._connections.discard(served)
@@ -358,6 +361,9 @@ class Server:
     def close(self, grace: float | None = None) -> None:
         """Stop listening and shut every connection down gracefully.
 
+        The listening sockets are closed first, at once, so the kernel hands this server no
+        more connections (with ``reuse_port``, it hands them to the other listeners) while
+        the open ones drain.
         Each connection gets GOAWAY(NO_ERROR) naming the last stream it will process; those
         streams may finish for ``grace`` seconds (default: the ``grace`` option, 30 s), then
         what is left is reset and the connection closed. ``await wait_closed()`` returns when
@@ -398,6 +404,8 @@ async def start_server(
     config: Config | None = None,
     backlog: int = 1024,
     reuse_address: bool | None = None,
+    reuse_port: bool | None = None,
+    sock: socket.socket | None = None,
     **options: Unpack[ConfigOptions],
 ) -> Server:
     """Start an HTTP/2 server calling ``await handler(reader, writer)`` once per request stream.
@@ -408,15 +416,28 @@ async def start_server(
     typed by :class:`aioh2s.ConfigOptions`.
     ``backlog`` defaults to 1024, not asyncio's 100: a burst of connections beyond the listen
     queue makes healthy clients wait for SYN retransmits (a second or more).
+
+    ``reuse_port=True`` sets SO_REUSEPORT, so that several servers (in several processes)
+    can listen on one port; Linux then spreads new connections over them (by a hash of the
+    client's address and port). It raises ValueError on a platform without SO_REUSEPORT
+    (Windows). ``sock`` serves an already listening socket instead of ``host``/``port``, as
+    :func:`asyncio.start_server` does (:func:`aioh2s.serve` hands its workers theirs).
     """
+    if reuse_port and not hasattr(socket, "SO_REUSEPORT"):
+        raise ValueError(
+            f"start_server(reuse_port=True): this platform ({sys.platform}) has no "
+            "SO_REUSEPORT; run one server per port, or one listening socket (sock=) shared"
+        )
     cfg = Config.from_options(config, **options)
     server = Server(handler, cfg, ssl)
     kwargs: dict[str, Any] = {}
     if ssl is not None and cfg.handshake_timeout is not None:
         kwargs["ssl_handshake_timeout"] = cfg.handshake_timeout
+    if sock is not None:
+        kwargs["sock"] = sock  # (asyncio says what is wrong if host or port is given too)
     loop = asyncio.get_running_loop()
     server._server = await loop.create_server(
         lambda: Wire(cfg.read_size, server._on_made), host, port, ssl=ssl, backlog=backlog,
-        reuse_address=reuse_address, **kwargs,
+        reuse_address=reuse_address, reuse_port=reuse_port, **kwargs,
     )
     return server

@@ -182,8 +182,22 @@ class Lifecycle:
         if self.life is Life.CLOSED or self.life is Life.LINGER:
             return
         if self.life is Life.NEW:
-            self.close_when_spoken(grace)
+            self.close_when_spoken(grace)  # (no GOAWAY may be sent yet)
             return
+        self._close_gracefully(grace)
+
+    def close_for_shutdown(self, grace: float | None = None) -> None:
+        """``Server.close()``'s graceful close: :meth:`start_close`, after a first request.
+
+        A connection that has made no request yet first gets the time to make one
+        (:meth:`close_when_spoken`).
+        """
+        if self.life is Life.OPEN and self.h2.highest_inbound_stream_id == 0:
+            self.close_when_spoken(grace)
+        else:
+            self.start_close(grace)
+
+    def _close_gracefully(self, grace: float | None) -> None:
         if self._deferred_close is not None:  # this close supersedes it
             self._deferred_close[1].cancel()
             self._deferred_close = None
@@ -213,14 +227,19 @@ class Lifecycle:
     def close_when_spoken(self, grace: float | None = None) -> None:
         """Close gracefully, but only once the peer made its first requests (or had the time).
 
-        For a connection accepted an instant before the server closed (``start_close`` in
-        ``NEW`` comes here, and a server's connection accepted after ``close()``): its client
-        is most likely sending a request already (a rolling restart closes servers under
-        load), and a GOAWAY with our SETTINGS would refuse it, or, in ``NEW``, could not
-        even be sent (it may not be the first frame, §3.4). So the peer gets ``linger``
-        seconds, at most the grace period: its first requests (the server calls
-        :meth:`spoken` as they arrive) are served, then the graceful close starts; a silent
-        peer is closed after that time, without a word if it never spoke HTTP/2.
+        For a server's connection that has not made a request yet: ``start_close`` in
+        ``NEW`` comes here, ``Server.close()`` for one in ``OPEN`` with no stream from the
+        peer so far (:meth:`close_for_shutdown`), and a connection accepted after it. Its
+        client is most likely sending its first request already (a rolling restart closes
+        servers under load, and many clients open a connection per request): a GOAWAY now,
+        even the first one naming 2^31-1, would make it refuse that request, which such a
+        client does not retry, and in ``NEW`` a GOAWAY could not even be sent (§3.4).
+        So the peer gets ``linger`` seconds, at most the grace period: its first requests
+        (the server calls :meth:`spoken` as they arrive) are served, then the graceful close
+        starts; a silent peer gets the graceful close after that time, or is closed without
+        a word if it never spoke HTTP/2. (Go's server waits similarly, 5 s, for the first
+        request of a new connection before its Shutdown closes it as idle.) It defers once:
+        :meth:`spoken` starts the real close.
         """
         g = self.config.grace if grace is None else max(0.0, grace)
         wait = min(g, self.config.linger)
@@ -243,8 +262,8 @@ class Lifecycle:
         pending[1].cancel()
         if self.life is Life.NEW:
             self.fail(ConnectionClosed("the server closed the connection before it started"))
-        else:
-            self.start_close(max(0.0, pending[0] - time.monotonic()))
+        elif self.life is Life.OPEN or self.life is Life.CLOSING:
+            self._close_gracefully(max(0.0, pending[0] - time.monotonic()))
 
     def _warn_of_goaway(self, wait: float) -> None:
         # PING before GOAWAY: stock h2 (and so httpx) takes no frame but GOAWAY once it has

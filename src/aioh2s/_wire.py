@@ -78,7 +78,7 @@ class Wire(asyncio.BufferedProtocol):
     __slots__ = (
         "loop", "limit", "transport", "_on_made", "_scratch", "_input", "_eof", "_lost",
         "_reading_paused", "_read_waiter", "_write_paused", "_drain_waiters", "_closed",
-        "_lost_seen", "_over_ssl",
+        "_lost_seen", "_over_ssl", "__weakref__",  # (a server tracks Wires weakly until made)
     )
 
     def __init__(self, limit: int, on_made: Callable[[Wire], None] | None = None) -> None:

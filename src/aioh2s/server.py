@@ -30,6 +30,7 @@ import socket
 import ssl as _ssl
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
@@ -205,6 +206,10 @@ class Server:
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._grace: float | None = None
+        # Accepted but not made yet (a TLS handshake under way, or the one loop turn before
+        # asyncio calls connection_made): weak, because a failed handshake never tells us.
+        self._unmade: weakref.WeakSet[Wire] = weakref.WeakSet()
+        self._finished = False  # wait_closed() returned after close(): serve nothing more
         #: The connection cap in force (``max_connections``, or derived from the fd limit).
         self.max_connections = (
             config.max_connections if config.max_connections is not None
@@ -231,8 +236,21 @@ class Server:
         """How many HTTP/2 connections are open now."""
         return len(self._connections)
 
+    def _new_wire(self) -> Wire:
+        """The protocol factory: one Wire per accepted connection, tracked until it is made."""
+        wire = Wire(self.config.read_size, self._on_made)
+        self._unmade.add(wire)
+        return wire
+
     def _on_made(self, wire: Wire) -> None:
         """A connection was accepted (and its TLS handshake done): serve it in its own task."""
+        self._unmade.discard(wire)
+        if self._finished:
+            # Its handshake ended after wait_closed() returned, which promised that nothing
+            # of this server is served any more.
+            assert wire.transport is not None
+            wire.transport.abort()
+            return
         task = wire.loop.create_task(self._on_connection(wire))
         self._conn_tasks.add(task)
         task.add_done_callback(self._conn_tasks.discard)
@@ -374,18 +392,34 @@ class Server:
         if self._server is not None:
             self._server.close()
         for served in list(self._connections):
-            served.conn.start_close(grace)
+            served.conn.close_for_shutdown(grace)
 
     def is_closing(self) -> bool:
         """True once :meth:`close` was called."""
         return self._closing
 
     async def wait_closed(self) -> None:
-        """Wait until the listener and every connection (and its handlers) are closed."""
+        """Wait until the listener and every connection (and its handlers) are closed.
+
+        After :meth:`close`, a connection accepted before it whose TLS handshake is still
+        under way is waited for (``linger`` seconds at most) and served like the others;
+        once this returns, nothing of this server is served: a handshake that ends later
+        is closed at once.
+        """
         if self._server is not None:
             await self._server.wait_closed()
-        while self._conn_tasks:
-            await asyncio.wait(list(self._conn_tasks))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.linger
+        while True:
+            while self._conn_tasks:
+                await asyncio.wait(list(self._conn_tasks))
+            if not self._closing or not self._unmade or loop.time() >= deadline:
+                break
+            # A handshake that fails drops its Wire without a word (3.10 and 3.11 keep it in
+            # a reference cycle for a while): look again shortly, until the deadline.
+            await asyncio.sleep(0.02)
+        if self._closing:
+            self._finished = True
 
     async def __aenter__(self) -> Server:
         return self
@@ -437,7 +471,7 @@ async def start_server(
         kwargs["sock"] = sock  # (asyncio says what is wrong if host or port is given too)
     loop = asyncio.get_running_loop()
     server._server = await loop.create_server(
-        lambda: Wire(cfg.read_size, server._on_made), host, port, ssl=ssl, backlog=backlog,
+        server._new_wire, host, port, ssl=ssl, backlog=backlog,
         reuse_address=reuse_address, reuse_port=reuse_port, **kwargs,
     )
     return server

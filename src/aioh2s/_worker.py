@@ -4,19 +4,30 @@ Theory of operation
 -------------------
 The supervisor (:mod:`aioh2s.workers`) starts each worker with multiprocessing's *spawn*
 method and hands it a :class:`WorkerSpec` (the handler, the listening socket of its slot,
-bound with SO_REUSEPORT and listening already, the :class:`~aioh2s.Config`, the loop) and
-one end of a pipe. The worker
+bound with SO_REUSEPORT and listening already, the :class:`~aioh2s.Config`, the TLS context
+factory, the loop) and one end of a pipe. It starts the process with SIGHUP, SIGINT, SIGTERM
+and SIGQUIT *blocked*: a blocked signal stays pending instead of running the default action
+(death), and the mask survives fork and exec, so a signal sent to the whole process group
+while this interpreter is still starting cannot kill it. The worker
 
 1. ignores SIGINT and SIGHUP: a terminal's Ctrl-C or hangup reaches the whole process
-   group, and only the supervisor decides what they mean (it then sends SIGTERM);
+   group, and only the supervisor decides what they mean; it installs its SIGTERM and
+   SIGQUIT handlers, and only then unblocks the four (a pending SIGHUP is then discarded,
+   a pending SIGTERM handled);
 2. imports the handler (a ``"module:attr"`` string, or a top-level callable that pickle
-   carried by name), starts ``start_server(handler, sock=...)`` and writes ``b"ready"`` on
-   the pipe: from then on it accepts connections, and a rolling restart may stop the worker
-   it replaces;
+   carried by name). If that object has ``async startup()`` and ``async shutdown()``
+   methods (the lifespan hook an ASGI adapter uses) it awaits ``startup()`` first; one that
+   raises ends the worker with exit code 3 and a log line saying so. Then it starts
+   ``start_server(handler, sock=...)`` and writes ``b"ready"`` on the pipe: from then on it
+   accepts connections, and a rolling restart may stop the worker it replaces;
 3. on SIGTERM stops accepting, then closes the server gracefully: its copy of the listening
    socket first (the kernel goes on queueing the slot's connections for whoever else holds
    the socket: the supervisor, and the replacement), then GOAWAY, grace, stop
-   (``Server.close``). A second SIGTERM cuts the grace to 0;
+   (``Server.close``), then awaits ``shutdown()``. SIGTERM is idempotent: with systemd's
+   default ``KillMode=control-group`` a worker gets it twice (from the kernel and from the
+   supervisor), and a second one must not cut the grace of requests in flight. SIGQUIT,
+   which only the supervisor sends (on a second SIGTERM or SIGINT to *it*), means hurry:
+   the grace is cut to 0;
 4. treats the pipe's end of file like SIGTERM: the supervisor is gone (killed with SIGKILL,
    say), and an orphaned worker would otherwise serve on unsupervised.
 
@@ -29,10 +40,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import os
 import signal
 import socket
+import ssl
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
@@ -40,7 +53,8 @@ from typing import Any
 from .config import Config
 from .server import Handler, Server, start_server
 
-__all__ = ["HandlerSpec", "WorkerSpec", "check_handler", "load_handler", "run"]
+__all__ = ["BLOCKED", "EXIT_STARTUP", "HandlerSpec", "WorkerSpec", "check_handler",
+           "lifespan_hooks", "load_handler", "run"]
 
 log = logging.getLogger("aioh2s.workers")
 
@@ -50,6 +64,13 @@ HandlerSpec = str | Handler
 
 #: Sent on the pipe once the server accepts connections.
 READY = b"ready"
+
+#: A worker's exit code when its handler's ``startup()`` raised.
+EXIT_STARTUP = 3
+
+#: Blocked around the spawn, unblocked by the worker once its handlers are in place.
+BLOCKED = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT}
+                    if hasattr(signal, "SIGHUP") else ())
 
 
 @dataclass(frozen=True)
@@ -61,6 +82,9 @@ class WorkerSpec:
     config: Config
     backlog: int
     use_uvloop: bool
+    #: Builds the worker's TLS context (None: h2c): a picklable callable, such as
+    #: ``functools.partial(aioh2s.server_ssl_context, cert, key)``.
+    ssl_factory: Callable[[], ssl.SSLContext] | None = None
 
 
 def check_handler(handler: HandlerSpec) -> None:
@@ -118,10 +142,12 @@ class _Worker:
         self.hurry = False
 
     def on_sigterm(self) -> None:
-        if self.stop.is_set():
-            self.hurry = True  # a second SIGTERM: no more grace
-            if self.server is not None:
-                self.server.close(grace=0)
+        self.stop.set()  # idempotent: a second SIGTERM changes nothing (module docstring)
+
+    def on_sigquit(self) -> None:
+        self.hurry = True
+        if self.server is not None:
+            self.server.close(grace=0)
         self.stop.set()
 
     def on_orphaned(self) -> None:
@@ -130,31 +156,61 @@ class _Worker:
             log.warning("aioh2s: worker: the supervisor is gone; closing")
             self.stop.set()
 
-    async def main(self) -> None:
+    async def main(self) -> int:
+        """Serve until told to stop; the process's exit code."""
         loop = asyncio.get_running_loop()
 
         def on_signal(signum: int, frame: object) -> None:
             # Not loop.add_signal_handler: asyncio.run() would put SIGTERM back to its default
-            # as the loop closes, and one more (a SIGTERM to the whole process group reaches
-            # us twice: from there and from the supervisor) would kill a worker that is
-            # exiting cleanly. This handler stays, and then does nothing.
+            # as the loop closes, and a late one would kill a worker that is exiting cleanly.
+            # This handler stays, and then does nothing.
             if not loop.is_closed():
-                loop.call_soon_threadsafe(self.on_sigterm)
+                loop.call_soon_threadsafe(
+                    self.on_sigquit if signum == signal.SIGQUIT else self.on_sigterm)
 
         signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGQUIT, on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED)  # (blocked since the spawn)
         # The supervisor never writes: the pipe becomes readable only at its end of file.
         loop.add_reader(self.pipe.fileno(), self.on_orphaned)
-        handler = load_handler(self.spec.handler)
         spec = self.spec
-        self.server = server = await start_server(
-            handler, sock=spec.sock, config=spec.config, backlog=spec.backlog
-        )
-        if not self.stop.is_set():
-            self.pipe.send_bytes(READY)
-        await self.stop.wait()
-        await stop_accepting(server)
-        server.close(grace=0 if self.hurry else None)
-        await server.wait_closed()
+        handler = load_handler(spec.handler)
+        hooks = lifespan_hooks(handler)
+        if hooks is not None:
+            try:
+                await hooks[0]()
+            except Exception:
+                log.exception("aioh2s: worker %d: the handler's startup() failed; exiting "
+                              "(code %d)", os.getpid(), EXIT_STARTUP)
+                return EXIT_STARTUP
+        try:
+            ssl_context = spec.ssl_factory() if spec.ssl_factory is not None else None
+            self.server = server = await start_server(
+                handler, sock=spec.sock, ssl=ssl_context, config=spec.config,
+                backlog=spec.backlog,
+            )
+            if self.hurry:
+                server.close(grace=0)
+            if not self.stop.is_set():
+                self.pipe.send_bytes(READY)
+            await self.stop.wait()
+            await stop_accepting(server)
+            server.close(grace=0 if self.hurry else None)
+            await server.wait_closed()
+        finally:
+            if hooks is not None:
+                await hooks[1]()
+        return 0
+
+
+def lifespan_hooks(handler: object) -> tuple[Callable[[], Awaitable[Any]],
+                                             Callable[[], Awaitable[Any]]] | None:
+    """The handler's ``startup``/``shutdown`` methods, if it has both (the lifespan hook)."""
+    startup = getattr(handler, "startup", None)
+    shutdown = getattr(handler, "shutdown", None)
+    if callable(startup) and callable(shutdown):
+        return startup, shutdown
+    return None
 
 
 async def stop_accepting(server: Server) -> None:
@@ -173,18 +229,16 @@ async def stop_accepting(server: Server) -> None:
         await asyncio.sleep(0)
 
 
-def _run_loop(main: Callable[[], Coroutine[Any, Any, None]], use_uvloop: bool) -> None:
+def _run_loop(main: Callable[[], Coroutine[Any, Any, int]], use_uvloop: bool) -> int:
     if not use_uvloop:
-        asyncio.run(main())
-        return
+        return asyncio.run(main())
     import uvloop
 
     if sys.version_info >= (3, 11):
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(main())
-    else:
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-        asyncio.run(main())
+            return runner.run(main())
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return asyncio.run(main())
 
 
 def run(spec: WorkerSpec, pipe: Pipe) -> None:
@@ -192,10 +246,13 @@ def run(spec: WorkerSpec, pipe: Pipe) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        _run_loop(_Worker(spec, pipe).main, spec.use_uvloop)
+        code = _run_loop(_Worker(spec, pipe).main, spec.use_uvloop)
     finally:
         # The interpreter's finalization puts a Python-level handler back to the default, so
         # a late SIGTERM (see main) would still kill a worker exiting cleanly. SIG_IGN stays.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         spec.sock.close()
         pipe.close()
+    if code:
+        sys.exit(code)

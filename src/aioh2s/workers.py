@@ -3,10 +3,10 @@
 Theory of operation
 -------------------
 ``serve(handler, host, port, workers=N)`` blocks, like :func:`asyncio.run`, running a
-supervisor that holds N *slots*. Each slot has a listening socket that the supervisor binds
-with SO_REUSEPORT, so Linux spreads new connections over the N sockets (by a hash of the
-client's address and port), and one worker process serving it: its own event loop, its own
-:func:`aioh2s.start_server` on that socket (:mod:`aioh2s._worker`).
+supervisor that holds N *slots* (:mod:`aioh2s._slot`). Each slot has a listening socket that
+the supervisor binds with SO_REUSEPORT, so Linux spreads new connections over the N sockets
+(by a hash of the client's address and port), and one worker process serving it: its own
+event loop, its own :func:`aioh2s.start_server` on that socket (:mod:`aioh2s._worker`).
 
 Why the supervisor owns the sockets: Linux resets the connections waiting in a SO_REUSEPORT
 socket's accept queue when the socket closes (only ``net.ipv4.tcp_migrate_req``, off by
@@ -18,19 +18,29 @@ are *spawned* (a fresh interpreter), not forked, for the same reason: a forked c
 inherit every slot's socket (and the supervisor's event loop), and then no socket would
 close when its worker does. Spawning also means the handler travels by name: a
 ``"module:attr"`` string, or a top-level callable (pickled by name; one defined in the
-script itself works when ``serve()`` runs under ``if __name__ == "__main__":``).
+script itself works when ``serve()`` runs under ``if __name__ == "__main__":``). A worker is
+spawned with SIGHUP, SIGINT, SIGTERM and SIGQUIT blocked (``pthread_sigmask`` around the
+spawn: the mask survives fork and exec), so that a signal to the whole process group cannot
+kill it before its handlers are in place; it unblocks them then.
 
-The supervisor's rules, each in one method of :class:`_Supervisor`:
+The supervisor's rules, each in one method of :class:`_Supervisor` (the slot's state moves
+are the table in :mod:`aioh2s._slot`):
 
-- a worker that exits without being asked (crash, SIGKILL, OOM killer) is logged with its
-  exit code or signal, and its slot is started again after a backoff that doubles with each
-  failure in a row, from 0.1 s up to 10 s (a worker that ran 30 s is no failure in a row).
-  The dead worker's socket is closed meanwhile, so its share of new connections goes to the
-  other workers rather than waiting for the restart (``_exited``, ``_restart``);
-- SIGTERM or SIGINT: every socket is closed in the supervisor, every worker gets SIGTERM and
-  closes gracefully (GOAWAY, ``grace``, stop); the supervisor returns once all exited, or
-  after ``grace`` + 5 s, when it kills those left (``_shutdown``). A second signal cuts the
-  workers' grace to 0;
+- a worker that exits without being asked (crash, SIGKILL, OOM killer, a failed
+  ``startup()``) is logged with its exit code or signal, and its slot is started again
+  after a backoff that doubles with each failure in a row, from 0.1 s up to 10 s (a worker
+  that ran 30 s is no failure in a row). The dead worker's socket is closed meanwhile, so
+  its share of new connections goes to the other workers rather than waiting for the
+  restart. A restart that cannot bind the socket again (the port taken meanwhile) is
+  logged and retried on the same backoff (``_exited``, ``_restart``);
+- SIGTERM or SIGINT: every socket is closed in the supervisor, every worker not stopping
+  already gets SIGTERM and closes gracefully (GOAWAY, ``grace``, stop); a worker draining
+  after a rolling restart is left to finish with the grace it has. The supervisor returns
+  once all exited, or after ``grace`` + 5 s, when it kills those left (``_stop_all``). A
+  second SIGTERM or SIGINT *to the supervisor* cuts the workers' grace to 0: it sends them
+  SIGQUIT (a worker treats any number of SIGTERMs as one, since systemd's default
+  ``KillMode=control-group`` sends one to every process of the group, on top of the
+  supervisor's);
 - SIGHUP: a rolling restart. For each slot in turn a new worker starts on the slot's socket;
   once it reports (over its pipe) that it is accepting, the old one is stopped gracefully.
   Nothing is refused meanwhile: the socket and its queue stay, the old worker's open
@@ -45,17 +55,17 @@ import asyncio
 import importlib.util
 import logging
 import multiprocessing
-import os
+import pickle
 import signal
 import socket
+import ssl as _ssl
 import sys
 from collections.abc import Callable
-from multiprocessing.connection import Connection as Pipe
-from multiprocessing.process import BaseProcess
 from typing import TYPE_CHECKING, Any
 
 from . import _worker
-from ._worker import READY, HandlerSpec, WorkerSpec, check_handler
+from ._slot import Proc, Slot, SlotState, describe_exit
+from ._worker import BLOCKED, HandlerSpec, WorkerSpec, check_handler
 from .config import Config, ConfigOptions
 
 if sys.version_info >= (3, 11):
@@ -63,126 +73,33 @@ if sys.version_info >= (3, 11):
 elif TYPE_CHECKING:  # only type checkers need it on 3.10 (see aioh2s.config)
     from typing_extensions import Unpack
 
-__all__ = ["HandlerSpec", "serve"]
+__all__ = ["MAX_WORKERS", "HandlerSpec", "serve"]
 
 log = logging.getLogger("aioh2s.workers")
 
 RESTART_FIRST = 0.1  # seconds before the first restart of a slot...
 RESTART_CAP = 10.0  # ...doubling with each failure in a row, up to this
 RESTART_FORGET = 30.0  # a worker that served this long resets its slot's failure count
-READY_TIMEOUT = 30.0  # a new worker not accepting connections by then is killed
 KILL_MARGIN = 5.0  # beyond the grace period, before a stopping worker is killed
+#: The most workers :func:`serve` starts: each is a whole interpreter, and more than a few
+#: per core only adds memory and context switches.
+MAX_WORKERS = 256
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) if hasattr(signal, "SIGHUP") else ()
 
 
-def describe_exit(code: int | None) -> str:
-    """Why a process ended, from its multiprocessing ``exitcode``, for a log line."""
-    if code is None:
-        return "is still running"
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = "an unknown signal"
-        return f"was killed by signal {-code} ({name})"
-    return f"exited with code {code}"
-
-
-class _Proc:
-    """One worker process as the supervisor sees it: readiness, exit, who it replaces."""
-
-    def __init__(self, process: BaseProcess, pipe: Pipe, slot: _Slot, generation: int,
-                 on_exit: Callable[[_Proc], None]) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.process = process
-        self.pid = process.pid
-        self.pipe = pipe
-        self.slot = slot
-        self.generation = generation
-        self.stopping = False  # we asked it to stop: its exit is no crash
-        self.started = self.loop.time()
-        #: True once it accepts connections, False if it ended (or was killed) before.
-        self.ready: asyncio.Future[bool] = self.loop.create_future()
-        self.exited: asyncio.Future[int | None] = self.loop.create_future()
-        self._on_exit = on_exit
-        self.loop.add_reader(process.sentinel, self._ended)
-        self.loop.add_reader(pipe.fileno(), self._message)
-        self._ready_timer = self.loop.call_later(READY_TIMEOUT, self._not_ready)
-
-    def __repr__(self) -> str:
-        return f"worker {self.pid} (slot {self.slot.index})"
-
-    def _message(self) -> None:
-        try:
-            message = self.pipe.recv_bytes()
-        except (EOFError, OSError):
-            self.loop.remove_reader(self.pipe.fileno())
-            return
-        if message == READY and not self.ready.done():
-            self._ready_timer.cancel()
-            self.ready.set_result(True)
-
-    def _not_ready(self) -> None:
-        log.error("aioh2s: %r is not accepting connections %.0f s after it started; killing it",
-                  self, READY_TIMEOUT)
-        self.kill()
-
-    def _ended(self) -> None:
-        self.loop.remove_reader(self.process.sentinel)
-        if not self.pipe.closed:
-            self.loop.remove_reader(self.pipe.fileno())
-            self.pipe.close()
-        self._ready_timer.cancel()
-        self.process.join(5)  # it has exited: this reaps it
-        if not self.ready.done():
-            self.ready.set_result(False)
-        self.exited.set_result(self.process.exitcode)
-        self._on_exit(self)
-
-    def signal(self, signum: int) -> None:
-        if self.exited.done():
-            return
-        try:
-            os.kill(self.process.pid or 0, signum)
-        except ProcessLookupError:
-            pass  # exited; _ended is on its way
-
-    def stop(self) -> None:
-        """Ask for a graceful close (again: with no grace left)."""
-        self.stopping = True
-        self.signal(signal.SIGTERM)
-
-    def kill(self) -> None:
-        self.signal(signal.SIGKILL)
-
-
-class _Slot:
-    """One of the N places of the SO_REUSEPORT group: its socket, its worker."""
-
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.sock: socket.socket | None = None
-        self.worker: _Proc | None = None  # the one serving it
-        self.incoming: _Proc | None = None  # its replacement, while a rollout starts it
-        self.failures = 0  # in a row, for the backoff
-        self.restart: asyncio.TimerHandle | None = None
-
-    def close_socket(self) -> None:
-        if self.sock is not None:
-            self.sock.close()
-            self.sock = None
-
-
 class _Supervisor:
     def __init__(self, handler: HandlerSpec, host: str | None, port: int, workers: int,
-                 config: Config, backlog: int, use_uvloop: bool) -> None:
+                 config: Config, backlog: int, use_uvloop: bool,
+                 ssl: Callable[[], _ssl.SSLContext] | None,
+                 ready: Callable[[str, int], object] | None) -> None:
         self.handler = handler
         self.config = config
         self.backlog = backlog
         self.use_uvloop = use_uvloop
-        self.slots = [_Slot(i) for i in range(workers)]
-        self.procs: set[_Proc] = set()  # every live worker: serving, starting, draining
+        self.ssl = ssl
+        self.on_ready = ready
+        self.slots = [Slot(i) for i in range(workers)]
         self.generation = 0  # bumped by each SIGHUP
         self.serving = False  # startup is over: restart what dies
         self.shutting_down = False
@@ -191,71 +108,134 @@ class _Supervisor:
         self._rollout_task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._done = asyncio.Event()  # set when a signal's shutdown is over
-        family, _, _, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        self.family = family
-        self.address: Any = address
+        self.dualstack = False
+        if not host:
+            # Every interface, as asyncio's start_server(host=None) does: one IPv6 socket
+            # that takes IPv4 too (IPV6_V6ONLY off), where the system has IPv6.
+            self.dualstack = socket.has_ipv6 and socket.has_dualstack_ipv6()
+            self.family = socket.AF_INET6 if self.dualstack else socket.AF_INET
+            self.address: Any = ("::" if self.dualstack else "0.0.0.0", port)
+        else:
+            family, _, _, _, address = socket.getaddrinfo(
+                host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+            self.family = family
+            self.address = address
 
     # -- sockets and processes -------------------------------------------------------------------
 
     def _listen(self) -> socket.socket:
         sock = socket.create_server(self.address, family=self.family, backlog=self.backlog,
-                                    reuse_port=True)
+                                    reuse_port=True, dualstack_ipv6=self.dualstack)
         # Port 0: the first socket picks the port, and every later one joins its group.
         self.address = sock.getsockname()
         return sock
 
-    def _spawn(self, slot: _Slot) -> _Proc:
+    def _spawn(self, slot: Slot) -> Proc:
+        """Start a worker for ``slot`` (binding its socket first if need be); OSError if not."""
         if slot.sock is None:
             slot.sock = self._listen()
         mine, theirs = self._ctx.Pipe(duplex=True)
-        spec = WorkerSpec(self.handler, slot.sock, self.config, self.backlog, self.use_uvloop)
+        spec = WorkerSpec(self.handler, slot.sock, self.config, self.backlog, self.use_uvloop,
+                          self.ssl)
         process = self._ctx.Process(target=_worker.run, args=(spec, theirs),
                                     name=f"aioh2s-worker-{slot.index}")
-        process.start()
-        theirs.close()
-        proc = _Proc(process, mine, slot, self.generation, self._exited)
-        self.procs.add(proc)
+        # Blocked in the child from its first instruction on (module docstring); ours are
+        # only delayed: the loop's signal handlers run once we unblock.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
+        try:
+            process.start()
+        except BaseException:
+            mine.close()
+            raise
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            theirs.close()
+        proc = Proc(process, mine, slot, self.generation, self._exited)
         proc.ready.add_done_callback(lambda f: self._ready(proc))
         return proc
 
-    def _ready(self, proc: _Proc) -> None:
-        if proc.ready.result():
+    def _ready(self, proc: Proc) -> None:
+        """A worker reported that it accepts connections (or ended before that)."""
+        if not proc.ready.result():
+            return
+        slot = proc.slot
+        if slot.current is proc and slot.state is SlotState.STARTING:
+            slot.move("ready")
             log.info("aioh2s: %r is accepting connections", proc)
+        elif slot.incoming is proc and slot.state is SlotState.REPLACING:
+            old = slot.current
+            assert old is not None and slot.draining is None  # (_replace waited for it)
+            slot.current, slot.incoming = proc, None
+            slot.move("took_over")
+            slot.draining = old
+            log.info("aioh2s: %r is accepting connections; it replaces worker %d, which is "
+                     "stopping gracefully", proc, old.pid)
+            old.stop()
 
-    def _exited(self, proc: _Proc) -> None:
+    def _exited(self, proc: Proc) -> None:
         """A worker process ended: was it asked to? Restart its slot if not."""
-        self.procs.discard(proc)
         slot = proc.slot
         why = describe_exit(proc.exited.result())
-        if slot.incoming is proc:
-            slot.incoming = None  # a rollout's new worker: the rollout reports it
-        elif proc.stopping or self.shutting_down:
+        if slot.draining is proc:
+            slot.draining = None
             log.info("aioh2s: %r stopped (it %s)", proc, why)
-        elif slot.worker is proc:
-            slot.worker = None
-            if self.serving:
-                self._schedule_restart(slot, proc, why)
+        elif slot.incoming is proc:
+            slot.incoming = None
+            if slot.state is SlotState.REPLACING:
+                slot.move("incoming_died")  # the rollout reports it
             else:
-                log.error("aioh2s: %r %s while the workers were starting", proc, why)
+                log.info("aioh2s: %r stopped (it %s)", proc, why)
+        elif slot.current is proc:
+            if slot.state is SlotState.STOPPED:
+                slot.current = None
+                log.info("aioh2s: %r stopped (it %s)", proc, why)
+            elif slot.state is SlotState.REPLACING:
+                # Its replacement is starting: that one is the slot's worker now, and no
+                # restart is due (another one would be a worker too many).
+                slot.current, slot.incoming = slot.incoming, None
+                slot.move("died")
+                log.warning("aioh2s: %r %s while its replacement %r starts, which takes the "
+                            "slot over", proc, why, slot.current)
+            else:
+                slot.current = None
+                slot.move("died")
+                if self.serving:
+                    self._schedule_restart(slot, proc, why)
+                else:
+                    log.error("aioh2s: %r %s while the workers were starting", proc, why)
+        else:
+            log.info("aioh2s: %r stopped (it %s)", proc, why)
 
-    def _schedule_restart(self, slot: _Slot, proc: _Proc, why: str) -> None:
+    def _backoff(self, slot: Slot) -> float:
+        delay: float = min(RESTART_CAP, RESTART_FIRST * 2.0**slot.failures)
+        slot.failures += 1
+        return delay
+
+    def _schedule_restart(self, slot: Slot, proc: Proc, why: str) -> None:
         if proc.loop.time() - proc.started >= RESTART_FORGET:
             slot.failures = 0
-        delay = min(RESTART_CAP, RESTART_FIRST * 2**slot.failures)
-        slot.failures += 1
-        if slot.incoming is None:
-            # Its queue is reset now, and its share of new connections goes to the others.
-            slot.close_socket()
+        delay = self._backoff(slot)
+        # Its queue is reset now, and its share of new connections goes to the others.
+        slot.close_socket()
         log.warning("aioh2s: %r %s; restarting it in %.1f s", proc, why, delay)
         slot.restart = proc.loop.call_later(delay, self._restart, slot)
 
-    def _restart(self, slot: _Slot) -> None:
+    def _restart(self, slot: Slot) -> None:
         slot.restart = None
-        if self.shutting_down or slot.worker is not None:
-            return  # (a rollout's replacement took the slot over meanwhile)
-        slot.worker = self._spawn(slot)
+        if self.shutting_down or slot.state is not SlotState.BACKOFF:
+            return
+        try:
+            proc = self._spawn(slot)
+        except OSError as e:
+            slot.close_socket()
+            delay = self._backoff(slot)
+            log.error("aioh2s: cannot restart the worker of slot %d: %s (listening on %s); "
+                      "trying again in %.1f s", slot.index, e, self._url(), delay)
+            slot.restart = asyncio.get_running_loop().call_later(delay, self._restart, slot)
+            return
+        slot.current = proc
+        slot.move("start")
 
     # -- startup, rollout, shutdown ----------------------------------------------------------------
 
@@ -267,10 +247,11 @@ class _Supervisor:
         try:
             _start_resource_tracker()
             for slot in self.slots:
-                slot.worker = self._spawn(slot)
-            await asyncio.wait([s.worker.ready for s in self.slots if s.worker is not None])
+                slot.current = self._spawn(slot)
+                slot.move("start")
+            await asyncio.wait([s.current.ready for s in self.slots if s.current is not None])
             if not self.shutting_down:
-                failed = [s for s in self.slots if s.worker is None or not s.worker.ready.result()]
+                failed = [s for s in self.slots if s.state is not SlotState.SERVING]
                 if failed:
                     await self._stop_all()
                     raise RuntimeError(
@@ -279,22 +260,30 @@ class _Supervisor:
                     )
                 self.serving = True
                 self._log_serving()
+                if self.on_ready is not None:
+                    host, port = self.address[:2]
+                    self.on_ready(host, port)
             await self._done.wait()
         finally:
             for signum in _SIGNALS:
                 loop.remove_signal_handler(signum)
-            for proc in list(self.procs):  # only after an error of ours: leave no orphans
-                proc.kill()
             for slot in self.slots:
+                for proc in slot.procs():  # only after an error of ours: leave no orphans
+                    proc.kill()
                 slot.close_socket()
-                if slot.restart is not None:
-                    slot.restart.cancel()
+                slot.cancel_restart()
+            if self._rollout_task is not None:
+                self._rollout_task.cancel()
 
-    def _log_serving(self) -> None:
+    def _url(self) -> str:
         host, port = self.address[:2]
         shown = f"[{host}]" if ":" in host else host
-        pids = ", ".join(str(s.worker.pid) for s in self.slots if s.worker is not None)
-        log.info("aioh2s: serving http://%s:%d with %d worker(s) (pids %s)", shown, port,
+        return f"{'https' if self.ssl is not None else 'http'}://{shown}:{port}"
+
+    def _log_serving(self) -> None:
+        pids = ", ".join(str(s.current.pid) for s in self.slots if s.current is not None)
+        both = " (IPv4 and IPv6)" if self.dualstack else ""
+        log.info("aioh2s: serving %s%s with %d worker(s) (pids %s)", self._url(), both,
                  len(self.slots), pids)
 
     def _on_signal(self, signum: int) -> None:
@@ -314,34 +303,38 @@ class _Supervisor:
             if not self.hurried:
                 self.hurried = True
                 log.info("aioh2s: %s again: the workers stop without grace", name)
-                for proc in list(self.procs):
-                    proc.stop()
+                for slot in self.slots:
+                    for proc in slot.procs():
+                        proc.hurry()
             return
-        log.info("aioh2s: %s: stopping %d worker(s) gracefully (grace %g s)", name,
-                 len(self.procs), self.config.grace)
+        count = sum(len(s.procs()) for s in self.slots)
+        log.info("aioh2s: %s: stopping %d worker(s) gracefully (grace %g s)", name, count,
+                 self.config.grace)
         self._shutdown_task = asyncio.ensure_future(self._shutdown())
 
     async def _shutdown(self) -> None:
         try:
-            if self._rollout_task is not None:
-                self._rollout_task.cancel()
             await self._stop_all()
             log.info("aioh2s: all workers stopped")
         finally:
             self._done.set()
 
     async def _stop_all(self) -> None:
-        """Close every socket, SIGTERM every worker, wait (bounded), kill what is left."""
+        """Close every socket, stop every worker (once), wait (bounded), kill what is left."""
         self.shutting_down = True
+        if self._rollout_task is not None:
+            self._rollout_task.cancel()
+        procs: list[Proc] = []
         for slot in self.slots:
             # Ours first: once each worker closed its own copy, the port is closed.
             slot.close_socket()
-            if slot.restart is not None:
-                slot.restart.cancel()
-                slot.restart = None
-        procs = list(self.procs)
-        for proc in procs:
-            proc.stop()
+            slot.cancel_restart()
+            slot.move("stop")
+            procs += slot.procs()
+            # A draining worker is stopping already: it keeps its grace (Proc.stop is
+            # idempotent, and a second SIGTERM would change nothing in it anyway).
+            for proc in slot.procs():
+                proc.stop()
         if not procs:
             return
         bound = self.config.grace + KILL_MARGIN
@@ -358,42 +351,52 @@ class _Supervisor:
         """SIGHUP: replace each worker started before the last SIGHUP, one slot at a time."""
         try:
             while not self.shutting_down:
-                stale = [s for s in self.slots if s.worker is not None
-                         and s.worker.generation < self.generation]
+                stale = [s for s in self.slots if s.current is not None
+                         and s.current.generation < self.generation]
                 if not stale:
                     break
-                if not await self._replace(stale[0]):
+                slot = next((s for s in stale if s.state is SlotState.SERVING), None)
+                if slot is None:
+                    # Still starting (the first start, or a restart begun before the SIGHUP):
+                    # replace it once it serves, or not at all if it dies.
+                    await asyncio.wait([asyncio.shield(s.current.ready) for s in stale
+                                        if s.current is not None],
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                if not await self._replace(slot):
                     return
             log.info("aioh2s: rolling restart done (pids %s)", ", ".join(
-                str(s.worker.pid) for s in self.slots if s.worker is not None))
+                str(s.current.pid) for s in self.slots if s.current is not None))
         finally:
             self._rollout_task = None
 
-    async def _replace(self, slot: _Slot) -> bool:
-        """Start a worker on the slot's socket; once it accepts, stop the one it replaces."""
-        old = slot.worker
-        new = slot.incoming = self._spawn(slot)
+    async def _replace(self, slot: Slot) -> bool:
+        """Start a worker on the slot's socket; it takes over once it accepts (``_ready``)."""
+        previous = slot.draining
+        if previous is not None:
+            # One draining worker per slot: the one an earlier rollout replaced goes first
+            # (within its grace; killed if it outlives it by KILL_MARGIN).
+            done, _ = await asyncio.wait([previous.exited],
+                                         timeout=self.config.grace + KILL_MARGIN)
+            if not done:
+                log.warning("aioh2s: %r still running %g s after SIGTERM: killing it",
+                            previous, self.config.grace + KILL_MARGIN)
+                previous.kill()
+                await asyncio.shield(previous.exited)
+            return True  # (the rollout looks at the slot again)
         try:
-            ok = await asyncio.shield(new.ready)
-        except asyncio.CancelledError:
-            slot.incoming = None  # shutting down: _stop_all stops it with the others
-            raise
-        if not ok:
+            new = self._spawn(slot)
+        except OSError as e:
+            log.error("aioh2s: rolling restart stopped: cannot start a new worker for slot %d: "
+                      "%s; the workers go on serving", slot.index, e)
+            return False
+        slot.incoming = new
+        slot.move("replace")
+        if not await asyncio.shield(new.ready):
             log.error("aioh2s: rolling restart stopped: the new %r %s before it accepted "
                       "connections; the other workers go on serving", new,
                       describe_exit(new.exited.result() if new.exited.done() else None))
-            if slot.worker is None and slot.restart is None and not self.shutting_down:
-                slot.restart = asyncio.get_running_loop().call_later(
-                    RESTART_FIRST, self._restart, slot)  # the old one died meanwhile
             return False
-        slot.incoming = None
-        slot.worker = new
-        if slot.restart is not None:  # the old one died meanwhile: no restart needed now
-            slot.restart.cancel()
-            slot.restart = None
-        if old is not None and not old.exited.done():
-            log.info("aioh2s: %r replaces worker %d; stopping that one gracefully", new, old.pid)
-            old.stop()
         return True
 
 
@@ -414,12 +417,25 @@ def _start_resource_tracker() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+def _check_picklable(obj: object, what: str) -> None:
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, TypeError, AttributeError) as e:
+        raise TypeError(
+            f"aioh2s.serve: {what} {obj!r} cannot reach the workers, which import it by name "
+            f"(they are spawned, not forked): give a top-level function or a "
+            f"functools.partial of one ({e})"
+        ) from None
+
+
 def serve(
     handler: HandlerSpec,
     host: str | None = "127.0.0.1",
     port: int = 8000,
     *,
     workers: int = 1,
+    ssl: Callable[[], _ssl.SSLContext] | None = None,
+    ready: Callable[[str, int], object] | None = None,
     config: Config | None = None,
     backlog: int = 1024,
     use_uvloop: bool = False,
@@ -429,23 +445,57 @@ def serve(
 
     ``handler`` is ``"package.module:attr"`` or a top-level callable: the workers are
     spawned processes that import it (put ``serve()`` under ``if __name__ == "__main__":``
-    when the handler is in the script itself). Each worker runs its own event loop (uvloop
-    with ``use_uvloop=True``, extra ``aioh2s[uvloop]``) and its own :func:`start_server`
-    with ``config``/``options`` (Config fields; ``grace`` also bounds the shutdown). The
-    workers share the port through SO_REUSEPORT, which needs Linux for ``workers > 1``.
-    ``host`` is one address (a name is resolved to its first); ``port=0`` picks a free
-    port, named in the "serving" log line.
+    when the handler is in the script itself), also with ``workers=1``. Each worker runs its
+    own event loop (uvloop with ``use_uvloop=True``, extra ``aioh2s[uvloop]``) and its own
+    :func:`start_server` with ``config``/``options`` (Config fields; ``grace`` also bounds
+    the shutdown). The workers share the port through SO_REUSEPORT, which needs Linux for
+    ``workers > 1``; ``workers`` is at most :data:`MAX_WORKERS`. ``host`` is one address (a
+    name is resolved to its first); ``None`` or ``""`` is every interface, IPv4 and IPv6
+    where the system has IPv6. ``port=0`` picks a free port: ``ready(host, port)`` is called
+    (in this process) with the bound address once every worker accepts connections, and
+    the INFO line "serving http://HOST:PORT with N worker(s)" names it too.
+
+    ``ssl`` serves TLS: a picklable callable that each worker calls to build its
+    ``SSLContext`` (one cannot be pickled), such as
+    ``functools.partial(aioh2s.server_ssl_context, "cert.pem", "key.pem")``.
+
+    Lifespan: if the handler object has ``async startup()`` and ``async shutdown()``
+    methods, each worker awaits ``startup()`` before it accepts connections and
+    ``shutdown()`` after its server closed. A ``startup()`` that raises ends that worker
+    (exit code 3, logged with its traceback): at the first start ``serve()`` raises
+    RuntimeError, a restart is retried with the backoff, a rolling restart stops.
 
     Signals: SIGTERM or SIGINT stop every worker gracefully (GOAWAY, ``grace``, then what is
     left is reset), and ``serve()`` returns once they all exited, killing any still running
-    ``grace`` + 5 s later. SIGHUP replaces the workers one by one, each only once its
-    replacement accepts connections, so no request fails. A worker that dies is logged
-    (exit code or signal) and restarted after a backoff (0.1 s doubling to 10 s). Logs go
-    to the ``aioh2s.workers`` logger: INFO for each start and stop, WARNING for a death.
-    Raises RuntimeError when the workers cannot start (their tracebacks are on stderr).
+    ``grace`` + 5 s later; a second SIGTERM or SIGINT to this process cuts the grace to 0.
+    SIGHUP replaces the workers one by one, each only once its replacement accepts
+    connections, so no request fails. A worker that dies is logged (exit code or signal)
+    and restarted after a backoff (0.1 s doubling to 10 s). Logs go to the
+    ``aioh2s.workers`` logger: INFO for each start and stop, WARNING for a death. Raises
+    RuntimeError when the workers cannot start (their tracebacks are on stderr), OSError
+    when the address cannot be bound, ValueError/TypeError for arguments it cannot use,
+    before anything starts.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"aioh2s.serve: workers must be a whole number >= 1, not {workers!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or not (
+        1 <= workers <= MAX_WORKERS
+    ):
+        raise ValueError(f"aioh2s.serve: workers must be a whole number from 1 to "
+                         f"{MAX_WORKERS}, not {workers!r}")
+    if host is not None and not isinstance(host, str):
+        raise TypeError(f"aioh2s.serve: host must be a string or None, not {host!r}")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"aioh2s.serve: port must be a whole number from 0 to 65535, "
+                         f"not {port!r}")
+    if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
+        raise ValueError(f"aioh2s.serve: backlog must be a whole number >= 1, not {backlog!r}")
+    if ready is not None and not callable(ready):
+        raise TypeError(f"aioh2s.serve: ready must be a callable, not {ready!r}")
+    if ssl is not None:
+        if not callable(ssl):
+            raise TypeError("aioh2s.serve: ssl must be a callable that builds an SSLContext "
+                            "in each worker (an SSLContext cannot be pickled), not "
+                            f"{type(ssl).__name__}")
+        _check_picklable(ssl, "ssl")
     if not hasattr(signal, "SIGHUP"):
         raise RuntimeError(f"aioh2s.serve: needs POSIX processes and signals ({sys.platform} "
                            "has no SIGHUP); run aioh2s.start_server() in one process instead")
@@ -460,4 +510,5 @@ def serve(
                           "pip install 'aioh2s[uvloop]'")
     check_handler(handler)
     cfg = Config.from_options(config, **options)
-    asyncio.run(_Supervisor(handler, host, port, workers, cfg, backlog, use_uvloop).run())
+    supervisor = _Supervisor(handler, host, port, workers, cfg, backlog, use_uvloop, ssl, ready)
+    asyncio.run(supervisor.run())

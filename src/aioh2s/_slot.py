@@ -1,0 +1,206 @@
+"""The supervisor's bookkeeping (:mod:`aioh2s.workers`): worker processes and slots.
+
+Theory of operation
+-------------------
+A *slot* is one of the N places of the SO_REUSEPORT group: the listening socket the
+supervisor binds for it, and the worker processes serving it. A slot owns at most one
+*current* worker (serving, or starting to), at most one *incoming* worker (a rolling
+restart's replacement, while it starts) and at most one *draining* worker (the one a
+replacement took over from, finishing its requests). Its state says which of those exist,
+and every change goes through :meth:`Slot.move`, which refuses one that ``SLOT_MOVES`` (the
+table below, h11 style) does not list: a bug then raises instead of leaving a worker the
+supervisor does not know about.
+
+============  ==========================================  ===========================
+state          current / incoming                          events that leave it
+============  ==========================================  ===========================
+STARTING      current starting, no incoming                ready, died, stop
+SERVING       current accepting, no incoming                died, replace, stop
+REPLACING     current accepting, incoming starting          took_over, incoming_died,
+                                                             died, stop
+BACKOFF       neither (restart timer armed)                 start, stop
+STOPPED       neither (shutting down)                       —
+============  ==========================================  ===========================
+
+``died`` in REPLACING is the old worker dying while its replacement starts: the
+replacement becomes the slot's current worker (STARTING) and no restart is scheduled,
+so the slot never gets a second worker. The draining worker is outside the states: it only
+ever exits, and a slot gets a new one only once the last has (the rolling restart waits).
+:class:`Proc` is one worker process as the supervisor sees it: its readiness (one message on
+its pipe), its exit (the process sentinel, watched by the event loop), and whether it was
+asked to stop (then its exit is no crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import os
+import signal
+import socket
+from collections.abc import Callable
+from multiprocessing.connection import Connection as Pipe
+from multiprocessing.process import BaseProcess
+
+from ._worker import READY
+
+__all__ = ["SLOT_MOVES", "Proc", "Slot", "SlotState", "describe_exit"]
+
+log = logging.getLogger("aioh2s.workers")
+
+READY_TIMEOUT = 30.0  # a new worker not accepting connections by then is killed
+
+
+class SlotState(enum.Enum):
+    """Which workers a slot has (see the module docstring's table)."""
+
+    STARTING = "starting"
+    SERVING = "serving"
+    REPLACING = "replacing"
+    BACKOFF = "waiting to restart"
+    STOPPED = "stopped"
+
+
+S = SlotState
+#: state -> {event: next state}.
+SLOT_MOVES: dict[SlotState, dict[str, SlotState]] = {
+    S.STARTING: {"ready": S.SERVING, "died": S.BACKOFF, "stop": S.STOPPED},
+    S.SERVING: {"died": S.BACKOFF, "replace": S.REPLACING, "stop": S.STOPPED},
+    S.REPLACING: {"took_over": S.SERVING, "incoming_died": S.SERVING, "died": S.STARTING,
+                  "stop": S.STOPPED},
+    S.BACKOFF: {"start": S.STARTING, "stop": S.STOPPED},
+    S.STOPPED: {"stop": S.STOPPED},
+}
+del S
+
+
+def describe_exit(code: int | None) -> str:
+    """Why a process ended, from its multiprocessing ``exitcode``, for a log line."""
+    if code is None:
+        return "is still running"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = "an unknown signal"
+        return f"was killed by signal {-code} ({name})"
+    return f"exited with code {code}"
+
+
+class Proc:
+    """One worker process as the supervisor sees it: readiness, exit, who it replaces."""
+
+    def __init__(self, process: BaseProcess, pipe: Pipe, slot: Slot, generation: int,
+                 on_exit: Callable[[Proc], None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.process = process
+        self.pid = process.pid
+        self.pipe = pipe
+        self.slot = slot
+        self.generation = generation
+        self.stopping = False  # we asked it to stop: its exit is no crash
+        self.started = self.loop.time()
+        #: True once it accepts connections, False if it ended (or was killed) before.
+        self.ready: asyncio.Future[bool] = self.loop.create_future()
+        self.exited: asyncio.Future[int | None] = self.loop.create_future()
+        self._on_exit = on_exit
+        self.loop.add_reader(process.sentinel, self._ended)
+        self.loop.add_reader(pipe.fileno(), self._message)
+        self._ready_timer = self.loop.call_later(READY_TIMEOUT, self._not_ready)
+
+    def __repr__(self) -> str:
+        return f"worker {self.pid} (slot {self.slot.index})"
+
+    def _message(self) -> None:
+        try:
+            message = self.pipe.recv_bytes()
+        except (EOFError, OSError):
+            self.loop.remove_reader(self.pipe.fileno())
+            return
+        if message == READY and not self.ready.done():
+            self._ready_timer.cancel()
+            self.ready.set_result(True)
+
+    def _not_ready(self) -> None:
+        log.error("aioh2s: %r is not accepting connections %.0f s after it started; killing it",
+                  self, READY_TIMEOUT)
+        self.kill()
+
+    def _ended(self) -> None:
+        self.loop.remove_reader(self.process.sentinel)
+        if not self.pipe.closed:
+            self.loop.remove_reader(self.pipe.fileno())
+            self.pipe.close()
+        self._ready_timer.cancel()
+        self.process.join(5)  # it has exited: this reaps it
+        if not self.ready.done():
+            self.ready.set_result(False)
+        self.exited.set_result(self.process.exitcode)
+        self._on_exit(self)
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` unless the process is known to have exited."""
+        if self.exited.done():
+            return
+        try:
+            os.kill(self.process.pid or 0, signum)
+        except ProcessLookupError:
+            pass  # exited; _ended is on its way
+
+    def stop(self) -> None:
+        """Ask for a graceful close, once: a worker that is stopping keeps its grace."""
+        if not self.stopping:
+            self.stopping = True
+            self.signal(signal.SIGTERM)
+
+    def hurry(self) -> None:
+        """Ask for the close to skip what is left of the grace (SIGQUIT to the worker)."""
+        self.stopping = True
+        self.signal(signal.SIGQUIT)
+
+    def kill(self) -> None:
+        """SIGKILL."""
+        self.signal(signal.SIGKILL)
+
+
+class Slot:
+    """One of the N places of the SO_REUSEPORT group: its socket, its workers, its state."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.state = SlotState.BACKOFF  # (the supervisor starts it at once)
+        self.sock: socket.socket | None = None
+        self.current: Proc | None = None
+        self.incoming: Proc | None = None
+        self.draining: Proc | None = None
+        self.failures = 0  # in a row, for the backoff
+        self.restart: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        return f"slot {self.index} ({self.state.value})"
+
+    def move(self, event: str) -> SlotState:
+        """Take the move ``SLOT_MOVES`` lists for ``event``; anything else is a bug."""
+        new = SLOT_MOVES[self.state].get(event)
+        if new is None:
+            raise RuntimeError(f"aioh2s bug: {self!r} has no move for {event!r}")
+        self.state = new
+        return new
+
+    def close_socket(self) -> None:
+        """Close the supervisor's copy of the slot's listening socket."""
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
+
+    def cancel_restart(self) -> None:
+        """Disarm the restart timer."""
+        if self.restart is not None:
+            self.restart.cancel()
+            self.restart = None
+
+    def procs(self) -> list[Proc]:
+        """Its live workers: current, incoming, draining."""
+        return [p for p in (self.current, self.incoming, self.draining)
+                if p is not None and not p.exited.done()]

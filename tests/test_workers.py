@@ -14,13 +14,10 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import re
 import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
-from typing import Any
 
 import h2.config
 import h2.connection
@@ -28,6 +25,7 @@ import pytest
 from hyperframe.frame import DataFrame, Frame, GoAwayFrame, PingFrame
 
 import aioh2s
+from workers_harness import Supervisor, _start, stopped_at_exit
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="SO_REUSEPORT load balancing is Linux's")
@@ -186,114 +184,11 @@ async def test_a_connection_that_stays_silent_through_close_is_closed_after_ling
 
 # -- aioh2s.serve: real supervisors ------------------------------------------------------------
 
-TESTS = Path(__file__).resolve().parent
-ENV = {**os.environ, "PYTHONPATH": os.pathsep.join((str(TESTS.parent / "src"), str(TESTS)))}
-SERVE = """
-import logging, sys
-import aioh2s
-logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                    format="%(name)s %(levelname)s %(message)s")
-aioh2s.serve({handler!r}, "127.0.0.1", 0, workers={workers}, grace={grace})
-"""
-
-
-class Supervisor:
-    """A ``python -c 'aioh2s.serve(...)'`` process, and its log lines as they arrive."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self._more = asyncio.Event()
-        self._reader = asyncio.ensure_future(self._read())
-        self.port = 0
-        self.pids: set[int] = set()
-
-    @classmethod
-    async def start(cls, workers: int = 2, grace: float = 3.0,
-                    handler: str = "workers_app:handler") -> Supervisor:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SERVE.format(handler=handler, workers=workers, grace=grace),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, env=ENV,
-        )
-        return cls(proc)
-
-    async def serving(self) -> None:
-        m = await self.line(r"serving http://127\.0\.0\.1:(\d+) with \d+ worker\(s\) "
-                            r"\(pids ([\d, ]+)\)")
-        self.port = int(m.group(1))
-        self.pids = {int(p) for p in m.group(2).split(", ")}
-
-    async def _read(self) -> None:
-        assert self.proc.stderr is not None
-        async for raw in self.proc.stderr:
-            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-            self._more.set()
-        self._more.set()
-
-    async def line(self, pattern: str, after: int = 0, timeout: float = 15) -> re.Match[str]:
-        """The first log line from index ``after`` on that matches ``pattern``."""
-        async def find() -> re.Match[str]:
-            i = after
-            while True:
-                while i < len(self.lines):
-                    m = re.search(pattern, self.lines[i])
-                    if m:
-                        return m
-                    i += 1
-                if self._reader.done():
-                    raise AssertionError(f"no line matching {pattern!r}")
-                self._more.clear()
-                await self._more.wait()
-        try:
-            return await asyncio.wait_for(find(), timeout)
-        except (AssertionError, asyncio.TimeoutError):
-            pytest.fail(f"no log line matching {pattern!r}; the log:\n" + self.log())
-
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def signal(self, signum: int) -> None:
-        self.proc.send_signal(signum)
-
-    async def wait(self, timeout: float) -> int:
-        try:
-            code = await asyncio.wait_for(self.proc.wait(), timeout)
-            await asyncio.wait_for(self._reader, 5)  # the workers' stderr closed too
-        except asyncio.TimeoutError:
-            pytest.fail(f"the supervisor was still running after {timeout} s:\n{self.log()}")
-        return code
-
-    async def close(self) -> None:
-        if self.proc.returncode is None:
-            self.signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except asyncio.TimeoutError:
-                self.proc.kill()  # (its workers see their pipe end and stop themselves)
-                await self.proc.wait()
-        try:
-            await asyncio.wait_for(self._reader, 10)
-        except asyncio.TimeoutError:
-            self._reader.cancel()
-            await asyncio.gather(self._reader, return_exceptions=True)
-
 
 @pytest.fixture
 async def supervisors() -> AsyncIterator[list[Supervisor]]:
-    started: list[Supervisor] = []
-    try:
+    async with stopped_at_exit() as started:
         yield started
-    finally:
-        for sup in started:
-            await sup.close()
-
-
-async def _start(supervisors: list[Supervisor], **kwargs: Any) -> Supervisor:
-    sup = await Supervisor.start(**kwargs)
-    supervisors.append(sup)
-    await sup.serving()
-    return sup
 
 
 async def _pid(port: int, path: str = "/") -> int:
@@ -372,6 +267,8 @@ async def test_sighup_replaces_every_worker_and_fails_no_request(
     stop = asyncio.Event()
 
     async def new_connection_each() -> None:
+        # A connection per request and no retry: its first request must never meet a
+        # GOAWAY, nor the connection a reset in an accept queue.
         while not stop.is_set():
             try:
                 seen["connections"].append(await _pid(sup.port))
@@ -387,7 +284,7 @@ async def test_sighup_replaces_every_worker_and_fails_no_request(
                 except Exception as e:
                     failures.append(e)
 
-    clients = [asyncio.ensure_future(f()) for f in (new_connection_each, one_session)]
+    clients = [asyncio.ensure_future(f()) for f in (*[new_connection_each] * 4, one_session)]
     try:
         await asyncio.sleep(0.5)
         mark = len(sup.lines)
@@ -406,7 +303,8 @@ async def test_sighup_replaces_every_worker_and_fails_no_request(
         assert len(pids) > 20, name
     # Each old worker was stopped only once its replacement was accepting connections.
     for pid in new:
-        await sup.line(rf"worker {pid} \(slot \d\) is accepting connections; it replaces worker \d+", after=mark)
+        await sup.line(rf"worker {pid} \(slot \d\) is accepting connections; it replaces "
+                       r"worker \d+", after=mark)
     sup.signal(signal.SIGTERM)
     assert await sup.wait(10) == 0
 
@@ -429,7 +327,7 @@ async def test_workers_stop_by_themselves_when_the_supervisor_is_killed(
 async def test_a_handler_that_cannot_load_stops_serve_with_an_error(
     supervisors: list[Supervisor],
 ) -> None:
-    sup = await Supervisor.start(workers=1, handler="workers_app:missing")
+    sup = await Supervisor.start(workers=1, handler="'workers_app:missing'")
     supervisors.append(sup)
     assert await sup.wait(15) == 1
     log = sup.log()

@@ -1,15 +1,38 @@
-"""The application that tests/test_workers.py serves from worker processes.
+"""The application that the worker tests serve from worker processes.
 
 Every response body is the pid of the worker that answered; ``/slow?SECONDS`` answers after
 that long (its headers at once, so a client knows the request is being served).
+
+``app`` is the same handler with the lifespan hook (``startup``/``shutdown``), which log a
+line each on stderr. What ``startup`` does is read from the file that the environment
+variable ``WORKERS_APP_STARTUP`` names, when it exists, at the moment it runs: ``slow
+SECONDS`` sleeps that long first, ``fail`` raises. So a test decides how the *next* workers
+start by writing that file. ``WORKERS_APP_IMPORT`` does the same for the import of this
+module (``slow SECONDS`` only): a worker that is slow to load its handler, with or
+without the lifespan hook.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import time
 
 import aioh2s
+
+
+def _import_delay() -> None:
+    path = os.environ.get("WORKERS_APP_IMPORT")
+    if path and os.path.exists(path):
+        with open(path) as f:
+            what = f.read().strip()
+        print(f"workers_app: imported in {os.getpid()} ({what})", file=sys.stderr, flush=True)
+        if what.startswith("slow "):
+            time.sleep(float(what.split()[1]))  # (an import is synchronous: no loop yet)
+
+
+_import_delay()
 
 
 async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
@@ -20,3 +43,30 @@ async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) 
         await asyncio.sleep(float(path.partition("?")[2]))
     writer.write(str(os.getpid()).encode())
     writer.write_eof()
+
+
+class App:
+    """``handler`` with ``async startup()`` and ``async shutdown()``."""
+
+    async def __call__(self, reader: aioh2s.H2StreamReader,
+                       writer: aioh2s.H2StreamWriter) -> None:
+        await handler(reader, writer)
+
+    async def startup(self) -> None:
+        path = os.environ.get("WORKERS_APP_STARTUP")
+        what = ""
+        if path and os.path.exists(path):
+            with open(path) as f:
+                what = f.read().strip()
+        print(f"workers_app: startup in {os.getpid()} ({what or 'plain'})", file=sys.stderr,
+              flush=True)
+        if what.startswith("slow "):
+            await asyncio.sleep(float(what.split()[1]))
+        elif what == "fail":
+            raise RuntimeError("the test asked this startup to fail")
+
+    async def shutdown(self) -> None:
+        print(f"workers_app: shutdown in {os.getpid()}", file=sys.stderr, flush=True)
+
+
+app = App()

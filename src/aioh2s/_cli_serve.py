@@ -32,7 +32,8 @@ first line on stdout is the listening URL (read it to learn the port chosen for 
 0``), printed once the signal handlers are in place; an access log goes to stderr unless
 ``-q``, and so do the library's INFO records saying why a connection was refused (a TLS
 client without ALPN ``h2``). SIGINT/SIGTERM close the server gracefully (GOAWAY, then
-in-flight streams finish, for at most 10 s).
+in-flight streams finish, for at most 10 s). With ``--workers N`` the same handler is served
+from N processes by :func:`aioh2s.serve` (:mod:`aioh2s._cli_workers`).
 """
 
 from __future__ import annotations
@@ -82,14 +83,15 @@ from aioh2s.tls import server_ssl_context
 if TYPE_CHECKING:
     from aioh2s.websocket import WebSocket
 
-__all__ = ["SERVE_EXIT_CODES", "EchoServer", "add_parser", "run"]
+__all__ = ["SERVE_EXIT_CODES", "EchoServer", "add_parser", "build_handler", "check_args", "run",
+           "tls_files"]
 
 #: ``serve``'s exit codes (printed by ``aioh2s serve --help``).
 SERVE_EXIT_CODES = (
     (EXIT_OK, "stopped by SIGINT or SIGTERM, after a graceful shutdown"),
     (EXIT_USAGE, "usage error (DIR is not a directory, a lone --tls-cert), or --ws-echo without"
      " the wsproto package"),
-    (EXIT_CONNECT, "cannot listen on the address"),
+    (EXIT_CONNECT, "cannot listen on the address, or (--workers) the workers could not start"),
     (EXIT_TLS, "TLS setup failed: unreadable certificate or key, or --self-signed without"
      " trustme"),
     (EXIT_ERROR, "--asgi: the application cannot be imported, or its lifespan startup or"
@@ -451,14 +453,13 @@ def _self_signed(host: str, tmpdir: str) -> tuple[str, str]:
     return cert, key
 
 
-async def run(args: argparse.Namespace) -> int:
-    """``aioh2s serve``: listen until SIGINT or SIGTERM; returns the exit code."""
+def check_args(args: argparse.Namespace) -> Path:
+    """Refuse what cannot be served (CLIError); the resolved DIR."""
     if args.self_signed and (args.tls_cert or args.tls_key):
         raise CLIError(EXIT_USAGE, "--self-signed and --tls-cert/--tls-key are exclusive")
     root = Path(args.dir)
     if not root.is_dir():
         raise CLIError(EXIT_USAGE, f"{args.dir} is not a directory")
-    root = root.resolve()
     if bool(args.tls_cert) != bool(args.tls_key):
         raise CLIError(EXIT_USAGE, "--tls-cert and --tls-key go together")
     if args.ws_echo:
@@ -466,28 +467,51 @@ async def run(args: argparse.Namespace) -> int:
             from aioh2s import websocket  # noqa: F401  (to learn whether wsproto is there)
         except ImportError as e:
             raise wsproto_missing("--ws-echo") from e
+    return root.resolve()
+
+
+def tls_files(args: argparse.Namespace, tmpdir: str | None) -> tuple[str | None, str | None]:
+    """The certificate and key to serve (a fresh self-signed pair in ``tmpdir``), checked."""
+    cert, key = args.tls_cert, args.tls_key
+    if args.self_signed:
+        assert tmpdir is not None
+        cert, key = _self_signed(args.host, tmpdir)
+    if cert:
+        try:
+            server_ssl_context(cert, key)
+        except (OSError, ssl.SSLError) as e:
+            raise CLIError(EXIT_TLS, f"cannot load certificate {cert} / key {key}: {e}") from e
+    return cert, key
+
+
+def build_handler(root: Path, echo: bool, ws_echo: bool,
+                  access_log: bool) -> tuple[aioh2s.Handler, _WebSocketEcho | None]:
+    """The handler the options ask for, and its WebSocket echo (to close) if any."""
+    handler: aioh2s.Handler
+    handler = EchoServer(access_log) if echo else _FileServer(root, access_log)
+    websockets = None
+    if ws_echo:
+        handler = websockets = _WebSocketEcho(handler, access_log)
+    return handler, websockets
+
+
+async def run(args: argparse.Namespace) -> int:
+    """``aioh2s serve``: listen until SIGINT or SIGTERM; returns the exit code."""
+    root = check_args(args)
     asgi = _cli_asgi.adapter(args) if args.asgi else None
     tmpdir: str | None = None
     try:
         ctx: ssl.SSLContext | None = None
-        cert, key = args.tls_cert, args.tls_key
         if args.self_signed:
             tmpdir = tempfile.mkdtemp(prefix="aioh2s-")
-            cert, key = _self_signed(args.host, tmpdir)
+        cert, key = tls_files(args, tmpdir)
         if cert:
-            try:
-                ctx = server_ssl_context(cert, key)
-            except (OSError, ssl.SSLError) as e:
-                raise CLIError(EXIT_TLS, f"cannot load certificate {cert} / key {key}: {e}") from e
+            ctx = server_ssl_context(cert, key)
         if not args.quiet:
             # The library says at INFO why it refused a connection (a TLS client without
             # ALPN h2, for one): an operator trying curl against the server wants to know.
             logging.getLogger("aioh2s").setLevel(logging.INFO)
-        handler: aioh2s.Handler
-        handler = EchoServer(not args.quiet) if args.echo else _FileServer(root, not args.quiet)
-        websockets = None
-        if args.ws_echo:
-            handler = websockets = _WebSocketEcho(handler, not args.quiet)
+        handler, websockets = build_handler(root, args.echo, args.ws_echo, not args.quiet)
         extended_connect = args.ws_echo
         if asgi is not None:
             handler = asgi
@@ -571,4 +595,13 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         action="store_true",
         help="no access log on stderr (nor why a connection was refused)",
     )
-    s.set_defaults(run=run)
+    s.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="serve from N worker processes sharing the port (aioh2s.serve: SIGHUP replaces "
+        "them one by one, a dead one is restarted; more than 1 needs Linux)",
+    )
+    from aioh2s import _cli_workers
+
+    s.set_defaults(run=run, run_blocking=_cli_workers.run)

@@ -11,7 +11,9 @@ its options to the parser (``add_parser``) and names the coroutine that runs it 
   or stdin, what comes back to stdout; the only command that needs wsproto, imported when
   it runs (``serve --ws-echo`` too), so the others work without it;
 - ``serve`` (:mod:`aioh2s._cli_serve`): a directory, or an echo server, over h2c or TLS, and
-  with ``--ws-echo`` a WebSocket echo server as well;
+  with ``--ws-echo`` a WebSocket echo server as well; with ``--workers N`` from N processes
+  (:mod:`aioh2s._cli_workers`, which blocks in :func:`aioh2s.serve` instead of returning a
+  coroutine: ``run_blocking``);
 - ``demo`` (here): the echo server and a ``get -v -d`` against it, in one process.
 
 The commands use only the public API (``aioh2s.connect``, ``aioh2s.start_server``), so the
@@ -43,7 +45,7 @@ from aioh2s._cli_common import (
     version,
 )
 
-__all__ = ["main"]
+__all__ = ["main", "setup_logging"]
 
 
 class _LogFormat(logging.Formatter):
@@ -52,6 +54,19 @@ class _LogFormat(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record).removeprefix("aioh2s: ")
         return f"aioh2s: {record.levelname.lower()}: {text}"
+
+
+def setup_logging(info: bool = False) -> None:
+    """Log records at WARNING and above to stderr as ``aioh2s: warning: ...``.
+
+    Also what ``serve --workers`` sets up in each worker, with ``info``: the library's INFO
+    records too (why a connection was refused), as the one-process server has them.
+    """
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LogFormat())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    if info:
+        logging.getLogger("aioh2s").setLevel(logging.INFO)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -100,10 +115,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_USAGE)
-    handler = logging.StreamHandler()
-    handler.setFormatter(_LogFormat())
-    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+    setup_logging()
     try:
+        blocking = getattr(args, "run_blocking", None)
+        if blocking is not None:
+            # (serve --workers: aioh2s.serve runs its own event loop, the supervisor's)
+            code = blocking(args)
+            if code is not None:
+                return int(code)
         return int(asyncio.run(args.run(args)))
     except CLIError as e:
         error(e.message)

@@ -102,6 +102,7 @@ class _Supervisor:
         self.slots = [Slot(i) for i in range(workers)]
         self.generation = 0  # bumped by each SIGHUP
         self.serving = False  # startup is over: restart what dies
+        self._serving = asyncio.Event()  # (the same, for a rollout asked for during startup)
         self.shutting_down = False
         self.hurried = False
         self._ctx = multiprocessing.get_context("spawn")
@@ -249,6 +250,8 @@ class _Supervisor:
             for slot in self.slots:
                 slot.current = self._spawn(slot)
                 slot.move("start")
+                if slot.index == 0:
+                    log.info("aioh2s: starting %d worker(s) on %s", len(self.slots), self._url())
             await asyncio.wait([s.current.ready for s in self.slots if s.current is not None])
             if not self.shutting_down:
                 failed = [s for s in self.slots if s.state is not SlotState.SERVING]
@@ -259,6 +262,7 @@ class _Supervisor:
                         "accepting connections (their errors are above); nothing is served"
                     )
                 self.serving = True
+                self._serving.set()
                 self._log_serving()
                 if self.on_ready is not None:
                     host, port = self.address[:2]
@@ -350,6 +354,7 @@ class _Supervisor:
     async def _rollout(self) -> None:
         """SIGHUP: replace each worker started before the last SIGHUP, one slot at a time."""
         try:
+            await self._serving.wait()  # a SIGHUP during startup: once every worker serves
             while not self.shutting_down:
                 stale = [s for s in self.slots if s.current is not None
                          and s.current.generation < self.generation]

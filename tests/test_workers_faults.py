@@ -1,0 +1,316 @@
+"""``aioh2s.serve`` when things go wrong: signals to the whole group, deaths during a
+rollout, a port taken on restart, startup hooks that fail, and what serve() refuses.
+
+Every test runs a real supervisor (tests/workers_harness.py) with real workers serving
+tests/workers_app.py on 127.0.0.1, and reads its log; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aioh2s
+from workers_harness import Supervisor, _start, get, stopped_at_exit
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
+                                reason="SO_REUSEPORT load balancing is Linux's")
+
+
+@pytest.fixture
+async def supervisors() -> AsyncIterator[list[Supervisor]]:
+    async with stopped_at_exit() as started:
+        yield started
+
+
+async def _slow(port: int, seconds: float) -> tuple[aioh2s.Client, asyncio.Future[bytes]]:
+    """A request answered after ``seconds``, under way (headers in): its client and body."""
+    client = await aioh2s.connect("127.0.0.1", port)
+    stream = await client.request({":path": f"/slow?{seconds}"}, end_stream=True)
+    await asyncio.wait_for(stream.response_headers(), 5)
+    return client, asyncio.ensure_future(stream.reader.read())
+
+
+async def test_sigterm_to_the_whole_process_group_keeps_the_grace(
+    supervisors: list[Supervisor],
+) -> None:
+    # systemd's default KillMode=control-group: SIGTERM to every process, then the
+    # supervisor's own SIGTERM to each worker. Two SIGTERMs must not mean "hurry".
+    sup = await _start(supervisors, workers=2, grace=5, new_session=True)
+    client, body = await _slow(sup.port, 1.0)
+    try:
+        sup.signal_group(signal.SIGTERM)
+        assert int(await asyncio.wait_for(body, 5)) in sup.pids  # served, not reset
+        assert await sup.wait(10) == 0
+    finally:
+        await asyncio.wait_for(client.close(), 5)
+    assert "without grace" not in sup.log() and "killing" not in sup.log()
+
+
+async def test_a_second_sigterm_to_the_supervisor_cuts_the_grace(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = await _start(supervisors, workers=1, grace=30)
+    client, body = await _slow(sup.port, 20)
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        sup.signal(signal.SIGTERM)
+        await sup.line(r"SIGTERM: stopping 1 worker")
+        sup.signal(signal.SIGTERM)
+        await sup.line(r"SIGTERM again: the workers stop without grace")
+        with pytest.raises(aioh2s.StreamReset):
+            await asyncio.wait_for(body, 5)
+        assert await sup.wait(10) == 0
+        assert loop.time() - started < 8
+    finally:
+        await asyncio.wait_for(client.close(), 5)
+
+
+async def test_sigterm_during_a_rollout_leaves_the_draining_worker_its_grace(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = await _start(supervisors, workers=1, grace=5)
+    (old,) = sup.pids
+    client, body = await _slow(sup.port, 1.5)
+    try:
+        mark = len(sup.lines)
+        sup.signal(signal.SIGHUP)
+        await sup.line(rf"it replaces worker {old}, which is stopping gracefully", after=mark)
+        sup.signal(signal.SIGTERM)  # the old worker is draining: it must not be hurried
+        assert int(await asyncio.wait_for(body, 5)) == old
+        assert await sup.wait(10) == 0
+    finally:
+        await asyncio.wait_for(client.close(), 5)
+    assert "killing" not in sup.log()
+
+
+async def test_an_old_worker_dying_while_its_replacement_starts_leaves_one_worker(
+    supervisors: list[Supervisor], tmp_path: Path,
+) -> None:
+    slow = tmp_path / "import"
+    sup = await _start(supervisors, workers=1, env={"WORKERS_APP_IMPORT": str(slow)})
+    (old,) = sup.pids
+    slow.write_text("slow 1.5")  # the replacement takes 1.5 s to load the handler
+    mark = len(sup.lines)
+    sup.signal(signal.SIGHUP)
+    await sup.line(r"workers_app: imported in \d+ \(slow 1.5\)", after=mark)
+    os.kill(old, signal.SIGKILL)
+    m = await sup.line(rf"worker {old} \(slot 0\) was killed by signal 9 \(SIGKILL\) while "
+                       r"its replacement worker (\d+) \(slot 0\) starts", after=mark)
+    new = int(m.group(1))
+    await sup.line(r"rolling restart done", after=mark)
+    await asyncio.sleep(0.3)  # (a restart timer, had one been armed, fires at 0.1 s)
+    assert sup.workers() == {new}
+    assert int(await get(sup.port)) == new
+    assert "restarting it in" not in sup.log()
+
+
+async def test_a_restart_that_cannot_bind_is_retried_with_backoff(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = await _start(supervisors, workers=1)
+    (victim,) = sup.pids
+    blocker: socket.socket | None = None
+    for _ in range(4):  # we must take the port in the restart's backoff: 0.1 s, then longer
+        mark = len(sup.lines)
+        os.kill(victim, signal.SIGKILL)
+        await sup.line(rf"worker {victim} \(slot 0\) was killed .*; restarting it in", after=mark)
+        try:
+            blocker = socket.create_server(("127.0.0.1", sup.port))  # no SO_REUSEPORT
+            break
+        except OSError:  # the restart was quicker: kill that one
+            m = await sup.line(r"worker (\d+) \(slot 0\) is accepting connections", after=mark)
+            victim = int(m.group(1))
+    assert blocker is not None, "never took the port from the restart"
+    try:
+        await sup.line(r"ERROR aioh2s: cannot restart the worker of slot 0: .*Address already "
+                       r"in use.*; trying again in \d+\.\d s", after=mark)
+    finally:
+        blocker.close()
+    await sup.line(r"worker \d+ \(slot 0\) is accepting connections", after=mark, timeout=25)
+    assert int(await get(sup.port)) in sup.workers()
+    assert "Exception in callback" not in sup.log()
+
+
+async def test_sighup_to_the_group_while_workers_start_kills_none(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = await Supervisor.start(workers=2, new_session=True)
+    supervisors.append(sup)
+    for _ in range(5000):  # its handlers are in once it spawns workers: hang up from then on
+        if sup.workers():
+            break
+        await asyncio.sleep(0.002)
+    serving = asyncio.ensure_future(sup.serving())
+    try:
+        for _ in range(1500):  # a hangup every 10 ms until all serve (15 s at most)
+            if serving.done():
+                break
+            sup.signal_group(signal.SIGHUP)
+            await asyncio.sleep(0.01)
+        await serving
+    finally:
+        if not serving.done():
+            serving.cancel()
+    await sup.line(r"rolling restart done")  # (the supervisor took the hangups as SIGHUPs)
+    assert "killed by signal" not in sup.log()
+    assert int(await get(sup.port)) in sup.workers()
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(10) == 0
+
+
+async def test_lifespan_startup_and_shutdown_run_in_every_worker(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = await _start(supervisors, workers=2, handler="'workers_app:app'")
+    for pid in sup.pids:
+        await sup.line(rf"workers_app: startup in {pid} \(plain\)")
+    assert int(await get(sup.port)) in sup.pids
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(10) == 0
+    for pid in sup.pids:
+        await sup.line(rf"workers_app: shutdown in {pid}")
+    # shutdown() after the server closed: after the worker stopped accepting connections
+    assert sup.log().index("shutdown in") > sup.log().index("SIGTERM: stopping")
+
+
+async def test_a_failing_startup_stops_serve_at_first_start(
+    supervisors: list[Supervisor], tmp_path: Path,
+) -> None:
+    startup = tmp_path / "startup"
+    startup.write_text("fail")
+    sup = await Supervisor.start(workers=1, handler="'workers_app:app'",
+                                 env={"WORKERS_APP_STARTUP": str(startup)})
+    supervisors.append(sup)
+    assert await sup.wait(15) == 1
+    log = sup.log()
+    assert "the handler's startup() failed; exiting (code 3)" in log
+    assert "RuntimeError: the test asked this startup to fail" in log
+    assert "exited with code 3 while the workers were starting" in log
+    assert "1 of 1 worker(s) ended before accepting connections" in log
+
+
+@pytest.mark.once
+async def test_a_failing_startup_stops_a_rollout_and_backs_off_a_restart(
+    supervisors: list[Supervisor], tmp_path: Path,
+) -> None:
+    startup = tmp_path / "startup"
+    sup = await _start(supervisors, workers=2, handler="'workers_app:app'",
+                       env={"WORKERS_APP_STARTUP": str(startup)})
+    startup.write_text("fail")
+    mark = len(sup.lines)
+    sup.signal(signal.SIGHUP)
+    await sup.line(r"rolling restart stopped: the new worker \d+ \(slot \d\) exited with code 3 "
+                   r"before it accepted connections; the other workers go on serving", after=mark)
+    assert sup.workers() == sup.pids
+    assert {int(await get(sup.port)) for _ in range(20)} <= sup.pids
+    # A crash now: the restart fails its startup too, and is retried with growing delays.
+    victim = min(sup.pids)
+    mark = len(sup.lines)
+    os.kill(victim, signal.SIGKILL)
+    delays = []
+    for _ in range(3):
+        m = await sup.line(r"worker \d+ \(slot \d\) (?:was killed by signal 9 \(SIGKILL\)|"
+                           r"exited with code 3); restarting it in (\d+\.\d) s", after=mark)
+        delays.append(float(m.group(1)))
+        mark = sup.lines.index(m.string) + 1
+    assert delays == [0.1, 0.2, 0.4]
+    startup.unlink()  # the application is fixed: the next restart serves
+    await sup.line(r"is accepting connections", after=mark, timeout=10)
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(10) == 0
+
+
+async def test_port_0_is_reported_to_ready(supervisors: list[Supervisor]) -> None:
+    sup = await _start(supervisors, workers=1,
+                       extra=", ready=lambda host, port: print('READY', host, port, "
+                             "file=sys.stderr, flush=True)")
+    m = await sup.line(r"READY 127\.0\.0\.1 (\d+)")
+    assert int(m.group(1)) == sup.port != 0
+    assert int(await get(sup.port)) in sup.pids
+
+
+@pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no IPv6 here")
+async def test_host_none_serves_ipv4_and_ipv6(supervisors: list[Supervisor]) -> None:
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+    except OSError:
+        pytest.skip("no ::1 here")
+    sup = await _start(supervisors, workers=2, host=None)
+    assert "(IPv4 and IPv6)" in sup.log()
+    assert int(await get(sup.port)) in sup.pids  # 127.0.0.1
+    assert int(await get(sup.port, host="::1")) in sup.pids
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"workers": 10**6}, ValueError, "workers must be a whole number from 1 to 256"),
+    ({"workers": True}, ValueError, "workers must be a whole number"),
+    ({"port": -1}, ValueError, "port must be a whole number from 0 to 65535"),
+    ({"port": "80"}, ValueError, "port must be"),
+    ({"host": 127}, TypeError, "host must be a string or None"),
+    ({"backlog": 0}, ValueError, "backlog must be"),
+    ({"ready": 3}, TypeError, "ready must be a callable"),
+    ({"ssl": object()}, TypeError, "ssl must be a callable"),
+    ({"ssl": lambda: None}, TypeError, "cannot reach the workers"),
+])
+def test_serve_validates_before_it_starts_anything(kwargs: dict[str, Any], error: type,
+                                                   match: str) -> None:
+    with pytest.raises(error, match=match):
+        aioh2s.serve("workers_app:handler", **kwargs)
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("tls", [False, True], ids=["h2c", "tls"])
+async def test_rollouts_fail_no_request_of_clients_without_retry(
+    supervisors: list[Supervisor], cert_files: Any, tls: bool,
+) -> None:
+    # Clients that open a connection per request and never retry, hammering the port
+    # through rolling restarts, a few thousand requests: not one may fail.
+    connect: dict[str, Any] = {}
+    extra = ""
+    if tls:
+        extra = (f", ssl=functools.partial(aioh2s.server_ssl_context, {cert_files.cert!r}, "
+                 f"{cert_files.key!r})")
+        connect = {"ssl": aioh2s.client_ssl_context(cert_files.ca),
+                   "server_hostname": "localhost"}
+    sup = await _start(supervisors, workers=2, grace=3, extra=extra)
+    failures: list[BaseException] = []
+    served: list[int] = []
+    stop = asyncio.Event()
+
+    async def client() -> None:
+        while not stop.is_set():
+            try:
+                served.append(int(await get(sup.port, **connect)))
+            except Exception as e:  # every failure counts
+                failures.append(e)
+
+    clients = [asyncio.ensure_future(client()) for _ in range(8)]
+    pids = [set(sup.pids)]
+    target = 1000 if tls else 3000  # (TLS handshakes cost this one client process more)
+    try:
+        for _ in range(10):  # rolling restarts until the target is reached
+            if len(served) >= target:
+                break
+            await asyncio.sleep(0.3)
+            mark = len(sup.lines)
+            sup.signal(signal.SIGHUP)
+            done = await sup.line(r"rolling restart done \(pids ([\d, ]+)\)", after=mark)
+            pids.append({int(p) for p in done.group(1).split(", ")})
+        await asyncio.sleep(0.3)
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(*clients), 15)
+    assert not failures, (len(failures), len(served), failures[:5])
+    assert len(served) >= target, len(served)
+    assert set(served) == set().union(*pids)  # every generation served some
+    print(f"{len(served)} requests, {len(set(served))} workers, 0 failures")

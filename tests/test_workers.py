@@ -4,9 +4,10 @@ The first tests run in this process: SO_REUSEPORT itself, and what a worker reli
 it stops, namely that ``Server.close()`` closes its listener before it drains (the kernel
 then hands new connections to the other listeners) and that a connection the server had
 accepted but not yet heard from is served, not dropped. The rest start real supervisors
-(``python -c 'aioh2s.serve(...)'``) with workers on 127.0.0.1, the application being
-tests/workers_app.py (each response names its worker's pid), and read the supervisor's log
-on its stderr. Every wait is bounded.
+(``python -c 'aioh2s.serve(...)'``, tests/workers_harness.py) with workers on 127.0.0.1, the
+application being tests/workers_app.py (each response names its worker's pid), and read the
+supervisor's log on its stderr. Every wait is bounded. What goes wrong (signals to the whole
+group, deaths during a rollout, failing startups) is tests/test_workers_faults.py.
 """
 
 from __future__ import annotations

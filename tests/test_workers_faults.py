@@ -55,6 +55,7 @@ async def test_sigterm_to_the_whole_process_group_keeps_the_grace(
     assert "without grace" not in sup.log() and "killing" not in sup.log()
 
 
+@pytest.mark.once
 async def test_a_second_sigterm_to_the_supervisor_cuts_the_grace(
     supervisors: list[Supervisor],
 ) -> None:
@@ -114,6 +115,7 @@ async def test_an_old_worker_dying_while_its_replacement_starts_leaves_one_worke
     assert "restarting it in" not in sup.log()
 
 
+@pytest.mark.once
 async def test_a_restart_that_cannot_bind_is_retried_with_backoff(
     supervisors: list[Supervisor],
 ) -> None:
@@ -183,6 +185,7 @@ async def test_lifespan_startup_and_shutdown_run_in_every_worker(
     assert sup.log().index("shutdown in") > sup.log().index("SIGTERM: stopping")
 
 
+@pytest.mark.once
 async def test_a_failing_startup_stops_serve_at_first_start(
     supervisors: list[Supervisor], tmp_path: Path,
 ) -> None:
@@ -230,6 +233,7 @@ async def test_a_failing_startup_stops_a_rollout_and_backs_off_a_restart(
     assert await sup.wait(10) == 0
 
 
+@pytest.mark.once
 async def test_port_0_is_reported_to_ready(supervisors: list[Supervisor]) -> None:
     sup = await _start(supervisors, workers=1,
                        extra=", ready=lambda host, port: print('READY', host, port, "
@@ -239,6 +243,7 @@ async def test_port_0_is_reported_to_ready(supervisors: list[Supervisor]) -> Non
     assert int(await get(sup.port)) in sup.pids
 
 
+@pytest.mark.once
 @pytest.mark.skipif(not socket.has_dualstack_ipv6(), reason="no IPv6 here")
 async def test_host_none_serves_ipv4_and_ipv6(supervisors: list[Supervisor]) -> None:
     try:

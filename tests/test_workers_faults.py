@@ -124,6 +124,23 @@ async def test_an_old_worker_dying_while_its_replacement_starts_leaves_one_worke
 
 
 @pytest.mark.once
+async def test_a_replaced_worker_that_does_not_exit_is_killed_after_its_grace(
+    supervisors: list[Supervisor], tmp_path: Path,
+) -> None:
+    hang = tmp_path / "shutdown"
+    hang.write_text("slow 60")
+    sup = await _start(supervisors, workers=1, grace=0.5, handler="'workers_app:app'",
+                       env={"WORKERS_APP_SHUTDOWN": str(hang)})
+    (old,) = sup.pids
+    sup.signal(signal.SIGHUP)
+    await sup.line(rf"it replaces worker {old}, which is stopping gracefully")
+    await sup.line(rf"WARNING aioh2s: worker {old} \(slot 0\) still running 5.5 s after "
+                   r"SIGTERM: killing it", timeout=10)
+    await sup.line(rf"worker {old} \(slot 0\) stopped \(it was killed by signal 9")
+    hang.unlink()
+
+
+@pytest.mark.once
 async def test_a_restart_that_cannot_bind_is_retried_with_backoff(
     supervisors: list[Supervisor],
 ) -> None:

@@ -7,7 +7,8 @@ that long (its headers at once, so a client knows the request is being served).
 line each on stderr. What ``startup`` does is read from the file that the environment
 variable ``WORKERS_APP_STARTUP`` names, when it exists, at the moment it runs: ``slow
 SECONDS`` sleeps that long first, ``fail`` raises. So a test decides how the *next* workers
-start by writing that file. ``WORKERS_APP_IMPORT`` does the same for the import of this
+start by writing that file; ``WORKERS_APP_SHUTDOWN`` (``slow SECONDS``) makes ``shutdown``
+hang that long. ``WORKERS_APP_IMPORT`` does the same for the import of this
 module (``slow SECONDS`` only): a worker that is slow to load its handler, with or
 without the lifespan hook.
 """
@@ -67,6 +68,10 @@ class App:
 
     async def shutdown(self) -> None:
         print(f"workers_app: shutdown in {os.getpid()}", file=sys.stderr, flush=True)
+        path = os.environ.get("WORKERS_APP_SHUTDOWN")
+        if path and os.path.exists(path):
+            with open(path) as f:
+                await asyncio.sleep(float(f.read().split()[1]))  # "slow SECONDS"
 
 
 app = App()

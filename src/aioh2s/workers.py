@@ -44,8 +44,9 @@ are the table in :mod:`aioh2s._slot`):
 - SIGHUP: a rolling restart. For each slot in turn a new worker starts on the slot's socket;
   once it reports (over its pipe) that it is accepting, the old one is stopped gracefully.
   Nothing is refused meanwhile: the socket and its queue stay, the old worker's open
-  connections get GOAWAY and finish. If a new worker dies or is not ready within 30 s the
-  rollout stops and the old workers keep serving. A SIGHUP during a rollout extends it to
+  connections get GOAWAY and finish (an old worker still running ``grace`` + 5 s later is
+  killed). If a new worker dies or is not ready within 30 s the rollout stops and the old
+  workers keep serving. A SIGHUP during a rollout extends it to
   every worker started before the last SIGHUP (``_rollout``).
 """
 
@@ -173,6 +174,14 @@ class _Supervisor:
             log.info("aioh2s: %r is accepting connections; it replaces worker %d, which is "
                      "stopping gracefully", proc, old.pid)
             old.stop()
+            # Its grace, then KILL_MARGIN for the rest (shutdown() hooks, say): then it goes.
+            proc.loop.call_later(self.config.grace + KILL_MARGIN, self._overdue, old)
+
+    def _overdue(self, proc: Proc) -> None:
+        if not proc.exited.done():
+            log.warning("aioh2s: %r still running %g s after SIGTERM: killing it", proc,
+                        self.config.grace + KILL_MARGIN)
+            proc.kill()
 
     def _exited(self, proc: Proc) -> None:
         """A worker process ended: was it asked to? Restart its slot if not."""
@@ -380,14 +389,8 @@ class _Supervisor:
         previous = slot.draining
         if previous is not None:
             # One draining worker per slot: the one an earlier rollout replaced goes first
-            # (within its grace; killed if it outlives it by KILL_MARGIN).
-            done, _ = await asyncio.wait([previous.exited],
-                                         timeout=self.config.grace + KILL_MARGIN)
-            if not done:
-                log.warning("aioh2s: %r still running %g s after SIGTERM: killing it",
-                            previous, self.config.grace + KILL_MARGIN)
-                previous.kill()
-                await asyncio.shield(previous.exited)
+            # (within its grace; _overdue kills it if it outlives that by KILL_MARGIN).
+            await asyncio.shield(previous.exited)
             return True  # (the rollout looks at the slot again)
         try:
             new = self._spawn(slot)

@@ -76,3 +76,48 @@ def test_serve_asgi_startup_failure(tmp_path: Path) -> None:
                        capture_output=True, timeout=30, check=False)
     assert p.returncode == 1 and p.stdout == b""
     assert "ASGI lifespan startup failed: no database" in p.stderr.decode()
+
+
+async def test_serve_asgi_with_workers(tmp_path: Path) -> None:
+    """``--workers 2 --asgi``: each worker imports the app and runs its lifespan around its
+    own server; a request is answered, SIGTERM stops both after their shutdown."""
+    events = tmp_path / "events"
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "--workers", "2", "--asgi", "starlette_app:app", cwd=HERE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**ENV, "ASGI_TEST_EVENTS": str(events)})
+    try:
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+        m = re.fullmatch(r"http://127\.0\.0\.1:(\d+)/\n", line)
+        assert m, line
+        # The URL is printed once every worker accepts: both startups have run.
+        assert events.read_text().splitlines() == ["startup", "startup"]
+        async with await aioh2s.connect("127.0.0.1", int(m.group(1))) as client:
+            async with client.request({":path": "/"}, end_stream=True) as st:
+                assert (await st.response_headers())[":status"] == "200"
+                assert await st.reader.read() == b"hello from the lifespan /"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert sorted(events.read_text().splitlines()) == ["shutdown"] * 2 + ["startup"] * 2
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (["--asgi", "failing_app:app"], 1, "ASGI lifespan startup failed: no database"),
+    (["--asgi", "failing_app"], 2, "is not a 'package.module:attribute' spec"),
+    (["--asgi", "failing_app:app", "--echo"], 2, "--asgi serves the application alone"),
+])
+def test_serve_asgi_with_workers_refused(tmp_path: Path, args: list[str], code: int,
+                                         message: str) -> None:
+    (tmp_path / "failing_app.py").write_text(
+        "async def app(scope, receive, send):\n"
+        "    await receive()\n"
+        "    await send({'type': 'lifespan.startup.failed', 'message': 'no database'})\n")
+    p = subprocess.run([*CLI, "--workers", "2", *args], cwd=tmp_path, env=ENV,
+                       capture_output=True, timeout=60, check=False)
+    assert p.returncode == code, p.stderr
+    assert message in p.stderr.decode() and p.stdout == b""

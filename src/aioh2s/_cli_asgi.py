@@ -24,16 +24,27 @@ from aioh2s._cli_common import EXIT_ERROR, EXIT_USAGE, CLIError
 if TYPE_CHECKING:
     from aioh2s.asgi import ASGIAdapter
 
-__all__ = ["adapter", "step", "wsproto_installed"]
+__all__ = ["adapter", "check_options", "step", "wsproto_installed"]
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse options that do not go with ``--asgi`` (:class:`CLIError`, exit code 2)."""
+    if args.echo or args.ws_echo or args.dir != ".":
+        raise CLIError(EXIT_USAGE, "--asgi serves the application alone: no DIR, --echo or"
+                       " --ws-echo with it")
+    from aioh2s.asgi import split_app_spec
+
+    try:
+        split_app_spec(args.asgi)
+    except ValueError as e:
+        raise CLIError(EXIT_USAGE, str(e)) from e
 
 
 def adapter(args: argparse.Namespace) -> ASGIAdapter:
     """The handler for ``--asgi MODULE:APP``; :class:`CLIError` if it cannot be made."""
     from aioh2s.asgi import ASGIAdapter, load_app
 
-    if args.echo or args.ws_echo or args.dir != ".":
-        raise CLIError(EXIT_USAGE, "--asgi serves the application alone: no DIR, --echo or"
-                       " --ws-echo with it")
+    check_options(args)
     if "" not in sys.path and os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

@@ -20,15 +20,21 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
+import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aioh2s
-from aioh2s._cli_common import EXIT_CONNECT, EXIT_OK, EXIT_USAGE, CLIError
+from aioh2s import _cli_asgi
+from aioh2s._cli_common import EXIT_CONNECT, EXIT_ERROR, EXIT_OK, EXIT_USAGE, CLIError
 from aioh2s._cli_serve import build_handler, check_args, tls_files
 from aioh2s.tls import server_ssl_context
+
+if TYPE_CHECKING:
+    from aioh2s.asgi import ASGIAdapter
 
 __all__ = ["WorkerHandler", "run"]
 
@@ -38,16 +44,19 @@ GRACE = 10.0  # seconds: as the one-process server's bound on its shutdown
 class WorkerHandler:
     """The ``serve`` handler as it travels to a worker: options, built there by ``startup``."""
 
-    def __init__(self, root: str, echo: bool, ws_echo: bool, access_log: bool) -> None:
+    def __init__(self, root: str, echo: bool, ws_echo: bool, access_log: bool,
+                 asgi: str | None = None) -> None:
         self.root = root
         self.echo = echo
         self.ws_echo = ws_echo
         self.access_log = access_log
+        self.asgi = asgi
         self._handler: aioh2s.Handler | None = None
+        self._adapter: ASGIAdapter | None = None
 
     def __getstate__(self) -> dict[str, object]:
         return {"root": self.root, "echo": self.echo, "ws_echo": self.ws_echo,
-                "access_log": self.access_log}
+                "access_log": self.access_log, "asgi": self.asgi}
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__init__(**state)  # type: ignore[misc]
@@ -57,11 +66,22 @@ class WorkerHandler:
         from aioh2s.cli import setup_logging
 
         setup_logging(info=self.access_log)
+        if self.asgi is not None:
+            # ``--asgi``: the application is imported here, in each worker (the supervisor
+            # never imports it), and its lifespan startup runs before the worker accepts.
+            from aioh2s.asgi import ASGIAdapter, load_app
+
+            self._adapter = ASGIAdapter(load_app(self.asgi))
+            await self._adapter.startup()
+            self._handler = self._adapter
+            return
         self._handler, _ = build_handler(
             Path(self.root), self.echo, self.ws_echo, self.access_log)
 
     async def shutdown(self) -> None:
-        """In the worker, once its server closed: nothing to release."""
+        """In the worker, once its server closed: the ASGI application's lifespan shutdown."""
+        if self._adapter is not None:
+            await self._adapter.shutdown()
 
     async def __call__(self, reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
         """Serve one request with the handler built by ``startup``."""
@@ -86,10 +106,16 @@ def run(args: argparse.Namespace) -> int | None:
             shown = f"[{host}]" if ":" in host else host
             print(f"{scheme}://{shown}:{port}/", flush=True)
 
-        handler = WorkerHandler(str(root), args.echo, args.ws_echo, not args.quiet)
+        extended_connect = args.ws_echo
+        if args.asgi:
+            _cli_asgi.check_options(args)
+            if "" not in sys.path and os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())  # spawned workers get the supervisor's path
+            extended_connect = _cli_asgi.wsproto_installed()
+        handler = WorkerHandler(str(root), args.echo, args.ws_echo, not args.quiet, args.asgi)
         try:
             aioh2s.serve(handler, args.host, args.port, workers=args.workers, ssl=tls,
-                         ready=ready, grace=GRACE, enable_connect_protocol=args.ws_echo)
+                         ready=ready, grace=GRACE, enable_connect_protocol=extended_connect)
         except (ValueError, TypeError) as e:
             raise CLIError(EXIT_USAGE, str(e)) from e
         except OSError as e:
@@ -97,7 +123,9 @@ def run(args: argparse.Namespace) -> int | None:
                 EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
             ) from e
         except RuntimeError as e:
-            raise CLIError(EXIT_CONNECT, str(e)) from e
+            # A worker's startup() failed (logged by the worker): for --asgi that is the
+            # application's import or lifespan startup, exit code 1 as in one process.
+            raise CLIError(EXIT_ERROR if args.asgi else EXIT_CONNECT, str(e)) from e
         return EXIT_OK
     finally:
         if tmpdir is not None:

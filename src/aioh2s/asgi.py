@@ -70,6 +70,7 @@ __all__ = [
     "load_app",
     "run",
     "serve",
+    "split_app_spec",
 ]
 
 log = logging.getLogger("aioh2s")
@@ -350,12 +351,21 @@ class ASGIAdapter:
         await cycle.finish(None)
 
 
-def load_app(spec: str) -> ASGIApp:
-    """The application a ``"package.module:attribute"`` spec names (imported now)."""
+def split_app_spec(spec: str) -> tuple[str, str]:
+    """``(module, attribute)`` of a ``"package.module:attribute"`` spec, or ValueError.
+
+    Nothing is imported: a supervisor checks the spec it hands to its workers with it.
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr or not all(
             p.isidentifier() for p in (*module_name.split("."), *attr.split("."))):
         raise ValueError(f"ASGI application {spec!r} is not a 'package.module:attribute' spec")
+    return module_name, attr
+
+
+def load_app(spec: str) -> ASGIApp:
+    """The application a ``"package.module:attribute"`` spec names (imported now)."""
+    module_name, attr = split_app_spec(spec)
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         try:

@@ -1,4 +1,4 @@
-"""nox sessions: tests (every supported Python), tests_lowest, lint, typecheck, bench.
+"""nox sessions: tests (every supported Python), tests_lowest, lint, typecheck, bench(_scale).
 
 The test command of README.md and .ci/run is ``nox -s tests tests_lowest``: the whole suite on
 Python 3.10 to 3.13, then once more on the oldest of them with the lowest h2 and hpack that
@@ -122,3 +122,10 @@ def bench(session: nox.Session) -> None:
     """Benchmarks (benchmarks/README.md): needs h2load, nghttpd and taskset."""
     session.install("-e", ".", "-r", "benchmarks/requirements.txt")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def bench_scale(session: nox.Session) -> None:
+    """ASGI on aioh2s vs hypercorn vs granian, and workers (benchmarks/README.md)."""
+    session.install("-e", ".", "-r", "benchmarks/requirements.txt")
+    session.run("python", "benchmarks/scale.py", *session.posargs)

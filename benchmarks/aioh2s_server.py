@@ -1,9 +1,13 @@
 """aioh2s benchmark server: the same routes as raw_h2_server.py, on the public API.
 
-``GET /5`` -> 5-byte body, ``GET /1m`` -> 1 MiB body, ``POST *`` -> read the whole body,
-answer 200 with a small body, ``GET /_mem`` -> JSON memory stats (memory.py), other paths
--> 404; any request whose path is ``/idle`` waits for its body to end (memory.py holds such
-streams open).  Prints ``LISTENING <port>`` once bound.
+``GET /5`` (and ``GET /``, the path of asgi_app.py) -> 5-byte body, ``GET /1m`` -> 1 MiB
+body, ``POST *`` -> read the whole body, answer 200 with a small body, ``GET /_mem`` -> JSON
+memory stats (memory.py), other paths -> 404; any request whose path is ``/idle`` waits for
+its body to end (memory.py holds such streams open).  Prints ``LISTENING <port>`` once bound.
+
+``--workers N`` serves the same handler from N worker processes instead, through
+``aioh2s.serve(..., workers=N)`` (SO_REUSEPORT; scale.py measures it): it needs ``--port``
+(no LISTENING line) and runs until SIGTERM.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) 
         async for _chunk in reader:
             pass
         body = b"ok"
-    elif path == "/5":
+    elif path == "/5" or path == "/":
         body = BODY_5
     elif path == "/1m":
         body = BODY_1M
@@ -70,7 +74,32 @@ async def main(argv: list[str] | None = None) -> None:
             pass
 
 
+def serve_workers(argv: list[str] | None = None) -> None:
+    """``--workers N``: the same handler and options under aioh2s.serve()'s supervisor."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--max-streams", type=int, default=1000)
+    p.add_argument("--stream-window", type=int, default=1 << 20)
+    p.add_argument("--connection-window", type=int, default=16 << 20)
+    p.add_argument("--workers", type=int, required=True)
+    args = p.parse_args(argv)
+    # By name: the spawned workers import this module (benchmarks/ is on their PYTHONPATH).
+    aioh2s.serve(
+        "aioh2s_server:handler",
+        args.host,
+        args.port,
+        workers=args.workers,
+        max_concurrent_streams=args.max_streams,
+        stream_window=args.stream_window,
+        connection_window=args.connection_window,
+    )
+
+
 if __name__ == "__main__":
+    if "--workers" in sys.argv:
+        serve_workers()
+        sys.exit(0)
     try:
         asyncio.run(main())
     except KeyboardInterrupt:

@@ -25,7 +25,8 @@ ratios taken per repetition (medians of the per-repetition ratios, as in run.py)
   (supervisor, workers, multiprocessing's helper), from ``/proc/<pid>/task/*/schedstat``,
   over the requests served.  While each run goes on, the established connections of each
   worker are counted (every 50 ms, from ``/proc/net/tcp`` and its file descriptors), and a
-  run in which a worker got none is an error.
+  run in which a worker got none is an error.  The CPU time of the processes that held no
+  connection (the supervisor, multiprocessing's helper) is shown on its own.
 
 A server that is missing (``aioh2s.asgi`` not in the tree, hypercorn or granian not
 installed) shows "n/a".  An explicit ``PYTHONPATH`` comes before this tree's ``src/``, so
@@ -358,8 +359,10 @@ def bench_asgi(
 
 @dataclass
 class WorkerCell(Cell):
-    # Per run: established connections and CPU seconds per process that served any.
+    # Per run: established connections and CPU seconds per process that served any...
     spread: list[dict[str, list[float]]] = field(default_factory=list)
+    # ...and the CPU seconds of the others (the supervisor, multiprocessing's helper).
+    overhead: list[float] = field(default_factory=list)
 
 
 def bench_workers(
@@ -405,6 +408,9 @@ def bench_workers(
                         for pid, n in sorted(conns.items())
                     }
                     cell.spread.append(spread)
+                    cell.overhead.append(
+                        sum(t - cpu0.get(pid, 0.0) for pid, t in cpu1.items() if pid not in conns)
+                    )
                     want = 2 if "workers=2" in sname else 1
                     per = "+".join(str(v[0]) for v in spread.values())
                     line += f", connections per process {per}"
@@ -446,14 +452,21 @@ def render_asgi(table: dict[str, dict[str, Cell]]) -> list[str]:
     for other in ("hypercorn", "granian", NATIVE):
         cells = []
         for c, _u in cols:
-            r = paired(table[ASGI][c], table[other][c]) if other in table else None
-            cells.append(f"**{r[0]:.2f}x** (best {r[1]:.2f}x)" if r else "n/a")
+            a, b = table[ASGI][c], table[other][c] if other in table else Cell()
+            r, per_cpu = paired(a, b), cpu_ratio(b, a)
+            s = f"**{r[0]:.2f}x** (best {r[1]:.2f}x" if r else "n/a"
+            if r and per_cpu is not None:
+                s += f"; per CPU-second {per_cpu:.2f}x"
+            cells.append(s + ")" if r else s)
         lines.append(f"| {ASGI} / {other} | " + " | ".join(cells) + " |")
     return lines
 
 
 def cpu_ratio(cell: Cell, base: Cell) -> float | None:
-    """Median of per-repetition ratios of CPU per request, cell over base."""
+    """Median of per-repetition ratios of CPU per request (or MB), cell over base.
+
+    Equally: base's work per CPU-second over cell's.
+    """
     if not cell.cpu_values or len(cell.cpu_values) != len(base.cpu_values):
         return None
     return statistics.median(b / v for v, b in zip(cell.cpu_values, base.cpu_values, strict=True))
@@ -464,9 +477,9 @@ def render_workers(table: dict[str, dict[str, WorkerCell]], requests: int) -> li
     lines = [
         f"| native handler, h2load -n {requests} -c 16 | "
         + " | ".join(f"{c}: req/s | {c}: CPU per request (vs 1 process)" for c in cols)
-        + " | connections per worker (first run) |"
+        + " | connections per worker (first run) | supervisor's CPU per run |"
     ]
-    lines.append("|---" * (2 * len(cols) + 2) + "|")
+    lines.append("|---" * (2 * len(cols) + 3) + "|")
     for name, row in table.items():
         cells = []
         for c in cols:
@@ -480,7 +493,9 @@ def render_workers(table: dict[str, dict[str, WorkerCell]], requests: int) -> li
             cells.append(cost + (f" (**{r:.2f}x**)" if r is not None and name != BASELINE else ""))
         first = next((c.spread[0] for c in row.values() if c.spread), {})
         share = " + ".join(f"{int(v[0])} ({v[1]:.1f} s CPU)" for v in first.values())
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {share or '-'} |")
+        over = [t for c in row.values() for t in c.overhead]
+        sup = f"{statistics.median(over) * 1e3:.1f} ms" if over and name != BASELINE else "-"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {share or '-'} | {sup} |")
     return lines
 
 

@@ -5,8 +5,10 @@ whole request body and answers with its length in ASCII; anything else -> 404.  
 scope completes at once, so servers that run it (all three do) start the same way.
 
 The app does what a plain ASGI app does and no more: one ``http.response.start`` and one
-``http.response.body`` per response, ``receive()`` until ``more_body`` is false.  The same
-bytes go out on every server, so the numbers compare the servers, not the app.
+``http.response.body`` per response, ``receive()`` until ``more_body`` is false.  Its only
+response header is ``content-length``, as with the native handler of ``aioh2s_server.py``,
+so the aioh2s-ASGI row and the native row send the same bytes and differ by the adapter
+alone (hypercorn adds ``date`` and ``server`` fields of its own).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 BODY_5 = b"hello"
 BODY_1M = b"x" * (1 << 20)
-_TEXT = [(b"content-type", b"text/plain")]
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
@@ -35,7 +36,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 async def _respond(send: Send, status: int, body: bytes) -> None:
-    headers = [*_TEXT, (b"content-length", str(len(body)).encode())]
+    headers = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -8,7 +8,7 @@ The app does what a plain ASGI app does and no more: one ``http.response.start``
 ``http.response.body`` per response, ``receive()`` until ``more_body`` is false.  Its only
 response header is ``content-length``, as with the native handler of ``aioh2s_server.py``,
 so the aioh2s-ASGI row and the native row send the same bytes and differ by the adapter
-alone (hypercorn adds ``date`` and ``server`` fields of its own).
+alone (hypercorn and granian add ``date`` and ``server`` fields of their own).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/scale.py             # 5 repetitions, ~8 minutes on 2 cores
+    python benchmarks/scale.py             # 5 repetitions, ~9 minutes on 2 cores
     python benchmarks/scale.py --quick     # 1 short repetition, a smoke check (~1 minute)
     nox -s bench_scale                     # installs hypercorn + granian in a bench-only venv
 

@@ -1,0 +1,193 @@
+"""Behind load balancers: HAProxy and nghttpx in front of aioh2s workers, rolled under load.
+
+Each test runs ``aioh2s.serve("lb_app:handler", ..., workers=2)`` (tests/lbtools.py), puts a
+real proxy in front of it with the configuration that README's Deployment section shows
+(examples/haproxy.cfg, examples/nghttpx.conf: the test reads those files, so the docs cannot
+drift), speaking HTTP/2 to the workers, and drives h2load through the proxy, over h2c and
+HTTP/1.1 at once, while the supervisor replaces its workers one by one twice (SIGHUP, each
+rollout waited for). What must hold:
+
+- every request h2load sent succeeded with a 2xx: no failure, error or timeout;
+- the rollouts happened: the pids answering (HAProxy logs the ``x-worker`` header of each
+  response) move from the first workers to the second ones to the third ones;
+- the proxy handled the old workers' GOAWAYs as intended: it received them, opened new
+  connections, answered no 5xx, logged no aborted or retried request, and let go of the old
+  workers' connections, which stopped cleanly long before their grace period ran out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+import aioh2s
+from helpers import require
+from lbtools import HTTPLOG, ROOT, H1Load, Load, Workers, h1_load_until, haproxy_stats, load_until
+from peers import free_port
+
+pytestmark = [
+    pytest.mark.once,
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="workers>1 needs Linux"),
+]
+
+EXAMPLES = ROOT / "examples"
+GRACE = 10.0  # the workers' grace: an old worker that needs it kept a connection too long
+STOP_WITHIN = 5.0  # seconds from "replaces worker X" to X's exit, at most
+# Load: h2load over h2c with 10 streams per connection (bursts of about 0.5 s), and HTTP/1.1
+# from httpx on 2 connections, at once.
+H2_LOAD = ("-n", "1500", "-c", "6", "-m", "10", "--rps", "500")
+
+
+@contextlib.asynccontextmanager
+async def workers() -> AsyncIterator[Workers]:
+    sup = await Workers.start(workers=2, grace=GRACE)
+    try:
+        yield sup
+    finally:
+        await sup.close()
+
+
+async def _wait_accepting(port: int, proc: subprocess.Popen[bytes], name: str,
+                          log: Path) -> bool:
+    """Poll 127.0.0.1:port until it accepts; False if ``proc`` exited first."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            if proc.poll() is not None:
+                return False
+            if time.monotonic() > deadline:
+                pytest.fail(f"{name} did not listen within 10 s:\n{log.read_text()}")
+            await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def _stopping(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+async def _rollouts_under_load(sup: Workers, url: str) -> tuple[Load, H1Load, list[set[int]]]:
+    """h2c and HTTP/1.1 load through ``url`` across two rollouts: the loads, each generation."""
+    h2load = require("h2load")
+    generations = [set(sup.pids)]
+    stop = asyncio.Event()
+    loads: list[asyncio.Future[Load | H1Load]] = [
+        asyncio.ensure_future(load_until(stop, h2load, url, *H2_LOAD)),
+        asyncio.ensure_future(h1_load_until(stop, url)),
+    ]
+    try:
+        await asyncio.sleep(1)
+        for _ in range(2):
+            generations.append(await sup.rollout())
+            assert not any(t.done() for t in loads), "a load ended during the rollout"
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(0.5)  # some load on the last workers alone
+    finally:
+        stop.set()
+        done = await asyncio.wait_for(asyncio.gather(*loads, return_exceptions=True), 60)
+    h2, h1 = done
+    for result in done:
+        if isinstance(result, BaseException):
+            raise result
+    assert isinstance(h2, Load) and isinstance(h1, H1Load)
+    return h2, h1, generations
+
+
+def _check_generations(generations: list[set[int]]) -> None:
+    assert [len(g) for g in generations] == [2, 2, 2], generations
+    assert len(set().union(*generations)) == 6, f"a worker survived a rollout: {generations}"
+
+
+async def _check_old_workers_stopped_soon(sup: Workers, generations: list[set[int]]) -> None:
+    """Each old worker exited 0 within STOP_WITHIN of being told: the proxy let go of it."""
+    for pid in generations[0] | generations[1]:
+        asked, _ = await sup.stamped_line(rf"replaces worker {pid}; stopping")
+        gone, m = await sup.stamped_line(rf"worker {pid} \(slot \d\) stopped \(it (.*)\)")
+        assert m.group(1) == "exited with code 0", sup.log()
+        assert gone - asked < STOP_WITHIN, (pid, gone - asked, sup.log())
+    assert "killing" not in sup.log() and "WARNING" not in sup.log(), sup.log()
+
+
+# -- HAProxy --------------------------------------------------------------------------------
+
+
+async def test_haproxy_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path: Path) -> None:
+    haproxy = require("haproxy")
+    async with workers() as sup:
+        stats_sock = tmp_path / "stats.sock"
+        log = tmp_path / "haproxy.log"
+        for attempt in range(3):  # a free port may be taken before HAProxy binds it
+            port = free_port()
+            env = {**os.environ, "LISTEN": f"127.0.0.1:{port}",
+                   "BACKEND": f"127.0.0.1:{sup.port}", "STATS": str(stats_sock)}
+            with log.open("wb") as out:
+                proc = subprocess.Popen(
+                    [haproxy, "-db", "-f", str(EXAMPLES / "haproxy.cfg")], env=env,
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+            if await _wait_accepting(port, proc, "haproxy", log):
+                break
+            assert attempt < 2, log.read_text()
+        with _stopping(proc):
+            url = f"http://127.0.0.1:{port}/"
+            h2, h1, generations = await _rollouts_under_load(sup, url)
+            stats = haproxy_stats(stats_sock)
+        h2.check("h2c through HAProxy")
+        h1.check("HTTP/1.1 through HAProxy")
+        _check_generations(generations)
+        await _check_old_workers_stopped_soon(sup, generations)
+
+    # HAProxy's log: one line per request, each a 200 ended normally ("----"), none retried.
+    requests, other = [], []
+    for line in log.read_text(errors="replace").splitlines():
+        m = HTTPLOG.match(line)
+        (requests if m else other).append(m or line)
+    assert len(requests) == h2.done + h1.done, (len(requests), other[:20])
+    bad = [m.group(0) for m in requests
+           if (m.group("status"), m.group("term"), m.group("retries")) != ("200", "----", "0")]
+    assert not bad, bad[:20]
+    # What is not a request: HAProxy's own notices, none about the server's health.
+    assert not [line for line in other if "aioh2s/app1" in line or "DOWN" in line], other
+    # Which workers answered, in the order HAProxy logged them: the first ones, then the
+    # second, then the last ones, each having served.
+    pids = [int(m.group("captured")) for m in requests]
+    everyone = set().union(*generations)
+    assert set(pids) == everyone, (set(pids), generations)
+    assert set(pids[:100]) <= generations[0] and set(pids[-100:]) <= generations[2]
+    first_new = [min(i for i, p in enumerate(pids) if p in g) for g in generations[1:]]
+    last_old = [max(i for i, p in enumerate(pids) if p in g) for g in generations[:2]]
+    assert first_new[0] < first_new[1] and last_old[0] < last_old[1], (first_new, last_old)
+
+    # The stats socket: the server healthy throughout (its checks all passed), GOAWAYs
+    # received and new connections opened for them, no refused stream, no error, no retry.
+    server, backend = stats["aioh2s", "app1"], stats["aioh2s", "BACKEND"]
+    assert (server["status"], server["check_status"], server["chkfail"]) == ("UP", "L7OK", "0")
+    for row in (server, backend):
+        for counter in ("econ", "eresp", "wretr", "wredis", "hrsp_5xx", "srv_abrt"):
+            assert row[counter] == "0", (counter, row)
+    assert int(backend["h2_goaway_rcvd"]) >= 4, backend  # each old worker's connections
+    assert backend["h2_rst_stream_rcvd"] == "0", backend  # no stream refused, none reset
+    assert backend["h2_detected_conn_protocol_errors"] == "0", backend
+    assert backend["h2_detected_strm_protocol_errors"] == "0", backend
+    print({k: v for k, v in backend.items() if k.startswith("h2_") or k in ("connect", "reuse")})

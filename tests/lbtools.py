@@ -170,7 +170,7 @@ class Load:
         self.failed += failed
         self.errored += errored
         self.timeout += timeout
-        self.status = [a + int(b) for a, b in zip(self.status, st.groups())]
+        self.status = [a + int(b) for a, b in zip(self.status, st.groups(), strict=True)]
         self.seconds += float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1)
         self.runs += 1
         self.outputs.append(output)
@@ -274,7 +274,7 @@ def haproxy_stats(sock_path: Path) -> dict[tuple[str, str], dict[str, str]]:
     stats = {}
     for row in rows:
         if row:
-            values = dict(zip(names, row.split(",")))
+            values = dict(zip(names, row.split(","), strict=False))  # (a trailing comma)
             stats[values["pxname"], values["svname"]] = values
     return stats
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +29,6 @@ from pathlib import Path
 
 import pytest
 
-import aioh2s
 from helpers import require
 from lbtools import HTTPLOG, ROOT, H1Load, Load, Workers, h1_load_until, haproxy_stats, load_until
 from peers import free_port
@@ -115,6 +112,14 @@ async def _rollouts_under_load(sup: Workers, url: str) -> tuple[Load, H1Load, li
     return h2, h1, generations
 
 
+def _check_h1_pids(h1: H1Load, generations: list[set[int]]) -> None:
+    """The HTTP/1.1 client, on 2 connections to the proxy, saw each generation in turn."""
+    pids = h1.pids
+    assert set(pids) <= set().union(*generations), (set(pids), generations)
+    assert set(pids[:20]) <= generations[0] and set(pids[-20:]) <= generations[2], pids
+    assert set(pids) & generations[1], (set(pids), generations)
+
+
 def _check_generations(generations: list[set[int]]) -> None:
     assert [len(g) for g in generations] == [2, 2, 2], generations
     assert len(set().union(*generations)) == 6, f"a worker survived a rollout: {generations}"
@@ -157,6 +162,7 @@ async def test_haproxy_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path
         h1.check("HTTP/1.1 through HAProxy")
         _check_generations(generations)
         await _check_old_workers_stopped_soon(sup, generations)
+    _check_h1_pids(h1, generations)
 
     # HAProxy's log: one line per request, each a 200 ended normally ("----"), none retried.
     requests, other = [], []
@@ -190,4 +196,51 @@ async def test_haproxy_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path
     assert backend["h2_rst_stream_rcvd"] == "0", backend  # no stream refused, none reset
     assert backend["h2_detected_conn_protocol_errors"] == "0", backend
     assert backend["h2_detected_strm_protocol_errors"] == "0", backend
-    print({k: v for k, v in backend.items() if k.startswith("h2_") or k in ("connect", "reuse")})
+    # Each connection gets two GOAWAYs (2^31-1, then the last stream's), and HAProxy opened
+    # a new connection for each one it closed.
+    goaway_connections = int(backend["h2_goaway_rcvd"]) // 2
+    assert int(backend["h2_total_connections"]) > goaway_connections, backend
+
+
+# -- nghttpx --------------------------------------------------------------------------------
+
+
+def _nghttpx_conf(front: int, back: int) -> str:
+    """examples/nghttpx.conf with its two ports replaced."""
+    text = (EXAMPLES / "nghttpx.conf").read_text()
+    assert text.count("127.0.0.1,8080;") == 1 and text.count("127.0.0.1,8000;") == 1, text
+    return text.replace("127.0.0.1,8080;", f"127.0.0.1,{front};").replace(
+        "127.0.0.1,8000;", f"127.0.0.1,{back};")
+
+
+async def test_nghttpx_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path: Path) -> None:
+    nghttpx = require("nghttpx")
+    async with workers() as sup:
+        access, errors = tmp_path / "access.log", tmp_path / "error.log"
+        for attempt in range(3):  # a free port may be taken before nghttpx binds it
+            port = free_port()
+            conf = tmp_path / "nghttpx.conf"
+            conf.write_text(_nghttpx_conf(port, sup.port))
+            with access.open("wb") as out, errors.open("wb") as err:
+                proc = subprocess.Popen(
+                    [nghttpx, f"--conf={conf}", "--no-ocsp", f"--pid-file={tmp_path}/pid"],
+                    stdin=subprocess.DEVNULL, stdout=out, stderr=err)
+            if await _wait_accepting(port, proc, "nghttpx", errors):
+                break
+            assert attempt < 2, errors.read_text()
+        with _stopping(proc):
+            h2, h1, generations = await _rollouts_under_load(sup, f"http://127.0.0.1:{port}/")
+            error_log = errors.read_text()  # (before nghttpx is stopped, which it logs)
+        h2.check("h2c through nghttpx")
+        h1.check("HTTP/1.1 through nghttpx")
+        _check_generations(generations)
+        await _check_old_workers_stopped_soon(sup, generations)
+    _check_h1_pids(h1, generations)
+    # The access log: one line per request, each a 200.
+    lines = access.read_text().splitlines()
+    assert len(lines) == h2.done + h1.done, lines[-20:]
+    assert not [line for line in lines if not line.startswith("200 GET / ")], lines[:20]
+    # The error log: nothing about the backend (no reset, no failed connection, no retry).
+    noted = [line for line in error_log.splitlines()
+             if " NOTICE " not in line and " INFO " not in line]
+    assert not noted, noted

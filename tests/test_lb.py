@@ -135,6 +135,13 @@ async def _check_old_workers_stopped_soon(sup: Workers, generations: list[set[in
     assert "killing" not in sup.log() and "WARNING" not in sup.log(), sup.log()
 
 
+def test_readme_shows_the_configurations_the_tests_run() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name, language in (("haproxy.cfg", "haproxy"), ("nghttpx.conf", "ini")):
+        text = (EXAMPLES / name).read_text(encoding="utf-8")
+        assert f"```{language}\n{text}```\n" in readme, f"README does not show examples/{name}"
+
+
 # -- HAProxy --------------------------------------------------------------------------------
 
 
@@ -169,17 +176,20 @@ async def test_haproxy_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path
     for line in log.read_text(errors="replace").splitlines():
         m = HTTPLOG.match(line)
         (requests if m else other).append(m or line)
-    assert len(requests) == h2.done + h1.done, (len(requests), other[:20])
+    assert len(requests) == h2.done + h1.done, (len(requests), h2, h1.done, h1.status,
+                                                 h1.failures[:5], other[:20])
     bad = [m.group(0) for m in requests
            if (m.group("status"), m.group("term"), m.group("retries")) != ("200", "----", "0")]
     assert not bad, bad[:20]
     # What is not a request: HAProxy's own notices, none about the server's health.
     assert not [line for line in other if "aioh2s/app1" in line or "DOWN" in line], other
     # Which workers answered, in the order HAProxy logged them: the first ones, then the
-    # second, then the last ones, each having served.
+    # second, then the last ones. (Not every worker of a generation need have served: the
+    # kernel spreads connections, not requests, and HAProxy's few connections may all have
+    # landed on one worker; max-reuse has it open new ones as it goes.)
     pids = [int(m.group("captured")) for m in requests]
-    everyone = set().union(*generations)
-    assert set(pids) == everyone, (set(pids), generations)
+    assert set(pids) <= set().union(*generations), (set(pids), generations)
+    assert all(set(pids) & g for g in generations), (set(pids), generations)
     assert set(pids[:100]) <= generations[0] and set(pids[-100:]) <= generations[2]
     first_new = [min(i for i, p in enumerate(pids) if p in g) for g in generations[1:]]
     last_old = [max(i for i, p in enumerate(pids) if p in g) for g in generations[:2]]

@@ -20,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -145,26 +148,51 @@ def test_readme_shows_the_configurations_the_tests_run() -> None:
 # -- HAProxy --------------------------------------------------------------------------------
 
 
-async def test_haproxy_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path: Path) -> None:
+@dataclass
+class HAProxy:
+    """A running HAProxy: its process, front port, log file and stats socket."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+    log: Path
+    stats: Path
+
+    def requests(self) -> tuple[list[re.Match[str]], list[str]]:
+        """The log's request lines (parsed), and its other lines."""
+        requests, other = [], []
+        for line in self.log.read_text(errors="replace").splitlines():
+            m = HTTPLOG.match(line)
+            if m:
+                requests.append(m)
+            else:
+                other.append(line)
+        return requests, other
+
+
+async def _start_haproxy(tmp_path: Path, config: Path, **backends: int) -> HAProxy:
+    """HAProxy with ``config`` on a free port, ``backends`` ports as its variables."""
     haproxy = require("haproxy")
+    stats, log = tmp_path / "stats.sock", tmp_path / "haproxy.log"
+    for attempt in range(3):  # a free port may be taken before HAProxy binds it
+        port = free_port()
+        env = {**os.environ, "LISTEN": f"127.0.0.1:{port}", "STATS": str(stats),
+               **{name: f"127.0.0.1:{p}" for name, p in backends.items()}}
+        with log.open("wb") as out:
+            proc = subprocess.Popen([haproxy, "-db", "-f", str(config)], env=env,
+                                    stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=subprocess.STDOUT)
+        if await _wait_accepting(port, proc, "haproxy", log):
+            return HAProxy(proc, port, log, stats)
+        assert attempt < 2, log.read_text()
+    raise AssertionError("unreachable")
+
+
+async def test_haproxy_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path: Path) -> None:
     async with workers() as sup:
-        stats_sock = tmp_path / "stats.sock"
-        log = tmp_path / "haproxy.log"
-        for attempt in range(3):  # a free port may be taken before HAProxy binds it
-            port = free_port()
-            env = {**os.environ, "LISTEN": f"127.0.0.1:{port}",
-                   "BACKEND": f"127.0.0.1:{sup.port}", "STATS": str(stats_sock)}
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    [haproxy, "-db", "-f", str(EXAMPLES / "haproxy.cfg")], env=env,
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
-            if await _wait_accepting(port, proc, "haproxy", log):
-                break
-            assert attempt < 2, log.read_text()
-        with _stopping(proc):
-            url = f"http://127.0.0.1:{port}/"
-            h2, h1, generations = await _rollouts_under_load(sup, url)
-            stats = haproxy_stats(stats_sock)
+        hap = await _start_haproxy(tmp_path, EXAMPLES / "haproxy.cfg", BACKEND=sup.port)
+        with _stopping(hap.proc):
+            h2, h1, generations = await _rollouts_under_load(sup, f"http://127.0.0.1:{hap.port}/")
+            stats = haproxy_stats(hap.stats)
         h2.check("h2c through HAProxy")
         h1.check("HTTP/1.1 through HAProxy")
         _check_generations(generations)
@@ -172,10 +200,7 @@ async def test_haproxy_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path
     _check_h1_pids(h1, generations)
 
     # HAProxy's log: one line per request, each a 200 ended normally ("----"), none retried.
-    requests, other = [], []
-    for line in log.read_text(errors="replace").splitlines():
-        m = HTTPLOG.match(line)
-        (requests if m else other).append(m or line)
+    requests, other = hap.requests()
     assert len(requests) == h2.done + h1.done, (len(requests), h2, h1.done, h1.status,
                                                  h1.failures[:5], other[:20])
     bad = [m.group(0) for m in requests
@@ -254,3 +279,57 @@ async def test_nghttpx_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path
     noted = [line for line in error_log.splitlines()
              if " NOTICE " not in line and " INFO " not in line]
     assert not noted, noted
+
+
+async def test_haproxy_moves_to_another_host_when_one_is_stopped(tmp_path: Path) -> None:
+    # Two hosts (two supervisors) behind HAProxy, one server line each; SIGTERM to one
+    # under load. Its port closes at once: HAProxy's new connections to it are refused and
+    # redispatched (retry-on conn-failure, option redispatch), its open ones get GOAWAY and
+    # their requests finish, and its health check takes it out.
+    config = (EXAMPLES / "haproxy.cfg").read_text()
+    line = next(x for x in config.splitlines() if x.strip().startswith("server app1 "))
+    config = config.replace(line, line + "\n" + line.replace("app1", "app2").replace(
+        "${BACKEND}", "${BACKEND2}"))
+    (tmp_path / "haproxy.cfg").write_text(config)
+    h2load = require("h2load")
+    async with workers() as one, workers() as two:
+        hap = await _start_haproxy(tmp_path, tmp_path / "haproxy.cfg", BACKEND=one.port,
+                                   BACKEND2=two.port)
+        with _stopping(hap.proc):
+            url = f"http://127.0.0.1:{hap.port}/"
+            stop = asyncio.Event()
+            loads: list[asyncio.Future[Load | H1Load]] = [
+                asyncio.ensure_future(load_until(stop, h2load, url, *H2_LOAD)),
+                asyncio.ensure_future(h1_load_until(stop, url)),
+            ]
+            try:
+                await asyncio.sleep(1)
+                one.signal(signal.SIGTERM)
+                await one.line(r"all workers stopped")
+                assert await asyncio.wait_for(one.proc.wait(), 10) == 0
+                # On until HAProxy's health check has seen it (inter 2s fall 2).
+                deadline = time.monotonic() + 10
+                while haproxy_stats(hap.stats)["aioh2s", "app1"]["status"] != "DOWN":
+                    assert time.monotonic() < deadline, haproxy_stats(hap.stats)
+                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.5)
+            finally:
+                stop.set()
+                h2, h1 = await asyncio.wait_for(asyncio.gather(*loads), 60)
+            stats = haproxy_stats(hap.stats)
+    assert isinstance(h2, Load) and isinstance(h1, H1Load)
+    h2.check("h2c through HAProxy")
+    h1.check("HTTP/1.1 through HAProxy")
+    requests, other = hap.requests()
+    assert len(requests) == h2.done + h1.done, (len(requests), other[:20])
+    bad = [m.group(0) for m in requests if (m.group("status"), m.group("term")) != ("200", "----")]
+    assert not bad, bad[:20]
+    servers = [m.group("server") for m in requests]
+    assert set(servers[:100]) == {"app1", "app2"} and set(servers[-100:]) == {"app2"}
+    # The requests HAProxy sent to app1 while it was stopped but not yet DOWN were retried
+    # on app2 (the log's retries field "+1": redispatched), and all succeeded.
+    app1, backend = stats["aioh2s", "app1"], stats["aioh2s", "BACKEND"]
+    assert backend["hrsp_5xx"] == "0" and backend["eresp"] == "0", backend
+    redispatched = [m for m in requests if m.group("retries").startswith("+")]
+    assert redispatched and {m.group("server") for m in redispatched} == {"app2"}
+    assert int(app1["wredis"]) == len(redispatched), (app1["wredis"], len(redispatched))

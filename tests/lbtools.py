@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import os
 import re
 import signal
@@ -156,8 +157,10 @@ class Load:
     seconds: float = 0.0
     runs: int = 0
     outputs: list[str] = field(default_factory=list)
+    #: Requests done per query tag: each run's URL ends with ``?h2-N``, N its number.
+    tags: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    def add(self, output: str) -> None:
+    def add(self, output: str, tag: str = "") -> None:
         """Add one h2load run's summary (fails the test if there is none)."""
         req, st, fin = _REQUESTS.search(output), _STATUS.search(output), _FINISHED.search(output)
         if req is None or st is None or fin is None:
@@ -174,6 +177,7 @@ class Load:
         self.seconds += float(fin.group(1)) / (1000 if fin.group(2) == "ms" else 1)
         self.runs += 1
         self.outputs.append(output)
+        self.tags[tag] += done
 
     def check(self, name: str) -> None:
         """Assert that every request of every run succeeded with a 2xx."""
@@ -213,7 +217,8 @@ async def load_until(stop: asyncio.Event, h2load_path: str, url: str, *args: str
     """h2load bursts back to back until ``stop`` is set (the burst running then finishes)."""
     load = Load()
     while not stop.is_set():
-        load.add(await h2load(h2load_path, url, *args))
+        tag = f"h2-{load.runs}"
+        load.add(await h2load(h2load_path, f"{url}?{tag}", *args), tag)
     return load
 
 
@@ -227,6 +232,8 @@ class H1Load:
         self.status: collections.Counter[int] = collections.Counter()
         self.failures: list[str] = []
         self.pids: list[int] = []
+        #: Requests done per query tag: the Nth request's URL ends with ``?h1-N``.
+        self.tags: collections.Counter[str] = collections.Counter()
 
     def check(self, name: str) -> None:
         """Assert that every request succeeded with a 200."""
@@ -239,17 +246,20 @@ async def h1_load_until(stop: asyncio.Event, url: str, connections: int = 2) -> 
     import httpx
 
     load = H1Load()
+    numbers = itertools.count()
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(http1=True, http2=False, limits=limits, timeout=10) as client:
 
         async def one_connection() -> None:
             while not stop.is_set():
+                tag = f"h1-{next(numbers)}"
                 try:
-                    r = await client.get(url)
+                    r = await client.get(f"{url}?{tag}")
                 except httpx.HTTPError as e:
                     load.failures.append(repr(e))
                     continue
                 load.done += 1
+                load.tags[tag] += 1
                 load.status[r.status_code] += 1
                 if "x-worker" in r.headers:
                     load.pids.append(int(r.headers["x-worker"]))
@@ -285,3 +295,14 @@ HTTPLOG = re.compile(
     r"(?P<timers>\S+) (?P<status>-?\d+) (?P<bytes>\d+) \S+ \S+ (?P<term>\S{4}) "
     r"\d+/\d+/\d+/\d+/(?P<retries>\+?\d+) \d+/\d+ \{(?P<captured>[^}]*)\} \"(?P<request>[^\"]*)\"$"
 )
+
+
+def missing_from_log(requests: list[re.Match[str]], *loads: Load | H1Load) -> dict[str, int]:
+    """{tag: done by the clients less logged by the proxy}, where they differ."""
+    logged = collections.Counter(
+        m.group(1) for m in (re.search(r"\?(h[12]-\d+) ", r.group("request")) for r in requests)
+        if m)
+    done: collections.Counter[str] = collections.Counter()
+    for load in loads:
+        done.update(load.tags)
+    return {tag: done[tag] - logged[tag] for tag in done | logged if done[tag] != logged[tag]}

@@ -270,16 +270,26 @@ async def h1_load_until(stop: asyncio.Event, url: str, connections: int = 2) -> 
 
 # -- HAProxy --------------------------------------------------------------------------------
 
-def haproxy_stats(sock_path: Path) -> dict[tuple[str, str], dict[str, str]]:
-    """``show stat`` from HAProxy's stats socket: {(proxy, server): {column: value}}."""
+def _haproxy_command(sock_path: Path, command: str) -> str:
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(5)
         s.connect(str(sock_path))
-        s.sendall(b"show stat\n")
+        s.sendall(command.encode() + b"\n")
         data = b""
         while chunk := s.recv(65536):
             data += chunk
-    header, *rows = data.decode().splitlines()
+    return data.decode()
+
+
+def haproxy_info(sock_path: Path) -> dict[str, str]:
+    """``show info`` from HAProxy's stats socket (``DroppedLogs``, ...)."""
+    lines = _haproxy_command(sock_path, "show info").splitlines()
+    return dict(line.split(": ", 1) for line in lines if ": " in line)
+
+
+def haproxy_stats(sock_path: Path) -> dict[tuple[str, str], dict[str, str]]:
+    """``show stat`` from HAProxy's stats socket: {(proxy, server): {column: value}}."""
+    header, *rows = _haproxy_command(sock_path, "show stat").splitlines()
     names = header.lstrip("# ").split(",")
     stats = {}
     for row in rows:

@@ -179,12 +179,13 @@ class Load:
         self.outputs.append(output)
         self.tags[tag] += done
 
-    def check(self, name: str) -> None:
-        """Assert that every request of every run succeeded with a 2xx."""
+    def check(self, name: str, context: object = None) -> None:
+        """Assert that every request of every run succeeded with a 2xx (``context`` goes
+        into the failure's message)."""
         assert self.runs, f"{name}: no h2load run"
-        assert (self.failed, self.errored, self.timeout) == (0, 0, 0), (name, self)
-        assert self.total == self.started == self.done == self.succeeded, (name, self)
-        assert self.status == [self.done, 0, 0, 0], (name, self)
+        assert (self.failed, self.errored, self.timeout) == (0, 0, 0), (name, self, context)
+        assert self.total == self.started == self.done == self.succeeded, (name, self, context)
+        assert self.status == [self.done, 0, 0, 0], (name, self, context)
 
     def __repr__(self) -> str:
         failing = [o for o in self.outputs if not re.search(r" 0 failed, 0 errored, 0 timeout", o)]
@@ -235,10 +236,10 @@ class H1Load:
         #: Requests done per query tag: the Nth request's URL ends with ``?h1-N``.
         self.tags: collections.Counter[str] = collections.Counter()
 
-    def check(self, name: str) -> None:
-        """Assert that every request succeeded with a 200."""
-        assert self.done and not self.failures, (name, self.done, self.failures[:10])
-        assert self.status == {200: self.done}, (name, self.status)
+    def check(self, name: str, context: object = None) -> None:
+        """Assert that every request succeeded with a 200 (``context``: as Load.check)."""
+        assert self.done and not self.failures, (name, self.done, self.failures[:10], context)
+        assert self.status == {200: self.done}, (name, self.status, context)
 
 
 async def h1_load_until(stop: asyncio.Event, url: str, connections: int = 2) -> H1Load:

@@ -220,6 +220,20 @@ async def _haproxy_counters(hap: HAProxy) -> tuple[dict[tuple[str, str], dict[st
     return haproxy_stats(hap.stats), int(haproxy_info(hap.stats)["DroppedLogs"])
 
 
+def _diagnosis(hap: HAProxy, stats: dict[tuple[str, str], dict[str, str]], dropped: int,
+               *loads: Load | H1Load) -> dict[str, object]:
+    """What HAProxy saw, for the message of a failed check of the clients' counts."""
+    requests, other = hap.requests()
+    h2_counters = {f"{px}/{sv}": {k: v for k, v in row.items()
+                                  if (k.startswith("h2_") or k in ("econ", "eresp", "wretr",
+                                                                    "wredis", "hrsp_5xx"))
+                                  and v not in ("", "0")}
+                   for (px, sv), row in stats.items()}
+    return {"missing from the log": missing_from_log(requests, *loads), "dropped": dropped,
+            "not 200": [m.group(0) for m in requests if m.group("status") != "200"][:10],
+            "other lines": other[:10], "counters": h2_counters}
+
+
 def _check_logged(requests: list[re.Match[str]], other: list[str], dropped: int,
                   *loads: Load | H1Load) -> None:
     """One log line per request the clients made, less those HAProxy dropped.
@@ -239,8 +253,8 @@ async def test_haproxy_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path
         with _stopping(hap.proc, signal.SIGUSR1):
             h2, h1, generations = await _rollouts_under_load(sup, f"http://127.0.0.1:{hap.port}/")
             stats, dropped = await _haproxy_counters(hap)
-        h2.check("h2c through HAProxy")
-        h1.check("HTTP/1.1 through HAProxy")
+        h2.check("h2c through HAProxy", _diagnosis(hap, stats, dropped, h2, h1))
+        h1.check("HTTP/1.1 through HAProxy", _diagnosis(hap, stats, dropped, h2, h1))
         _check_generations(generations)
         await _check_old_workers_stopped_soon(sup, generations)
     _check_h1_pids(h1, generations)
@@ -332,8 +346,8 @@ async def test_nghttpx_rolls_the_workers_under_h2load_and_fails_nothing(tmp_path
 async def test_haproxy_moves_to_another_host_when_one_is_stopped(tmp_path: Path) -> None:
     # Two hosts (two supervisors) behind HAProxy, one server line each; SIGTERM to one
     # under load. Its port closes at once: HAProxy's new connections to it are refused and
-    # redispatched (retry-on conn-failure, option redispatch), its open ones get GOAWAY and
-    # their requests finish, and its health check takes it out.
+    # redispatched (retry-on conn-failure empty-response, option redispatch), its open ones
+    # get GOAWAY and their requests finish, and its health check takes it out.
     config = (EXAMPLES / "haproxy.cfg").read_text()
     line = next(x for x in config.splitlines() if x.strip().startswith("server app1 "))
     config = config.replace(line, line + "\n" + line.replace("app1", "app2").replace(
@@ -366,8 +380,8 @@ async def test_haproxy_moves_to_another_host_when_one_is_stopped(tmp_path: Path)
                 h2, h1 = await asyncio.wait_for(asyncio.gather(*loads), 60)
             stats, dropped = await _haproxy_counters(hap)
     assert isinstance(h2, Load) and isinstance(h1, H1Load)
-    h2.check("h2c through HAProxy")
-    h1.check("HTTP/1.1 through HAProxy")
+    h2.check("h2c through HAProxy", _diagnosis(hap, stats, dropped, h2, h1))
+    h1.check("HTTP/1.1 through HAProxy", _diagnosis(hap, stats, dropped, h2, h1))
     requests, other = hap.requests()
     _check_logged(requests, other, dropped, h2, h1)
     bad = [m.group(0) for m in requests if (m.group("status"), m.group("term")) != ("200", "----")]
@@ -376,8 +390,11 @@ async def test_haproxy_moves_to_another_host_when_one_is_stopped(tmp_path: Path)
     assert set(servers[:100]) == {"app1", "app2"} and set(servers[-100:]) == {"app2"}
     # The requests HAProxy sent to app1 while it was stopped but not yet DOWN were retried
     # on app2 (the log's retries field "+1": redispatched), and all succeeded.
+    # Now and then a connection opened as app1's port closed ended before its answer
+    # (eresp): retried too (retry-on empty-response), so no client saw it.
     app1, backend = stats["aioh2s", "app1"], stats["aioh2s", "BACKEND"]
-    assert backend["hrsp_5xx"] == "0" and backend["eresp"] == "0", backend
+    assert backend["hrsp_5xx"] == "0" and backend["eresp"] == app1["eresp"], backend
     redispatched = [m for m in requests if m.group("retries").startswith("+")]
     assert redispatched and {m.group("server") for m in redispatched} == {"app2"}
     assert int(app1["wredis"]) == len(redispatched), (app1["wredis"], len(redispatched))
+    assert int(app1["eresp"]) <= len(redispatched), app1

@@ -396,5 +396,6 @@ async def test_haproxy_moves_to_another_host_when_one_is_stopped(tmp_path: Path)
     assert backend["hrsp_5xx"] == "0" and backend["eresp"] == app1["eresp"], backend
     redispatched = [m for m in requests if m.group("retries").startswith("+")]
     assert redispatched and {m.group("server") for m in redispatched} == {"app2"}
-    assert int(app1["wredis"]) == len(redispatched), (app1["wredis"], len(redispatched))
+    wredis = int(app1["wredis"])  # (a dropped log line may be one of them)
+    assert len(redispatched) <= wredis <= len(redispatched) + dropped, (wredis, dropped)
     assert int(app1["eresp"]) <= len(redispatched), app1

@@ -271,7 +271,8 @@ async def h1_load_until(stop: asyncio.Event, url: str, connections: int = 2) -> 
 
 # -- HAProxy --------------------------------------------------------------------------------
 
-def _haproxy_command(sock_path: Path, command: str) -> str:
+def haproxy_command(sock_path: Path, command: str) -> str:
+    """Send one command to HAProxy's stats socket; its answer."""
     with socket.socket(socket.AF_UNIX) as s:
         s.settimeout(5)
         s.connect(str(sock_path))
@@ -284,13 +285,13 @@ def _haproxy_command(sock_path: Path, command: str) -> str:
 
 def haproxy_info(sock_path: Path) -> dict[str, str]:
     """``show info`` from HAProxy's stats socket (``DroppedLogs``, ...)."""
-    lines = _haproxy_command(sock_path, "show info").splitlines()
+    lines = haproxy_command(sock_path, "show info").splitlines()
     return dict(line.split(": ", 1) for line in lines if ": " in line)
 
 
 def haproxy_stats(sock_path: Path) -> dict[tuple[str, str], dict[str, str]]:
     """``show stat`` from HAProxy's stats socket: {(proxy, server): {column: value}}."""
-    header, *rows = _haproxy_command(sock_path, "show stat").splitlines()
+    header, *rows = haproxy_command(sock_path, "show stat").splitlines()
     names = header.lstrip("# ").split(",")
     stats = {}
     for row in rows:

@@ -156,7 +156,7 @@ def _check_generations(generations: list[set[int]]) -> None:
 async def _check_old_workers_stopped_soon(sup: Workers, generations: list[set[int]]) -> None:
     """Each old worker exited 0 within STOP_WITHIN of being told: the proxy let go of it."""
     for pid in generations[0] | generations[1]:
-        asked, _ = await sup.stamped_line(rf"replaces worker {pid}; stopping")
+        asked, _ = await sup.stamped_line(rf"replaces worker {pid}, which is stopping")
         gone, m = await sup.stamped_line(rf"worker {pid} \(slot \d\) stopped \(it (.*)\)")
         assert m.group(1) == "exited with code 0", sup.log()
         assert gone - asked < STOP_WITHIN, (pid, gone - asked, sup.log())

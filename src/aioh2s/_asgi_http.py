@@ -13,7 +13,10 @@ control of aioh2s is the application's:
   window, and nothing is read ahead for it. Once the body was delivered, ``receive()`` waits
   until the response is complete or the stream dies (``writer.wait_closed()``) and returns
   ``http.disconnect``; a read that fails because the stream was reset or the connection
-  died returns it at once.
+  died returns it at once. Once ``http.response.start`` came before the request body ended
+  (a bidirectional stream), the body is exempt from the server's ``min_body_rate``
+  (``reader.allow_slow_body()``), unless ``ASGIAdapter(slow_body="never")``; before that,
+  waiting in ``receive()`` runs its clock as any handler's read does.
 - ``send()`` of a body message queues the bytes and awaits ``writer.drain()`` while more
   body is to come, so a client that does not read stops the application after about one
   window plus ``write_high_water``. The last body message does not wait (nothing follows it
@@ -332,10 +335,10 @@ class HTTPCycle:
     """One request: the ``receive`` and ``send`` an ASGI application gets for it."""
 
     __slots__ = ("_r", "_w", "_s", "state", "_wire", "_trailers", "_trailer_fields",
-                 "_head", "_body_done", "_gone", "raised", "_chunk")
+                 "_head", "_body_done", "_gone", "raised", "_chunk", "_slow")
 
     def __init__(self, reader: H2StreamReader, writer: H2StreamWriter, chunk: int,
-                 head: bool) -> None:
+                 head: bool, slow_body: bool = True) -> None:
         self._r = reader
         self._w = writer
         self._s = reader._s
@@ -350,6 +353,9 @@ class HTTPCycle:
         #: A ClientDisconnected was raised to the application.
         self.raised = False
         self._chunk = chunk
+        # Exempt the request body from min_body_rate once the response began before it
+        # ended (ASGIAdapter's slow_body="auto"): see start().
+        self._slow = slow_body
 
     # -- receive -----------------------------------------------------------------------------
 
@@ -421,6 +427,11 @@ class HTTPCycle:
         self._wire = to_wire([(b":status", code), *headers], RESPONSE)  # LocalProtocolError
         self._trailers = trailers
         self.state = STARTED
+        if self._slow and self._s.recv is Recv.OPEN:
+            # Responding while the request body still comes: a bidirectional stream (chat
+            # over one POST, gRPC-style streaming), whose body pauses whenever the client has
+            # nothing to say; min_body_rate is for uploads that trickle before any answer.
+            self._r.allow_slow_body()
         # Held at most until the loop's next turn: a first body message sent without
         # awaiting anything in between (most responses) goes out with them, and a stream
         # whose first chunk takes its time (server-sent events) still gets its headers now.

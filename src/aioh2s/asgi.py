@@ -76,6 +76,7 @@ __all__ = [
 log = logging.getLogger("aioh2s")
 
 _LIFESPAN_MODES = ("auto", "on", "off")
+_SLOW_BODY_MODES = ("auto", "always", "never")
 
 
 class LifespanFailure(RuntimeError):
@@ -220,6 +221,12 @@ class ASGIAdapter:
     WebSockets need ``enable_connect_protocol=True`` on the server and the ``wsproto`` extra;
     ``ws_max_message_size`` and ``ws_close_timeout`` are :func:`aioh2s.websocket.accept`'s
     options. Call :meth:`startup` before serving and :meth:`shutdown` after the server closed.
+
+    ``slow_body`` says which request bodies are exempt from the server's ``min_body_rate``
+    (the guard against uploads that trickle, Slowloris): ``"auto"`` (default) those whose
+    response began before the body ended (a bidirectional stream: its body pauses whenever
+    the client has nothing to say), ``"always"`` every one (behind a proxy that guards
+    against slow clients itself), ``"never"`` none.
     """
 
     def __init__(
@@ -233,6 +240,7 @@ class ASGIAdapter:
         shutdown_timeout: float = 60.0,
         ws_max_message_size: int = 4 * 1024 * 1024,
         ws_close_timeout: float = 10.0,
+        slow_body: str = "auto",
     ) -> None:
         if not callable(app):
             raise TypeError(f"an ASGI application is a callable, not {type(app).__name__}")
@@ -242,6 +250,8 @@ class ASGIAdapter:
                 root_path and not root_path.startswith("/")):
             raise ValueError(f"root_path {root_path!r} must be empty or start with '/' and not"
                              " end with one")
+        if slow_body not in _SLOW_BODY_MODES:
+            raise ValueError(f"slow_body must be one of {_SLOW_BODY_MODES}, not {slow_body!r}")
         if type(chunk_size) is not int or chunk_size < 1:
             raise ValueError("chunk_size must be a positive int (bytes)")
         for name, t in (("startup_timeout", startup_timeout),
@@ -259,6 +269,9 @@ class ASGIAdapter:
         self._ws_max_message_size = ws_max_message_size
         self._ws_close_timeout = ws_close_timeout
         self._lifespan = _Lifespan(app, lifespan, startup_timeout, shutdown_timeout)
+        self.slow_body = slow_body
+        self._slow_auto = slow_body == "auto"
+        self._slow_always = slow_body == "always"
 
     def __repr__(self) -> str:
         return f"<aioh2s.asgi.ASGIAdapter {self.app!r}>"
@@ -291,7 +304,10 @@ class ASGIAdapter:
             return
         scope = request_scope("http", reader, writer, self.root_path, self._lifespan.state)
         scope["extensions"] = {"http.response.trailers": {}, "http.response.early_hint": {}}
-        cycle = HTTPCycle(reader, writer, self.chunk_size, scope["method"] == "HEAD")
+        if self._slow_always:
+            reader.allow_slow_body()
+        cycle = HTTPCycle(reader, writer, self.chunk_size, scope["method"] == "HEAD",
+                          self._slow_auto)
         try:
             await self.app(scope, cycle.receive, cycle.send)
         except Exception as e:

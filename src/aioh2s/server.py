@@ -13,8 +13,11 @@ Handler rules:
   ``WebSocketRejected`` of a WebSocket request that ``accept()`` answered 400) escaping a
   handler are the peer's doing: not logged as errors; nor is the ``RemoteProtocolError`` of
   the handler's own stream (the peer broke a rule on it, and was answered with RST_STREAM);
-- a handler whose stream was reset (or whose connection died) is cancelled if it still runs
-  ``reset_handler_timeout`` seconds later, so abandoned work cannot pile up;
+- a handler whose stream was reset (or cut by its connection's end) is cancelled if it still
+  runs ``reset_handler_timeout`` seconds later, so abandoned work cannot pile up; one whose
+  exchange was complete (response sent, request received, in full) is not cancelled when
+  its connection ends (work after the response, like a background job, finishes), and
+  ``wait_closed()`` after ``close()`` waits for it until the grace period ends;
 - at most ``max_concurrent_streams`` handlers run per connection; requests beyond that (only
   possible while handlers of reset streams linger) wait in FIFO order, and more than four
   times that many waiting ends the connection with GOAWAY(ENHANCE_YOUR_CALM);
@@ -31,14 +34,15 @@ import ssl as _ssl
 import sys
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, cast
 
 from ._budgets import ServerBudget
 from ._connection import Connection
 from ._http1 import TLSFrontDoor
 from ._http1 import front_door as _front_door
-from ._state import Send, send_terminal
+from ._state import Recv, Send, send_terminal
 from ._stream import Stream
 from ._trace import peer_label
 from ._wire import Wire
@@ -69,8 +73,8 @@ Handler = Callable[[H2StreamReader, H2StreamWriter], Awaitable[None]]
 
 
 #: The handler tasks of a connection running none: most connections are idle most of the
-#: time, and an empty set costs 216 bytes.
-_NO_TASKS: frozenset[asyncio.Task[None]] = frozenset()
+#: time, and an empty dict costs 64 bytes (a read-only view of one, shared, costs nothing).
+_NO_TASKS: Mapping[asyncio.Task[None], Stream] = MappingProxyType({})
 
 
 class _ServedConnection:
@@ -80,7 +84,10 @@ class _ServedConnection:
 
     def __init__(self, server: Server, wire: Wire) -> None:
         self.server = server
-        self.tasks: set[asyncio.Task[None]] | frozenset[asyncio.Task[None]] = _NO_TASKS
+        # Each running handler task and its stream: _reap tells by the stream whether the
+        # handler is still serving it or works on after a complete exchange.
+        self.tasks: dict[asyncio.Task[None], Stream] | Mapping[asyncio.Task[None], Stream] = (
+            _NO_TASKS)
         # At most 4x max_concurrent_streams (then the connection is cut): a list is fine, and
         # an empty one costs 56 bytes where a deque costs ~760.
         self.waiting: list[Stream] = []
@@ -110,15 +117,15 @@ class _ServedConnection:
         task = self.conn.loop.create_task(self._run_handler(s))
         s.task = task
         tasks = self.tasks
-        if isinstance(tasks, frozenset):
-            tasks = self.tasks = set()
-        tasks.add(task)
+        if not isinstance(tasks, dict):
+            tasks = self.tasks = {}
+        tasks[task] = s
         task.add_done_callback(self._handler_done)
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         tasks = self.tasks
-        if isinstance(tasks, set):
-            tasks.discard(task)
+        if isinstance(tasks, dict):
+            tasks.pop(task, None)
             if not tasks:
                 self.tasks = _NO_TASKS
         waiting = self.waiting
@@ -206,6 +213,11 @@ class Server:
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._grace: float | None = None
+        # Handlers still running after their exchange completed and their connection ended
+        # (see _reap), and when close()'s grace period ends for them (loop time).
+        self._detached: set[asyncio.Task[None]] = set()
+        self._close_deadline: float | None = None
+        self._deadline_moved: asyncio.Future[None] | None = None  # close() shortened it
         # Accepted but not made yet (a TLS handshake under way, or the one loop turn before
         # asyncio calls connection_made): weak, because a failed handshake never tells us.
         self._unmade: weakref.WeakSet[Wire] = weakref.WeakSet()
@@ -352,14 +364,46 @@ class Server:
             self._refused_logged = now
 
     async def _reap(self, served: _ServedConnection) -> None:
-        # Handlers of a dead connection get reset_handler_timeout to notice, then are cancelled.
-        tasks = [t for t in served.tasks if not t.done()]
+        # Handlers of a dead connection whose stream it cut get reset_handler_timeout to
+        # notice, then are cancelled. One whose exchange was complete (the response sent and
+        # the request received, in full) works on after its response (a background job): the
+        # connection ending is none of its business, so the server keeps it, and
+        # wait_closed() after close() gives it the rest of the grace period.
+        tasks = []
+        for t, s in served.tasks.items():
+            if t.done():
+                continue
+            if s.send is Send.ENDED and s.recv is Recv.ENDED:
+                self._detached.add(t)
+                t.add_done_callback(self._detached.discard)
+            else:
+                tasks.append(t)
         if not tasks:
             return
         done, pending = await asyncio.wait(tasks, timeout=self.config.reset_handler_timeout)
         for t in pending:
             t.cancel()
         if pending:
+            await asyncio.wait(pending)
+
+    async def _wait_detached(self) -> None:
+        """Wait for the handlers working on after their exchange, until the grace is over."""
+        loop = asyncio.get_running_loop()
+        while self._detached:
+            assert self._close_deadline is not None
+            remaining = self._close_deadline - time.monotonic()
+            if remaining > 0:
+                moved = self._deadline_moved
+                if moved is None or moved.done():
+                    moved = self._deadline_moved = loop.create_future()
+                await asyncio.wait([*self._detached, moved], timeout=remaining,
+                                   return_when=asyncio.FIRST_COMPLETED)
+                continue
+            pending = list(self._detached)
+            log.info("aioh2s: the grace period is over: cancelling %d handler(s) still running"
+                     " after their response", len(pending))
+            for t in pending:
+                t.cancel()
             await asyncio.wait(pending)
 
     def is_serving(self) -> bool:
@@ -386,9 +430,20 @@ class Server:
         streams may finish for ``grace`` seconds (default: the ``grace`` option, 30 s), then
         what is left is reset and the connection closed. ``await wait_closed()`` returns when
         all of that is done. Handlers can check ``writer.connection.is_closing()``.
+        A handler still running after its exchange completed (a background job after the
+        response) is not cancelled as its connection closes: ``wait_closed()`` waits for it
+        until the grace period ends, then cancels it.
+        Calling ``close()`` again with a shorter grace period shortens the one in force.
         """
         self._closing = True
         self._grace = grace
+        g = self.config.grace if grace is None else max(0.0, grace)
+        deadline = time.monotonic() + g
+        if self._close_deadline is None or deadline < self._close_deadline:
+            self._close_deadline = deadline
+            moved = self._deadline_moved
+            if moved is not None and not moved.done():
+                moved.set_result(None)
         if self._server is not None:
             self._server.close()
         for served in list(self._connections):
@@ -400,6 +455,10 @@ class Server:
 
     async def wait_closed(self) -> None:
         """Wait until the listener and every connection (and its handlers) are closed.
+
+        After :meth:`close`, that includes the handlers still running after their exchange
+        completed (a background job after the response), until the grace period ends: then
+        they are cancelled (logged at INFO), so nothing of this server runs on.
 
         After :meth:`close`, a connection accepted before it whose TLS handshake is still
         under way is waited for (``linger`` seconds at most) and served like the others;
@@ -413,7 +472,12 @@ class Server:
         while True:
             while self._conn_tasks:
                 await asyncio.wait(list(self._conn_tasks))
-            if not self._closing or not self._unmade or loop.time() >= deadline:
+            if not self._closing:
+                break
+            if self._detached:
+                await self._wait_detached()
+                continue  # (a connection may have ended meanwhile)
+            if not self._unmade or loop.time() >= deadline:
                 break
             # A handshake that fails drops its Wire without a word (3.10 and 3.11 keep it in
             # a reference cycle for a while): look again shortly, until the deadline.

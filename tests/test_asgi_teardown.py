@@ -1,0 +1,234 @@
+"""What happens to an ASGI application (and a native handler) when its client or server goes.
+
+Work after the response (Starlette's BackgroundTask) outlives its connection and gets the
+grace period of a graceful close; a handler whose stream was cut is still cancelled
+``reset_handler_timeout`` after; a bidirectional stream is not taken for a slow upload;
+a graceful close says 1001 to open WebSockets at once. Every teardown path runs over h2c
+and TLS (the ``wire`` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+import aioh2s
+from aioh2s.asgi import ASGIAdapter
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def background_app(done: dict[str, str], seconds: float) -> Any:
+    """Responds, then works on for ``seconds`` inside the application call (a BackgroundTask)."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        key = scope["path"]
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"queued"})
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            done[key] = "cancelled"
+            raise
+        done[key] = "completed"
+
+    return app
+
+
+async def fetch(client: aioh2s.Client, path: str) -> bytes:
+    async with client.request({":method": "GET", ":path": path}, end_stream=True) as st:
+        await asyncio.wait_for(st.response_headers(), 10)
+        return await asyncio.wait_for(st.reader.read(), 10)
+
+
+# -- work after the response ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["close", "abort"])
+async def test_work_after_the_response_outlives_the_connection(wire: Any, how: str) -> None:
+    """The client closing (or dropping) its connection right after a complete response does
+    not cancel the application's work after it, however long past reset_handler_timeout."""
+    done: dict[str, str] = {}
+    adapter = ASGIAdapter(background_app(done, 0.5), lifespan="off")
+    server = await aioh2s.start_server(adapter, "127.0.0.1", 0, reset_handler_timeout=0.1,
+                                       **wire.server_options())
+    try:
+        port = server.sockets[0].getsockname()[1]
+        client = await aioh2s.connect("127.0.0.1", port, **wire.client_options())
+        assert await fetch(client, "/job") == b"queued"
+        if how == "close":
+            await asyncio.wait_for(client.close(), 10)
+        else:
+            client.abort()
+        for _ in range(100):
+            if server.connections == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == 0
+        await asyncio.sleep(0.7)
+        assert done == {"/job": "completed"}
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+
+
+async def test_graceful_close_waits_for_work_after_the_response(wire: Any) -> None:
+    """close(grace) then wait_closed(): the work after a response finishes within the grace
+    (and wait_closed() returns as soon as it did), the same for a native handler."""
+    done: dict[str, str] = {}
+
+    async def native(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"}, end_stream=True)
+        await asyncio.sleep(0.5)
+        done["native"] = "completed"
+
+    for handler in (ASGIAdapter(background_app(done, 0.5), lifespan="off"), native):
+        server = await aioh2s.start_server(handler, "127.0.0.1", 0, reset_handler_timeout=0.1,
+                                           **wire.server_options())
+        client = await aioh2s.connect("127.0.0.1", server.sockets[0].getsockname()[1],
+                                      **wire.client_options())
+        await fetch(client, "/job")
+        t0 = time.monotonic()
+        server.close(10)
+        await asyncio.wait_for(server.wait_closed(), 10)
+        took = time.monotonic() - t0
+        await asyncio.wait_for(client.close(), 10)
+        assert 0.3 < took < 5
+    assert done == {"/job": "completed", "native": "completed"}
+
+
+@pytest.mark.expect_log("aioh2s", "INFO", "cancelling 1 handler(s) still running after")
+async def test_work_after_the_response_is_cancelled_when_the_grace_ends(wire: Any) -> None:
+    """Past the grace period wait_closed() cancels it (logged at INFO): nothing runs on."""
+    done: dict[str, str] = {}
+    adapter = ASGIAdapter(background_app(done, 30), lifespan="off")
+    server = await aioh2s.start_server(adapter, "127.0.0.1", 0, **wire.server_options())
+    client = await aioh2s.connect("127.0.0.1", server.sockets[0].getsockname()[1],
+                                  **wire.client_options())
+    await fetch(client, "/job")
+    await asyncio.wait_for(client.close(), 10)
+    t0 = time.monotonic()
+    server.close(5)
+    server.close(0.3)  # a shorter grace given later (a second signal) is the one in force
+    await asyncio.wait_for(server.wait_closed(), 10)
+    assert time.monotonic() - t0 < 3
+    assert done == {"/job": "cancelled"}
+
+
+async def test_a_handler_whose_stream_was_cut_is_still_cancelled(wire: Any) -> None:
+    """An unfinished exchange (the request body still coming) whose connection dies: its
+    handler is cancelled reset_handler_timeout later, as before."""
+    outcome: list[str] = []
+    started = asyncio.Event()
+
+    async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        writer.send_headers({":status": "200"}, end_stream=True)
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+
+    server = await aioh2s.start_server(handler, "127.0.0.1", 0, reset_handler_timeout=0.1,
+                                       **wire.server_options())
+    try:
+        client = await aioh2s.connect("127.0.0.1", server.sockets[0].getsockname()[1],
+                                      **wire.client_options())
+        async with client.request({":method": "POST", ":path": "/"}) as st:
+            st.writer.write(b"part")
+            await st.writer.drain()
+            await asyncio.wait_for(started.wait(), 10)
+            client.abort()
+        for _ in range(200):
+            if outcome:
+                break
+            await asyncio.sleep(0.01)
+        assert outcome == ["cancelled"]
+    finally:
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 10)
+
+
+# -- request bodies that pause ------------------------------------------------------------------
+
+
+async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Responds at once, then echoes each request chunk as it arrives (a bidirectional stream)."""
+    await send({"type": "http.response.start", "status": 200})
+    while True:
+        m = await receive()
+        if m["type"] == "http.disconnect":
+            return
+        await send({"type": "http.response.body", "body": m["body"],
+                    "more_body": m["more_body"]})
+        if not m["more_body"]:
+            return
+
+
+async def chat(client: aioh2s.Client, messages: int, pause: float) -> bytes:
+    """POST one small message every ``pause`` seconds, reading each echo, then end."""
+    echoed = b""
+    async with client.request({":method": "POST", ":path": "/chat"}) as st:
+        await asyncio.wait_for(st.response_headers(), 10)
+        for i in range(messages):
+            st.writer.write(b"%d\n" % i)
+            await st.writer.drain()
+            echoed += await asyncio.wait_for(st.reader.read(100), 5)
+            await asyncio.sleep(pause)
+        st.writer.write_eof()
+        echoed += await asyncio.wait_for(st.reader.read(), 5)
+    return echoed
+
+
+SLOW = {"body_rate_grace": 0.3}  # 240 bytes/s over 0.3 s: 72 bytes, more than the chat sends
+
+
+async def test_a_bidirectional_stream_is_not_a_slow_upload(wire: Any) -> None:
+    """An application that answered before the body ended may get its body at any pace."""
+    adapter = ASGIAdapter(echo_app, lifespan="off")
+    async with wire.client_for(adapter, SLOW) as (client, _):
+        assert await chat(client, 6, 0.2) == b"".join(b"%d\n" % i for i in range(6))
+
+
+@pytest.mark.expect_log("aioh2s", "WARNING", "min_body_rate")
+@pytest.mark.parametrize("slow_body", ["auto", "never"])
+async def test_slow_uploads_are_still_cut(wire: Any, slow_body: str) -> None:
+    """A body that trickles before any answer (or with slow_body="never", any body) still
+    gets its connection GOAWAY(ENHANCE_YOUR_CALM); slow_body="always" exempts it."""
+
+    async def upload_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        while (await receive()).get("more_body"):
+            pass
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"thanks"})
+
+    app = echo_app if slow_body == "never" else upload_app
+    async with wire.client_for(ASGIAdapter(app, lifespan="off", slow_body=slow_body),
+                               SLOW) as (client, _):
+        with pytest.raises(aioh2s.ConnectionClosed) as e:
+            if slow_body == "never":
+                await chat(client, 6, 0.2)
+            else:
+                async with client.request({":method": "POST", ":path": "/up"}) as st:
+                    for _ in range(6):
+                        st.writer.write(b"x")
+                        await st.writer.drain()
+                        await asyncio.sleep(0.2)
+                    st.writer.write_eof()
+                    await asyncio.wait_for(st.response_headers(), 5)
+        assert e.value.error_code == aioh2s.ErrorCode.ENHANCE_YOUR_CALM
+    async with wire.client_for(ASGIAdapter(upload_app, lifespan="off", slow_body="always"),
+                               SLOW) as (client, _):
+        async with client.request({":method": "POST", ":path": "/up"}) as st:
+            for _ in range(4):
+                st.writer.write(b"x")
+                await st.writer.drain()
+                await asyncio.sleep(0.2)
+            st.writer.write_eof()
+            assert await asyncio.wait_for(st.reader.read(), 5) == b"thanks"
+    with pytest.raises(ValueError, match="slow_body"):
+        ASGIAdapter(app, slow_body="sometimes")

@@ -588,3 +588,49 @@ async def test_serve_runs_until_sigterm() -> None:
     assert bodies == [b"[('mine', True), ('pool', 'the pool')]"]
     assert events == ["lifespan.startup", "lifespan.shutdown"]
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.expect_log("aioh2s", "ERROR", "lifespan startup failed: no database")
+async def test_lifespan_failed_then_raising_is_logged_once(log_guard: Any) -> None:
+    """Starlette's way: lifespan.startup.failed, then the error raised again. One ERROR (the
+    startup's), not a second one claiming it failed after its startup."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+        raise RuntimeError("no database")
+
+    with pytest.raises(LifespanFailure, match="no database"):
+        await ASGIAdapter(app, lifespan="on").startup()
+    errors = [r for r in log_guard.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["aioh2s: ASGI lifespan startup failed: no database"]
+
+
+async def test_serve_stops_during_a_hanging_startup() -> None:
+    """SIGTERM while the lifespan startup hangs: serve() cancels the startup at once and
+    raises LifespanFailure (nothing served, no shutdown), leaving no task behind."""
+    import os
+    import signal
+    import time
+
+    from aioh2s.asgi import serve
+
+    cancelled: list[str] = []
+
+    async def hang(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        asyncio.get_running_loop().call_later(0.1, os.kill, os.getpid(), signal.SIGTERM)
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.append("startup")
+            raise
+
+    before = len(asyncio.all_tasks())
+    t0 = time.monotonic()
+    with pytest.raises(LifespanFailure, match="interrupted by SIGINT or SIGTERM"):
+        await asyncio.wait_for(serve(ASGIAdapter(hang, startup_timeout=30), "127.0.0.1", 0), 20)
+    assert time.monotonic() - t0 < 5
+    assert cancelled == ["startup"]
+    assert len(asyncio.all_tasks()) == before
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -121,3 +121,27 @@ def test_serve_asgi_with_workers_refused(tmp_path: Path, args: list[str], code: 
                        capture_output=True, timeout=60, check=False)
     assert p.returncode == code, p.stderr
     assert message in p.stderr.decode() and p.stdout == b""
+
+
+def test_serve_asgi_sigterm_during_a_hanging_startup(tmp_path: Path) -> None:
+    """A signal cancels a lifespan startup that hangs: exit code 1 at once, not after the
+    startup_timeout."""
+    (tmp_path / "hanging_app.py").write_text(
+        "import asyncio\n"
+        "async def app(scope, receive, send):\n"
+        "    await receive()\n"
+        "    print('startup begun', flush=True)\n"
+        "    await asyncio.sleep(3600)\n")
+    proc = subprocess.Popen([*CLI, "--asgi", "hanging_app:app"], cwd=tmp_path, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"startup begun\n"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1
+    assert "ASGI lifespan startup interrupted by SIGINT or SIGTERM" in err.decode()

@@ -232,3 +232,53 @@ async def test_slow_uploads_are_still_cut(wire: Any, slow_body: str) -> None:
             assert await asyncio.wait_for(st.reader.read(), 5) == b"thanks"
     with pytest.raises(ValueError, match="slow_body"):
         ASGIAdapter(app, slow_body="sometimes")
+
+
+# -- WebSockets when the server closes ------------------------------------------------------------
+
+
+async def test_graceful_close_says_1001_to_open_websockets(wire: Any) -> None:
+    """Server.close(grace): each open WebSocket gets a close frame 1001 at once (one accepted
+    during the close too), the application websocket.disconnect 1001, and wait_closed()
+    returns without waiting out the grace."""
+    from aioh2s import websocket
+
+    seen: list[Any] = []
+    accepted = asyncio.Event()
+    closing = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        if scope["path"] == "/late":
+            await closing.wait()  # accepts only once the server is closing
+        else:
+            accepted.set()
+        await send({"type": "websocket.accept"})
+        while (m := await receive())["type"] != "websocket.disconnect":
+            pass
+        seen.append((scope["path"], m["code"], m["reason"]))
+
+    adapter = ASGIAdapter(app, lifespan="off")
+    server = await aioh2s.start_server(adapter, "127.0.0.1", 0, enable_connect_protocol=True,
+                                       **wire.server_options())
+    client = await aioh2s.connect("127.0.0.1", server.sockets[0].getsockname()[1],
+                                  **wire.client_options())
+    try:
+        first = await websocket.connect(client, "/")
+        late = asyncio.ensure_future(websocket.connect(client, "/late"))
+        await asyncio.wait_for(accepted.wait(), 5)
+        await asyncio.sleep(0.05)  # the /late request is in
+        t0 = time.monotonic()
+        server.close(30)
+        closing.set()
+        second = await asyncio.wait_for(late, 5)
+        for ws in (first, second):
+            with pytest.raises(aioh2s.WebSocketClosed) as e:
+                await asyncio.wait_for(ws.receive(), 5)
+            assert e.value.code == 1001
+        await asyncio.wait_for(server.wait_closed(), 10)
+        assert time.monotonic() - t0 < 5
+        assert sorted(seen) == [("/", 1001, "the server is shutting down"),
+                                ("/late", 1001, "the server is shutting down")]
+    finally:
+        await asyncio.wait_for(client.close(), 10)

@@ -17,7 +17,7 @@ import pytest
 
 import aioh2s
 from aioh2s import websocket
-from aioh2s.asgi import ASGIAdapter
+from aioh2s.asgi import ASGIAdapter, ClientDisconnected
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -220,3 +220,61 @@ async def test_plain_connect_is_not_passed_to_the_app(wire: Any) -> None:
         async with client.connect_tunnel("example.com:443") as tunnel:
             assert (await tunnel.response_headers())[":status"] == "501"
     assert called == []
+
+
+async def test_denial_after_the_client_reset_raises_client_disconnected(wire: Any) -> None:
+    """websocket.close before the accept, the client gone already: ClientDisconnected (an
+    OSError, spec 2.4), not the StreamReset of aioh2s; escaping the app it is not logged."""
+    raised: list[BaseException] = []
+    done = asyncio.Event()
+    reset = asyncio.Event()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await reset.wait()  # the auth check takes a while; the client gives up meanwhile
+        await asyncio.sleep(0.1)
+        try:
+            await send({"type": "websocket.close", "code": 1008})
+        except BaseException as e:
+            raised.append(e)
+            raise
+        finally:
+            done.set()
+
+    async with asgi(wire, app) as client:
+        async with client.request({":method": "CONNECT", ":protocol": "websocket",
+                                   ":path": "/", ":scheme": "https" if wire.tls else "http",
+                                   "sec-websocket-version": "13"}) as st:
+            await asyncio.sleep(0.05)
+            st.writer.reset()
+            reset.set()
+            await asyncio.wait_for(done.wait(), 5)
+    assert len(raised) == 1 and isinstance(raised[0], ClientDisconnected)
+
+
+async def test_an_error_after_the_disconnect_is_not_logged(wire: Any) -> None:
+    """Starlette's endpoint loop lets WebSocketDisconnect escape as the client closes: an
+    exception raised after websocket.disconnect was delivered is logged at DEBUG only."""
+    done = asyncio.Event()
+
+    class Disconnect(Exception):
+        pass
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                m = await receive()
+                if m["type"] == "websocket.disconnect":
+                    raise Disconnect(m["code"])
+                await send({"type": "websocket.send", "text": m["text"]})
+        finally:
+            done.set()
+
+    async with asgi(wire, app) as client:
+        async with websocket.connect(client, "/") as ws:
+            await ws.send("hi")
+            assert await ws.receive() == "hi"
+        await asyncio.wait_for(done.wait(), 5)
+        await asyncio.sleep(0.05)  # (the log guard fails the test on an ERROR record)

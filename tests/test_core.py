@@ -710,7 +710,7 @@ async def test_no_leaks_after_10000_streams_on_one_connection() -> None:
         assert client._conn.streams == {}
         assert client._conn.open_outbound == 0
         assert served.conn.streams == {}
-        assert served.tasks == set()
+        assert not served.tasks
         assert len(served.conn.h2.streams) < 200  # h2 prunes closed streams lazily
 
 

@@ -18,12 +18,21 @@ http, and its messages map onto :mod:`aioh2s.websocket`:
   WebSocket it raises :class:`~aioh2s.asgi.ClientDisconnected`;
 - ``websocket.close`` before the accept denies the request with 403 and no body; after it,
   it starts the close handshake with the code and reason given and returns at once (the
-  peer's close frame comes as ``websocket.disconnect``). ``websocket.http.response.start``
-  and ``.body`` before the accept answer with that response instead (the
+  peer's close frame comes as ``websocket.disconnect``); before the accept on a stream the
+  client reset already, it raises :class:`~aioh2s.asgi.ClientDisconnected`.
+  ``websocket.http.response.start`` and ``.body`` before the accept answer with that
+  response instead (the
   ``websocket.http.response`` extension), through the http cycle's own code.
 
-When the application returns with the WebSocket open, it is closed with 1000; when it
-raises after the accept, with 1011 (the error logged); before the accept, the error is the
+When the server closes gracefully (``Server.close()``, and so :func:`aioh2s.asgi.run`, the
+CLI and the workers' graceful stop), each open WebSocket gets a close frame 1001 (going
+away) at once, and the application ``websocket.disconnect`` once the client answered it
+(the connection tells the cycle: ``Connection.on_closing``), rather than a reset at the end
+of the grace period. When the application returns with the WebSocket open, it is closed
+with 1000; when it
+raises after the accept, with 1011 (the error logged, at DEBUG only once a
+``websocket.disconnect`` was delivered: Starlette's ``WebSocketDisconnect`` escaping an
+endpoint is the client's ordinary close); before the accept, the error is the
 handler's (a 500). Either way the handler waits for the close to finish, which
 ``close_timeout`` bounds.
 """
@@ -53,6 +62,10 @@ __all__ = ["WebSocketCycle"]
 
 log = logging.getLogger("aioh2s")
 
+#: The close code of a WebSocket open when its server closes gracefully (RFC 6455 §7.4.1:
+#: "a server going down").
+GOING_AWAY = 1001
+
 #: Where the WebSocket is.
 CONNECTING, HANDSHAKE, OPEN, CLOSED, RESPONDING, DENIED = range(6)
 _NAMES = ("before websocket.connect was received", "before the accept",
@@ -75,6 +88,8 @@ class WebSocketCycle:
         self._closed: WebSocketClosed | None = None
         #: A ClientDisconnected was raised to the application.
         self.raised = False
+        #: A websocket.disconnect was delivered to the application.
+        self.disconnected = False
 
     # -- receive -----------------------------------------------------------------------------
 
@@ -106,6 +121,7 @@ class WebSocketCycle:
         return self._disconnect()
 
     def _disconnect(self) -> Message:
+        self.disconnected = True
         e = self._closed
         if e is None:
             return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
@@ -177,12 +193,39 @@ class WebSocketCycle:
             self.raised = True
             raise ClientDisconnected(f"the WebSocket request was refused: {e}") from e
         self.state = OPEN
+        conn = self._w._s.conn
+        if conn._grace_deadline is not None:  # accepted while this side closes gracefully
+            self._going_away()
+        else:
+            callbacks = conn.on_closing
+            if callbacks is None:
+                callbacks = conn.on_closing = []
+            callbacks.append(self._going_away)
+
+    def _going_away(self) -> None:
+        """The server closes gracefully: close frame 1001 now, not a reset once grace ends."""
+        ws = self.ws
+        if self.state == OPEN and ws is not None and ws.state == "open":
+            ws._start_close(GOING_AWAY, "the server is shutting down")
+
+    def forget(self) -> None:
+        """The application is done: the connection need not tell this WebSocket it closes."""
+        callbacks = self._w._s.conn.on_closing
+        if callbacks:
+            try:
+                callbacks.remove(self._going_away)
+            except ValueError:
+                pass
 
     def _close(self, code: int, reason: str) -> None:
         from ._websocket import check_close
 
         state = self.state
         if state in (CONNECTING, HANDSHAKE):
+            error = self._w._s.error
+            if error is not None:  # the client gave up waiting: nobody to deny
+                self.raised = True
+                raise ClientDisconnected("the client went away before the denial") from error
             self._w.send_headers([(":status", "403"), ("content-length", "0")], end_stream=True)
             self.state = DENIED
         elif state == OPEN:

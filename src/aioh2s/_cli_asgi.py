@@ -7,13 +7,15 @@ uvicorn find it), and turns the failures of loading it or of its lifespan into t
 command's exit codes: 2 for a spec that is not ``module:attribute`` (or options that do
 not go with ``--asgi``), 1 for an application that cannot be imported or whose lifespan
 startup or shutdown failed. ``serve`` runs the startup before it listens and the shutdown
-after the server closed (the lifespan spec's order). :mod:`aioh2s.asgi` is imported only
+after the server closed (the lifespan spec's order); a SIGINT or SIGTERM during the startup
+cancels it (exit code 1, as for a failed one). :mod:`aioh2s.asgi` is imported only
 when ``--asgi`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Coroutine
@@ -24,7 +26,7 @@ from aioh2s._cli_common import EXIT_ERROR, EXIT_USAGE, CLIError
 if TYPE_CHECKING:
     from aioh2s.asgi import ASGIAdapter
 
-__all__ = ["adapter", "check_options", "step", "wsproto_installed"]
+__all__ = ["adapter", "check_options", "startup_until", "step", "wsproto_installed"]
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -63,6 +65,13 @@ async def step(lifespan: Coroutine[Any, Any, None]) -> None:
         await lifespan
     except LifespanFailure as e:
         raise CLIError(EXIT_ERROR, str(e)) from e
+
+
+async def startup_until(asgi: ASGIAdapter, stop: asyncio.Event) -> None:
+    """The lifespan startup, cancelled (a :class:`LifespanFailure`) once ``stop`` is set."""
+    from aioh2s.asgi import _startup_until
+
+    await _startup_until(asgi, stop)
 
 
 def wsproto_installed() -> bool:

@@ -95,7 +95,7 @@ SERVE_EXIT_CODES = (
     (EXIT_TLS, "TLS setup failed: unreadable certificate or key, or --self-signed without"
      " trustme"),
     (EXIT_ERROR, "--asgi: the application cannot be imported, or its lifespan startup or"
-     " shutdown failed"),
+     " shutdown failed (a signal during the startup cancels it: this code too)"),
 )
 
 
@@ -513,10 +513,17 @@ async def run(args: argparse.Namespace) -> int:
             logging.getLogger("aioh2s").setLevel(logging.INFO)
         handler, websockets = build_handler(root, args.echo, args.ws_echo, not args.quiet)
         extended_connect = args.ws_echo
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # Handlers before the lifespan startup (a signal cancels one that hangs), and before
+        # the URL is printed: whoever reads the URL may signal at once.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, stop.set)
         if asgi is not None:
             handler = asgi
             extended_connect = _cli_asgi.wsproto_installed()
-            await _cli_asgi.step(asgi.startup())
+            await _cli_asgi.step(_cli_asgi.startup_until(asgi, stop))
         try:
             server = await aioh2s.start_server(
                 handler, args.host, args.port, ssl=ctx, enable_connect_protocol=extended_connect
@@ -527,12 +534,6 @@ async def run(args: argparse.Namespace) -> int:
             raise CLIError(
                 EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
             ) from e
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        # Handlers before the URL is printed: whoever reads the URL may signal at once.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, stop.set)
         sockname = server.sockets[0].getsockname()
         shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
         print(f"{'https' if ctx else 'http'}://{shown}:{sockname[1]}/", flush=True)

@@ -284,6 +284,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         "_shutdown_timer",
         "_linger_timer", "_linger_deadline", "front_door", "abuse", "body_rate",
         "_header_priority", "idle_since", "starts_at", "starts_n", "writes", "on_slots",
+        "on_closing",
     )
 
     def __init__(
@@ -326,6 +327,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
         #: Client: called when a stream slot may have come free or the connection stopped
         #: taking new streams (a Session's pool then looks again).
         self.on_slots: Callable[[], None] | None = None
+        # Called (soon) once this side starts a graceful close: the ASGI adapter's open
+        # WebSockets, which say 1001 at once rather than wait out the grace.
+        self.on_closing: list[Callable[[], None]] | None = None
         # asyncio pauses the transport (and our drain task waits) at our own high-water mark.
         self.transport.set_write_buffer_limits(high=config.transport_high_water)
         self._sendable: collections.deque[Stream] | None = None

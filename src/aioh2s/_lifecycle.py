@@ -143,6 +143,7 @@ class Lifecycle:
     last_activity: float
     writes: int
     on_slots: Callable[[], None] | None
+    on_closing: list[Callable[[], None]] | None
 
     if not TYPE_CHECKING:
         # No storage of its own, so that Connection's instances need no dict (hidden from
@@ -213,6 +214,11 @@ class Lifecycle:
             self.closing_error = ConnectionClosed(
                 "the connection is closing (close() was called on this side)", 0, None, True
             )
+        callbacks = self.on_closing
+        if callbacks:
+            self.on_closing = None  # once: a shorter grace given later changes nothing here
+            for cb in callbacks:
+                self.loop.call_soon(cb)
         self._fail_slot_waiters()
         if self.goaway_sent is None and self._shutdown_timer is None and not self.client:
             if g == 0:

@@ -113,6 +113,7 @@ class _Lifespan:
         self._reply: asyncio.Future[tuple[str, str]] | None = None
         self._phase = "startup"
         self._error: BaseException | None = None
+        self._answer = ""  # the application's last answer (lifespan.startup.complete, ...)
 
     async def _receive(self) -> Message:
         assert self._inbox is not None
@@ -124,13 +125,19 @@ class _Lifespan:
                 self._reply.done()):
             raise RuntimeError(f"{kind!r} message sent out of turn (during {self._phase})")
         self._reply.set_result((kind, values[0] if values else ""))
+        self._answer = kind
 
     async def _main(self, scope: dict[str, Any]) -> None:
         try:
             await self.app(scope, self._receive, self._send)
         except Exception as e:
             self._error = e
-            if self._reply is None or self._reply.done():
+            if self._answer.endswith(".failed"):
+                # It said so first (Starlette raises again after lifespan.*.failed): the
+                # phase that waited for the answer reports the failure.
+                log.debug("aioh2s: the ASGI lifespan scope raised %r after %s", e,
+                          self._answer)
+            elif self._reply is None or self._reply.done():
                 # Between the phases nobody waits for an answer that would report it.
                 log.exception("aioh2s: the ASGI lifespan scope failed after its %s",
                               self._phase)
@@ -349,7 +356,9 @@ class ASGIAdapter:
         try:
             await self.app(scope, cycle.receive, cycle.send)
         except Exception as e:
-            if cycle.raised and _caused_by_disconnect(e):
+            if cycle.raised and _caused_by_disconnect(e) or cycle.disconnected:
+                # (After the disconnect: a framework's own exception for it, Starlette's
+                # WebSocketDisconnect, escaping the endpoint as the client closed.)
                 log.debug("aioh2s: ASGI application of stream %d ended by %r", s.id, e)
             elif cycle.ws is None:
                 raise  # not accepted: the handler's failure (500, or a reset)
@@ -357,6 +366,8 @@ class ASGIAdapter:
                 log.exception("aioh2s: ASGI application failed on WebSocket stream %d", s.id)
             await cycle.finish(e)
             return
+        finally:
+            cycle.forget()
         if not cycle.answered and s.send is not Send.RESET:
             log.error("aioh2s: ASGI application returned without accepting or denying the"
                       " WebSocket on stream %d", s.id)
@@ -406,7 +417,8 @@ async def serve(
     """Serve ``app`` until SIGINT or SIGTERM, as :func:`run` does, in a running loop.
 
     ``ready(server)`` is called once the server listens (the lifespan startup done). A
-    second signal during the graceful close cuts the open streams' grace to 0.
+    second signal during the graceful close cuts the open streams' grace to 0. A signal
+    during the lifespan startup cancels it: :class:`LifespanFailure`, as for a failed one.
     """
     adapter = app if isinstance(app, ASGIAdapter) else ASGIAdapter(app)
     if "enable_connect_protocol" not in options:
@@ -431,7 +443,7 @@ async def serve(
             loop.add_signal_handler(sig, on_signal)
             signals.append(sig)
     try:
-        await adapter.startup()
+        await _startup_until(adapter, stop)
         try:
             server = await start_server(adapter, host, port, ssl=ssl, **options)
             try:
@@ -448,6 +460,28 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
+async def _startup_until(adapter: ASGIAdapter, stop: asyncio.Event) -> None:
+    """``adapter.startup()``, cancelled if ``stop`` is set first (SIGINT or SIGTERM).
+
+    A startup that hangs must not make the operator's signal wait ``startup_timeout``: the
+    interrupted startup is a :class:`LifespanFailure` (the server never served; the
+    lifespan shutdown is not run, as after any failed startup).
+    """
+    loop = asyncio.get_running_loop()
+    startup = loop.create_task(adapter.startup())
+    stopped = loop.create_task(stop.wait())
+    try:
+        await asyncio.wait({startup, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (stopped, startup):
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+    if startup.cancelled():
+        raise LifespanFailure("ASGI lifespan startup interrupted by SIGINT or SIGTERM")
+    startup.result()
+
+
 def run(
     app: ASGIApp | ASGIAdapter,
     host: str | Sequence[str] | None = "127.0.0.1",
@@ -460,7 +494,10 @@ def run(
 
     Runs the lifespan startup, listens (WebSockets enabled when wsproto is installed),
     and on the signal closes gracefully (GOAWAY, at most the ``grace`` option's seconds,
-    30 by default, for the open streams), then runs the lifespan shutdown. Pass an
+    30 by default, for the open streams, and for work the application does after its
+    responses; open WebSockets get a close frame 1001 at once), then runs the lifespan
+    shutdown. A signal during the lifespan startup cancels it and raises
+    :class:`LifespanFailure`, as a failed startup does. Pass an
     :class:`ASGIAdapter` for its options; ``options`` are :func:`aioh2s.start_server`'s.
     """
     asyncio.run(serve(app, host, port, ssl=ssl, **options))

@@ -282,3 +282,53 @@ async def test_graceful_close_says_1001_to_open_websockets(wire: Any) -> None:
                                 ("/late", 1001, "the server is shutting down")]
     finally:
         await asyncio.wait_for(client.close(), 10)
+
+
+# -- a header block larger than the peer takes ----------------------------------------------------
+
+
+@pytest.mark.expect_log("aioh2s", "ERROR", "handler failed on stream")
+@pytest.mark.expect_log("aioh2s", "ERROR", "more than the 1024 the peer accepts")
+async def test_headers_over_the_peers_limit_are_refused_locally(wire: Any) -> None:
+    """Response headers over the client's SETTINGS_MAX_HEADER_LIST_SIZE: LocalProtocolError
+    before anything is sent (ASGI: a 500, whether the body followed at once or not; native:
+    from send_headers, trailers too), and the connection lives on. A client's request over
+    the server's limit is refused the same way."""
+    big = b"x" * 1100
+    errors: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"x-big", big)]})
+        if scope["path"] == "/later":
+            await asyncio.sleep(0.05)  # the held headers go out on their own
+        await send({"type": "http.response.body", "body": b"never"})
+
+    async def native(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        try:
+            writer.send_headers({":status": "200", "x-big": big.decode()})
+        except aioh2s.LocalProtocolError as e:
+            errors.append(str(e))
+        writer.send_headers({":status": "200"})
+        writer.write(b"small")
+        try:
+            writer.send_trailers({"x-big": big.decode()})
+        except aioh2s.LocalProtocolError as e:
+            errors.append(str(e))
+        writer.write_eof()
+
+    async with wire.client_for(ASGIAdapter(app, lifespan="off"),
+                               max_header_list_size=1024) as (client, _):
+        for path in ("/now", "/later"):
+            async with client.request({":path": path}, end_stream=True) as st:
+                assert (await asyncio.wait_for(st.response_headers(), 5))[":status"] == "500"
+        assert not client.is_closing()
+    async with wire.client_for(native, {"max_header_list_size": 1024},
+                               max_header_list_size=1024) as (client, _):
+        async with client.request({":path": "/"}, end_stream=True) as st:
+            assert (await asyncio.wait_for(st.response_headers(), 5))[":status"] == "200"
+            assert await asyncio.wait_for(st.reader.read(), 5) == b"small"
+        with pytest.raises(aioh2s.LocalProtocolError, match="SETTINGS_MAX_HEADER_LIST_SIZE"):
+            async with client.request({":path": "/", "x-big": big.decode()}, end_stream=True):
+                pass
+        assert (await fetch(client, "/")) == b"small"
+    assert len(errors) == 4 and all("more than the 1024 the peer accepts" in e for e in errors)

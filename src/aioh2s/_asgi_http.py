@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ._state import Recv, Send
-from .errors import H2Error
+from .errors import H2Error, LocalProtocolError
 from .headers import RESPONSE, remember, to_wire
 from .headers import TRAILERS as TRAILER_FIELDS
 from .streams import H2StreamReader, H2StreamWriter
@@ -442,7 +442,16 @@ class HTTPCycle:
             wire = self._wire
             assert wire is not None
             self._wire = None
-            self._w.send_headers(wire)  # (checked already: only a reset could stop it)
+            try:
+                self._w.send_headers(wire)  # (checked already but for the peer's limit)
+            except LocalProtocolError as e:
+                # More than the client's SETTINGS_MAX_HEADER_LIST_SIZE: a 500 instead, as
+                # the application would have had if its next send() had raised it.
+                log.error("aioh2s: ASGI application's response on stream %d: %s",
+                          self._s.id, e)
+                self._w.send_headers([(b":status", b"500"), (b"content-length", b"0")], True)
+                self.state = DONE
+                return
             self.state = BODY
 
     async def body(self, body: bytes, more: bool, kind: str = "http.response.body") -> None:

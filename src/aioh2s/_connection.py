@@ -284,7 +284,7 @@ class Connection(Sender, Lifecycle, StreamSlots):
         "_shutdown_timer",
         "_linger_timer", "_linger_deadline", "front_door", "abuse", "body_rate",
         "_header_priority", "idle_since", "starts_at", "starts_n", "writes", "on_slots",
-        "on_closing",
+        "on_closing", "peer_max_header_list",
     )
 
     def __init__(
@@ -330,6 +330,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
         # Called (soon) once this side starts a graceful close: the ASGI adapter's open
         # WebSockets, which say 1001 at once rather than wait out the grace.
         self.on_closing: list[Callable[[], None]] | None = None
+        # The peer's SETTINGS_MAX_HEADER_LIST_SIZE (None: not advertised, no limit), kept
+        # here so that the common case costs send_headers one attribute test.
+        self.peer_max_header_list: int | None = None
         # asyncio pauses the transport (and our drain task waits) at our own high-water mark.
         self.transport.set_write_buffer_limits(high=config.transport_high_water)
         self._sendable: collections.deque[Stream] | None = None
@@ -892,6 +895,9 @@ class Connection(Sender, Lifecycle, StreamSlots):
                 self.schedule_flush()
         if h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS in changed:
             self._grant_slots()
+        header_list = changed.get(h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE)
+        if header_list is not None:
+            self.peer_max_header_list = header_list.new_value
         connect = changed.get(h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL)
         if connect is not None and connect.original_value == 1 and connect.new_value == 0:
             # RFC 8441 §3: a sender MUST NOT withdraw it; a client may have decided on it.
@@ -915,6 +921,8 @@ class Connection(Sender, Lifecycle, StreamSlots):
         """Hand checked headers to h2; raises before any state changed."""
         if self.error is not None:
             raise self.error
+        if self.peer_max_header_list is not None:
+            self.check_header_list(s.id, headers, "headers")
         try:
             self.h2.send_headers(s.id, headers, end_stream=end)
             self.sent_frames += 1
@@ -928,6 +936,26 @@ class Connection(Sender, Lifecycle, StreamSlots):
             self.flush()
             return
         self.schedule_flush()
+
+    def check_header_list(self, stream_id: int, headers: list[tuple[bytes, bytes]],
+                          what: str) -> None:
+        """LocalProtocolError if ``headers`` exceed the peer's SETTINGS_MAX_HEADER_LIST_SIZE.
+
+        A peer that receives more may (and most do) treat it as a connection error: every
+        stream of the connection would die for one oversized header block (RFC 9113 §10.5.1).
+        """
+        limit = self.peer_max_header_list
+        if limit is None:
+            return
+        size = 32 * len(headers)  # RFC 9113 §6.5.2: name, value and 32 bytes per field
+        for n, v in headers:
+            size += len(n) + len(v)
+        if size > limit:
+            raise LocalProtocolError(
+                f"the {what} of stream {stream_id} are {size} bytes as HTTP/2 counts them"
+                f" (RFC 9113 §6.5.2), more than the {limit} the peer accepts"
+                " (its SETTINGS_MAX_HEADER_LIST_SIZE): nothing was sent"
+            )
 
     def stream_error(self, s: Stream, code: int, why: str) -> None:
         """The peer broke a rule on stream ``s``: RST_STREAM(code); the stream fails with why."""

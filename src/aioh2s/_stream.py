@@ -374,6 +374,8 @@ class Stream:
         op = "end" if wire else "eof"
         if self.send is not Send.OPEN and check_send(op, self.send, self.id) != "ok":
             return
+        if wire and self.conn.peer_max_header_list is not None:
+            self.conn.check_header_list(self.id, wire, "trailers")
         # No fields is no trailers: a HEADERS frame cannot be empty, END_STREAM alone says it.
         self.trailers_out = wire or None
         self.send = Send.ENDING

@@ -206,6 +206,18 @@ async def test_two_workers_both_serve(supervisors: list[Supervisor]) -> None:
     assert "all workers stopped" in sup.log()
 
 
+async def test_sigterm_lets_work_after_the_response_finish(
+    supervisors: list[Supervisor],
+) -> None:
+    """A worker's graceful stop (close, then wait_closed) gives a handler working on after
+    its complete response the grace period: it is not cancelled as its connection closes."""
+    sup = await _start(supervisors, workers=1)
+    pid = await _pid(sup.port, "/after?1.5")  # (the client's connection is closed already)
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(10) == 0
+    assert f"workers_app: work after the response done in {pid}" in sup.log()
+
+
 async def test_a_killed_worker_is_restarted_and_the_log_says_why(
     supervisors: list[Supervisor],
 ) -> None:

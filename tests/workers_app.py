@@ -1,7 +1,8 @@
 """The application that the worker tests serve from worker processes.
 
 Every response body is the pid of the worker that answered; ``/slow?SECONDS`` answers after
-that long (its headers at once, so a client knows the request is being served).
+that long (its headers at once, so a client knows the request is being served);
+``/after?SECONDS`` answers at once, then works on that long and logs a line on stderr.
 
 ``app`` is the same handler with the lifespan hook (``startup``/``shutdown``), which log a
 line each on stderr. What ``startup`` does is read from the file that the environment
@@ -44,6 +45,10 @@ async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) 
         await asyncio.sleep(float(path.partition("?")[2]))
     writer.write(str(os.getpid()).encode())
     writer.write_eof()
+    if path.startswith("/after?"):  # work after the response (a background job)
+        await asyncio.sleep(float(path.partition("?")[2]))
+        print(f"workers_app: work after the response done in {os.getpid()}", file=sys.stderr,
+              flush=True)
 
 
 class App:

@@ -43,7 +43,9 @@ async def test_sigterm_to_the_whole_process_group_keeps_the_grace(
     supervisors: list[Supervisor],
 ) -> None:
     # systemd's default KillMode=control-group: SIGTERM to every process, then the
-    # supervisor's own SIGTERM to each worker. Two SIGTERMs must not mean "hurry".
+    # supervisor's own SIGTERM to each worker. Two SIGTERMs must not mean "hurry". (The
+    # workers lead groups of their own: the group's SIGTERM reaches only the supervisor,
+    # and the workers get theirs from the loop below, as from systemd's cgroup.)
     sup = await _start(supervisors, workers=2, grace=5, new_session=True)
     client, body = await _slow(sup.port, 1.0)
     try:
@@ -344,3 +346,48 @@ async def test_rollouts_fail_no_request_of_clients_without_retry(
     assert len(served) >= target, len(served)
     assert set(served) == set().union(*pids)  # every generation served some
     print(f"{len(served)} requests, {len(set(served))} workers, 0 failures")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+async def test_a_worker_with_a_process_pool_stops_at_once_and_leaves_nothing(
+    supervisors: list[Supervisor],
+) -> None:
+    # multiprocessing's exit in the worker would join the pool's process before the pool's
+    # exit hook stops it: the worker hung until killed at grace + 5 s (3.10 to 3.12).
+    sup = await _start(supervisors, workers=1, grace=3)
+    worker, child = map(int, (await get(sup.port, "/pool")).split())
+    assert worker in sup.pids and _alive(child)
+    assert os.getpgid(worker) == worker == os.getpgid(child)  # a group of its own
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(10) == 0
+    assert loop.time() - started < 2.5  # (the grace is 3 s: no request was under way)
+    assert "killing" not in sup.log() and not _alive(child)
+
+
+async def test_a_killed_worker_leaves_no_pool_process_behind(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = await _start(supervisors, workers=1)
+    worker, child = map(int, (await get(sup.port, "/pool")).split())
+    mark = len(sup.lines)
+    os.kill(worker, signal.SIGKILL)
+    await sup.line(rf"WARNING aioh2s: worker {worker} \(slot 0\) was killed by signal 9 "
+                   r"\(SIGKILL\) and left \d+ process\(es\) in its process group: killed them",
+                   after=mark)
+    for _ in range(200):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.01)
+    assert not _alive(child)
+    await sup.line(r"worker \d+ \(slot 0\) is accepting connections", after=mark)
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(10) == 0

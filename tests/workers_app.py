@@ -11,12 +11,14 @@ SECONDS`` sleeps that long first, ``fail`` raises. So a test decides how the *ne
 start by writing that file; ``WORKERS_APP_SHUTDOWN`` (``slow SECONDS``) makes ``shutdown``
 hang that long. ``WORKERS_APP_IMPORT`` does the same for the import of this
 module (``slow SECONDS`` only): a worker that is slow to load its handler, with or
-without the lifespan hook.
+without the lifespan hook. ``/pool`` answers "WORKERPID POOLPID", the second from a
+ProcessPoolExecutor's process (started by the first such request).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import sys
 import time
@@ -37,8 +39,20 @@ def _import_delay() -> None:
 _import_delay()
 
 
+_pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+
 async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+    global _pool
     path = reader.headers[":path"]
+    if path == "/pool":  # "WORKER POOLPROCESS": a worker with a ProcessPoolExecutor
+        if _pool is None:
+            _pool = concurrent.futures.ProcessPoolExecutor(1)
+        child = await asyncio.get_running_loop().run_in_executor(_pool, os.getpid)
+        writer.send_headers({":status": "200"})
+        writer.write(f"{os.getpid()} {child}".encode())
+        writer.write_eof()
+        return
     writer.send_headers({":status": "200"})
     if path.startswith("/slow?"):
         await writer.drain()

@@ -88,6 +88,26 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def _group_size(pgid: int) -> int:
+    """How many processes are in group ``pgid`` (Linux's /proc; 0 where unknown)."""
+    count = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                fields = f.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid).encode():
+            count += 1
+    return count
+
+
 class Proc:
     """One worker process as the supervisor sees it: readiness, exit, who it replaces."""
 
@@ -134,10 +154,34 @@ class Proc:
             self.pipe.close()
         self._ready_timer.cancel()
         self.process.join(5)  # it has exited: this reaps it
+        self._clear_group()
         if not self.ready.done():
             self.ready.set_result(False)
         self.exited.set_result(self.process.exitcode)
         self._on_exit(self)
+
+    def _clear_group(self) -> None:
+        """Kill what the worker left in its process group (pool processes, say).
+
+        The worker leads a group of its own (:mod:`aioh2s._worker`), whose id is its pid; a
+        group's id is not reused while the group has a member, so this hits only its
+        leftovers. After a clean exit the ones left are only helpers on their way out
+        (multiprocessing's resource tracker, say): not worth a warning.
+        """
+        pgid = self.pid or 0
+        try:
+            os.killpg(pgid, 0)
+        except OSError:
+            return  # nothing left (or the worker never had its group)
+        count = _group_size(pgid)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except OSError:
+            return
+        code = self.process.exitcode
+        log.log(logging.INFO if code == 0 else logging.WARNING,
+                "aioh2s: %r %s and left %s process(es) in its process group: killed them",
+                self, describe_exit(code), count if count else "some")
 
     def signal(self, signum: int) -> None:
         """Send ``signum`` unless the process is known to have exited."""

@@ -10,8 +10,8 @@ and SIGQUIT *blocked*: a blocked signal stays pending instead of running the def
 (death), and the mask survives fork and exec, so a signal sent to the whole process group
 while this interpreter is still starting cannot kill it. The worker
 
-1. ignores SIGINT and SIGHUP: a terminal's Ctrl-C or hangup reaches the whole process
-   group, and only the supervisor decides what they mean; it installs its SIGTERM and
+1. ignores SIGINT and SIGHUP (only the supervisor decides what they mean), and leads a
+   process group of its own (below); it installs its SIGTERM and
    SIGQUIT handlers, and only then unblocks the four (a pending SIGHUP is then discarded,
    a pending SIGTERM handled);
 2. imports the handler (a ``"module:attr"`` string, or a top-level callable that pickle
@@ -31,6 +31,14 @@ while this interpreter is still starting cannot kill it. The worker
 4. treats the pipe's end of file like SIGTERM: the supervisor is gone (killed with SIGKILL,
    say), and an orphaned worker would otherwise serve on unsupervised.
 
+The worker leads a process group of its own (``setpgid`` first thing): the processes the
+handler starts (a ProcessPoolExecutor's, multiprocessing's resource tracker) are in it, and
+once the worker has exited, however it ended, the supervisor kills what is left of the group
+(``Proc`` in :mod:`aioh2s._slot`). So a terminal's Ctrl-C or a ``kill -TERM -PGID`` reaches
+only the supervisor, which forwards. Before it exits, the worker runs the interpreter's exit
+work itself (:func:`run_exit_work`): multiprocessing would otherwise join the handler's pool
+processes before the pool's exit hook stops them, and hang.
+
 It exits 0 once the server is closed. An exception exits 1 with its traceback on stderr
 (multiprocessing prints it); the supervisor logs the exit code.
 """
@@ -38,6 +46,7 @@ It exits 0 once the server is closed. An exception exits 1 with its traceback on
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib
 import logging
 import os
@@ -45,6 +54,7 @@ import signal
 import socket
 import ssl
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection as Pipe
@@ -54,7 +64,7 @@ from .config import Config
 from .server import Handler, Server, start_server
 
 __all__ = ["BLOCKED", "EXIT_STARTUP", "HandlerSpec", "WorkerSpec", "check_handler",
-           "lifespan_hooks", "load_handler", "run"]
+           "lifespan_hooks", "load_handler", "run", "run_exit_work"]
 
 log = logging.getLogger("aioh2s.workers")
 
@@ -246,6 +256,10 @@ def run(spec: WorkerSpec, pipe: Pipe) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
+        os.setpgid(0, 0)  # a group of its own, which the supervisor clears (module docstring)
+    except OSError:
+        pass  # (a session leader cannot: then it stays in the supervisor's)
+    try:
         code = _run_loop(_Worker(spec, pipe).main, spec.use_uvloop)
     finally:
         # The interpreter's finalization puts a Python-level handler back to the default, so
@@ -254,5 +268,21 @@ def run(spec: WorkerSpec, pipe: Pipe) -> None:
         signal.signal(signal.SIGQUIT, signal.SIG_IGN)
         spec.sock.close()
         pipe.close()
+        run_exit_work()
     if code:
         sys.exit(code)
+
+
+def run_exit_work() -> None:
+    """Run the interpreter's exit work now, before multiprocessing's exit joins our children.
+
+    When a process target returns, multiprocessing joins the process's non-daemon children
+    *before* the interpreter's exit work runs: the children of a ProcessPoolExecutor, which
+    its exit hook (registered with threading) would have stopped, are then waited for
+    forever. So that hook, the other threading exit hooks and ``atexit``'s run here (each
+    runs once: the interpreter does not run them again).
+    """
+    shutdown = getattr(threading, "_shutdown", None)  # threading's exit hooks, then its joins
+    if shutdown is not None:
+        shutdown()
+    atexit._run_exitfuncs()

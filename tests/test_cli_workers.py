@@ -91,3 +91,18 @@ async def test_serve_workers_refuses_a_bad_count(tmp_path: Path) -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert b"workers must be a whole number from 1 to 256" in err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--workers", "1", "--start-timeout", "0"), b"start_timeout must be a finite number"),
+    (("--start-timeout", "5"), b"--start-timeout is for --workers"),
+])
+async def test_serve_start_timeout_is_checked(tmp_path: Path, args: tuple[str, ...],
+                                              message: bytes) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aioh2s", "serve", str(tmp_path), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=ENV,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 2
+    assert message in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import sys
@@ -293,6 +294,9 @@ async def test_host_none_serves_ipv4_and_ipv6(supervisors: list[Supervisor]) -> 
     ({"ready": 3}, TypeError, "ready must be a callable"),
     ({"ssl": object()}, TypeError, "ssl must be a callable"),
     ({"ssl": lambda: None}, TypeError, "cannot reach the workers"),
+    ({"start_timeout": 0}, ValueError, "start_timeout must be a finite number of seconds"),
+    ({"start_timeout": float("inf")}, ValueError, "start_timeout must be"),
+    ({"start_timeout": "5"}, ValueError, "start_timeout must be"),
 ])
 def test_serve_validates_before_it_starts_anything(kwargs: dict[str, Any], error: type,
                                                    match: str) -> None:
@@ -391,3 +395,17 @@ async def test_a_killed_worker_leaves_no_pool_process_behind(
     await sup.line(r"worker \d+ \(slot 0\) is accepting connections", after=mark)
     sup.signal(signal.SIGTERM)
     assert await sup.wait(10) == 0
+
+
+async def test_start_timeout_bounds_a_slow_import(supervisors: list[Supervisor],
+                                                  tmp_path: Path) -> None:
+    slow = tmp_path / "import"
+    slow.write_text("slow 4")
+    sup = await Supervisor.start(workers=1, extra=", start_timeout=0.5",
+                                 env={"WORKERS_APP_IMPORT": str(slow)})
+    supervisors.append(sup)
+    assert await sup.wait(15) == 1
+    log = sup.log()
+    assert re.search(r"ERROR aioh2s: worker \d+ \(slot 0\) is not accepting connections 0\.5 s "
+                     r"after it started \(the start_timeout\); killing it", log), log
+    assert "1 of 1 worker(s) ended before accepting connections" in log

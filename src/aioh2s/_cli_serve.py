@@ -603,6 +603,13 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         help="serve from N worker processes sharing the port (aioh2s.serve: SIGHUP replaces "
         "them one by one, a dead one is restarted; more than 1 needs Linux)",
     )
+    s.add_argument(
+        "--start-timeout",
+        type=float,
+        metavar="S",
+        help="with --workers: a worker not accepting connections S seconds after it started "
+        "(the import and the lifespan startup included) is killed (default 60)",
+    )
     from aioh2s import _cli_workers
 
     s.set_defaults(run=run, run_blocking=_cli_workers.run)

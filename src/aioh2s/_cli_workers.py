@@ -92,6 +92,8 @@ class WorkerHandler:
 def run(args: argparse.Namespace) -> int | None:
     """``serve --workers N``: block in :func:`aioh2s.serve`; None without ``--workers``."""
     if args.workers is None:
+        if args.start_timeout is not None:
+            raise CLIError(EXIT_USAGE, "--start-timeout is for --workers")
         return None
     root = check_args(args)
     tmpdir = tempfile.mkdtemp(prefix="aioh2s-") if args.self_signed else None
@@ -115,7 +117,9 @@ def run(args: argparse.Namespace) -> int | None:
         handler = WorkerHandler(str(root), args.echo, args.ws_echo, not args.quiet, args.asgi)
         try:
             aioh2s.serve(handler, args.host, args.port, workers=args.workers, ssl=tls,
-                         ready=ready, grace=GRACE, enable_connect_protocol=extended_connect)
+                         ready=ready, grace=GRACE, enable_connect_protocol=extended_connect,
+                         start_timeout=60.0 if args.start_timeout is None
+                         else args.start_timeout)
         except (ValueError, TypeError) as e:
             raise CLIError(EXIT_USAGE, str(e)) from e
         except OSError as e:

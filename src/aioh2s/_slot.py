@@ -49,9 +49,6 @@ __all__ = ["SLOT_MOVES", "Proc", "Slot", "SlotState", "describe_exit"]
 
 log = logging.getLogger("aioh2s.workers")
 
-READY_TIMEOUT = 30.0  # a new worker not accepting connections by then is killed
-
-
 class SlotState(enum.Enum):
     """Which workers a slot has (see the module docstring's table)."""
 
@@ -112,7 +109,7 @@ class Proc:
     """One worker process as the supervisor sees it: readiness, exit, who it replaces."""
 
     def __init__(self, process: BaseProcess, pipe: Pipe, slot: Slot, generation: int,
-                 on_exit: Callable[[Proc], None]) -> None:
+                 on_exit: Callable[[Proc], None], start_timeout: float) -> None:
         self.loop = asyncio.get_running_loop()
         self.process = process
         self.pid = process.pid
@@ -127,7 +124,9 @@ class Proc:
         self._on_exit = on_exit
         self.loop.add_reader(process.sentinel, self._ended)
         self.loop.add_reader(pipe.fileno(), self._message)
-        self._ready_timer = self.loop.call_later(READY_TIMEOUT, self._not_ready)
+        #: Killed if not accepting connections by then (``serve(start_timeout=...)``).
+        self.start_timeout = start_timeout
+        self._ready_timer = self.loop.call_later(start_timeout, self._not_ready)
 
     def __repr__(self) -> str:
         return f"worker {self.pid} (slot {self.slot.index})"
@@ -143,8 +142,8 @@ class Proc:
             self.ready.set_result(True)
 
     def _not_ready(self) -> None:
-        log.error("aioh2s: %r is not accepting connections %.0f s after it started; killing it",
-                  self, READY_TIMEOUT)
+        log.error("aioh2s: %r is not accepting connections %g s after it started (the "
+                  "start_timeout); killing it", self, self.start_timeout)
         self.kill()
 
     def _ended(self) -> None:

@@ -45,8 +45,8 @@ are the table in :mod:`aioh2s._slot`):
   once it reports (over its pipe) that it is accepting, the old one is stopped gracefully.
   Nothing is refused meanwhile: the socket and its queue stay, the old worker's open
   connections get GOAWAY and finish (an old worker still running ``grace`` + 5 s later is
-  killed). If a new worker dies or is not ready within 30 s the rollout stops and the old
-  workers keep serving. A SIGHUP during a rollout extends it to
+  killed). If a new worker dies or is not ready within ``start_timeout`` the rollout stops
+  and the old workers keep serving. A SIGHUP during a rollout extends it to
   every worker started before the last SIGHUP (``_rollout``).
 """
 
@@ -55,6 +55,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import math
 import multiprocessing
 import pickle
 import signal
@@ -93,8 +94,9 @@ class _Supervisor:
     def __init__(self, handler: HandlerSpec, host: str | None, port: int, workers: int,
                  config: Config, backlog: int, use_uvloop: bool,
                  ssl: Callable[[], _ssl.SSLContext] | None,
-                 ready: Callable[[str, int], object] | None) -> None:
+                 ready: Callable[[str, int], object] | None, start_timeout: float) -> None:
         self.handler = handler
+        self.start_timeout = start_timeout
         self.config = config
         self.backlog = backlog
         self.use_uvloop = use_uvloop
@@ -153,7 +155,7 @@ class _Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             theirs.close()
-        proc = Proc(process, mine, slot, self.generation, self._exited)
+        proc = Proc(process, mine, slot, self.generation, self._exited, self.start_timeout)
         proc.ready.add_done_callback(lambda f: self._ready(proc))
         return proc
 
@@ -447,6 +449,7 @@ def serve(
     config: Config | None = None,
     backlog: int = 1024,
     use_uvloop: bool = False,
+    start_timeout: float = 60.0,
     **options: Unpack[ConfigOptions],
 ) -> None:
     """Serve ``handler`` on ``host:port`` from ``workers`` processes; block until stopped.
@@ -466,6 +469,11 @@ def serve(
     ``ssl`` serves TLS: a picklable callable that each worker calls to build its
     ``SSLContext`` (one cannot be pickled), such as
     ``functools.partial(aioh2s.server_ssl_context, "cert.pem", "key.pem")``.
+
+    ``start_timeout`` (seconds, default 60) bounds each worker's start, from its spawn to
+    accepting connections (the import of the handler and ``startup()`` included), at the
+    first start, for a restart and in a rolling restart alike: a worker not accepting by
+    then is killed (logged at ERROR) and counts as one that failed to start.
 
     Lifespan: if the handler object has ``async startup()`` and ``async shutdown()``
     methods, each worker awaits ``startup()`` before it accepts connections and
@@ -496,6 +504,10 @@ def serve(
                          f"not {port!r}")
     if isinstance(backlog, bool) or not isinstance(backlog, int) or backlog < 1:
         raise ValueError(f"aioh2s.serve: backlog must be a whole number >= 1, not {backlog!r}")
+    if (isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float))
+            or not 0 < start_timeout < math.inf):
+        raise ValueError(f"aioh2s.serve: start_timeout must be a finite number of seconds "
+                         f"> 0, not {start_timeout!r}")
     if ready is not None and not callable(ready):
         raise TypeError(f"aioh2s.serve: ready must be a callable, not {ready!r}")
     if ssl is not None:
@@ -518,5 +530,6 @@ def serve(
                           "pip install 'aioh2s[uvloop]'")
     check_handler(handler)
     cfg = Config.from_options(config, **options)
-    supervisor = _Supervisor(handler, host, port, workers, cfg, backlog, use_uvloop, ssl, ready)
+    supervisor = _Supervisor(handler, host, port, workers, cfg, backlog, use_uvloop, ssl, ready,
+                             float(start_timeout))
     asyncio.run(supervisor.run())

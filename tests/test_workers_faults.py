@@ -8,6 +8,7 @@ tests/workers_app.py on 127.0.0.1, and reads its log; every wait is bounded.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import re
 import signal
@@ -409,3 +410,16 @@ async def test_start_timeout_bounds_a_slow_import(supervisors: list[Supervisor],
     assert re.search(r"ERROR aioh2s: worker \d+ \(slot 0\) is not accepting connections 0\.5 s "
                      r"after it started \(the start_timeout\); killing it", log), log
     assert "1 of 1 worker(s) ended before accepting connections" in log
+
+
+def test_serve_refuses_a_port_that_another_serve_listens_on() -> None:
+    # Another serve()'s sockets: SO_REUSEPORT, which ours would silently have joined.
+    other = socket.create_server(("127.0.0.1", 0), reuse_port=True)
+    try:
+        port = other.getsockname()[1]
+        with pytest.raises(OSError, match="is in use by another process") as e:
+            aioh2s.serve("workers_app:handler", "127.0.0.1", port, workers=2)
+        assert e.value.errno == errno.EADDRINUSE
+        assert f"http://127.0.0.1:{port}" in str(e.value)
+    finally:
+        other.close()

@@ -53,6 +53,7 @@ are the table in :mod:`aioh2s._slot`):
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import logging
 import math
@@ -127,6 +128,31 @@ class _Supervisor:
             self.address = address
 
     # -- sockets and processes -------------------------------------------------------------------
+
+    def _check_port_free(self) -> None:
+        """OSError EADDRINUSE if a fixed port is taken, by another ``serve()`` too.
+
+        SO_REUSEPORT lets any socket of the same user with that option join the group: a
+        second, independent ``serve()`` on the port would start and silently take a share of
+        the connections. A socket without it cannot bind a port another socket listens on
+        (SO_REUSEADDR, as asyncio sets it, only lets it past connections in TIME_WAIT).
+        """
+        if self.address[1] == 0:
+            return
+        probe = socket.socket(self.family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self.family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, not self.dualstack)
+            try:
+                probe.bind(self.address)
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                raise OSError(errno.EADDRINUSE, f"{self._url()} is in use by another process "
+                              "(another aioh2s.serve(), say): address already in use") from None
+        finally:
+            probe.close()
 
     def _listen(self) -> socket.socket:
         sock = socket.create_server(self.address, family=self.family, backlog=self.backlog,
@@ -257,6 +283,7 @@ class _Supervisor:
         for signum in _SIGNALS:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
+            self._check_port_free()
             _start_resource_tracker()
             for slot in self.slots:
                 slot.current = self._spawn(slot)
@@ -489,7 +516,8 @@ def serve(
     and restarted after a backoff (0.1 s doubling to 10 s). Logs go to the
     ``aioh2s.workers`` logger: INFO for each start and stop, WARNING for a death. Raises
     RuntimeError when the workers cannot start (their tracebacks are on stderr), OSError
-    when the address cannot be bound, ValueError/TypeError for arguments it cannot use,
+    when the address cannot be bound (EADDRINUSE when another process, another ``serve()``
+    too, listens on that port), ValueError/TypeError for arguments it cannot use,
     before anything starts.
     """
     if isinstance(workers, bool) or not isinstance(workers, int) or not (

@@ -29,10 +29,13 @@ are the table in :mod:`aioh2s._slot`):
 - a worker that exits without being asked (crash, SIGKILL, OOM killer, a failed
   ``startup()``) is logged with its exit code or signal, and its slot is started again
   after a backoff that doubles with each failure in a row, from 0.1 s up to 10 s (a worker
-  that ran 30 s is no failure in a row). The dead worker's socket is closed meanwhile, so
-  its share of new connections goes to the other workers rather than waiting for the
-  restart. A restart that cannot bind the socket again (the port taken meanwhile) is
-  logged and retried on the same backoff (``_exited``, ``_restart``);
+  that ran 30 s is no failure in a row). The dead worker's socket stays open meanwhile:
+  new connections wait in its queue for the replacement, and are neither refused nor reset
+  (with ``workers=1`` the port would be closed, free for another process). Only for a
+  backoff of 1 s or more, while another slot's socket is serving, is it closed, so that its
+  share of new connections goes to the other workers rather than waiting for the restart.
+  A restart that cannot bind the socket again, or cannot spawn (out of descriptors, say),
+  is logged and retried on the same backoff (``_exited``, ``_restart``);
 - SIGTERM or SIGINT: every socket is closed in the supervisor, every worker not stopping
   already gets SIGTERM and closes gracefully (GOAWAY, ``grace``, stop); a worker draining
   after a rolling restart is left to finish with the grace it has. The supervisor returns
@@ -83,6 +86,7 @@ log = logging.getLogger("aioh2s.workers")
 RESTART_FIRST = 0.1  # seconds before the first restart of a slot...
 RESTART_CAP = 10.0  # ...doubling with each failure in a row, up to this
 RESTART_FORGET = 30.0  # a worker that served this long resets its slot's failure count
+SOCKET_KEPT = 1.0  # a dead worker's socket stays open for a backoff shorter than this
 KILL_MARGIN = 5.0  # beyond the grace period, before a stopping worker is killed
 #: The most workers :func:`serve` starts: each is a whole interpreter, and more than a few
 #: per core only adds memory and context switches.
@@ -254,8 +258,15 @@ class _Supervisor:
         if proc.loop.time() - proc.started >= RESTART_FORGET:
             slot.failures = 0
         delay = self._backoff(slot)
-        # Its queue is reset now, and its share of new connections goes to the others.
-        slot.close_socket()
+        if delay >= SOCKET_KEPT and any(
+            s is not slot and s.sock is not None
+            and s.state in (SlotState.SERVING, SlotState.REPLACING) for s in self.slots
+        ):
+            # A long wait, and others serve: its share of new connections goes to them
+            # (the connections queued in it are reset).
+            slot.close_socket()
+        # Otherwise its socket stays: connections wait in its queue for the replacement,
+        # rather than being refused (or, the port free, taken by another process).
         log.warning("aioh2s: %r %s; restarting it in %.1f s", proc, why, delay)
         slot.restart = proc.loop.call_later(delay, self._restart, slot)
 

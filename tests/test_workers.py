@@ -19,6 +19,7 @@ import signal
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import h2.config
 import h2.connection
@@ -127,8 +128,8 @@ async def test_start_server_on_a_listening_socket() -> None:
 
 async def test_a_connection_that_has_not_spoken_yet_is_served_through_close() -> None:
     # A worker stopping under load has connections it accepted an instant ago whose request
-    # is on its way: close() lets them speak (linger seconds), serves them, then GOAWAY.
-    server = await aioh2s.start_server(_named("s"), "127.0.0.1", 0)
+    # is on its way: close() lets them speak (first_request_wait), serves them, then GOAWAY.
+    server = await aioh2s.start_server(_named("s"), "127.0.0.1", 0, first_request_wait=1.0)
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -163,8 +164,8 @@ async def test_a_connection_that_has_not_spoken_yet_is_served_through_close() ->
         await asyncio.wait_for(server.wait_closed(), 5)
 
 
-async def test_a_connection_that_stays_silent_through_close_is_closed_after_linger() -> None:
-    server = await aioh2s.start_server(_named("s"), "127.0.0.1", 0, linger=0.2)
+async def test_a_silent_connection_is_closed_after_first_request_wait() -> None:
+    server = await aioh2s.start_server(_named("s"), "127.0.0.1", 0, first_request_wait=0.2)
     port = server.sockets[0].getsockname()[1]
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
@@ -181,6 +182,39 @@ async def test_a_connection_that_stays_silent_through_close_is_closed_after_ling
     finally:
         writer.close()
         await writer.wait_closed()
+
+
+@pytest.mark.parametrize("peer", ["h2", "silent"])
+async def test_start_server_closes_idle_connections_at_once_by_default(wire: Any,
+                                                                       peer: str) -> None:
+    # first_request_wait is 0 for start_server(): close() waits for no first request
+    # (``linger`` is 1 s: it used to be that wait too).
+    server = await aioh2s.start_server(_named("s"), "127.0.0.1", 0, **wire.server_options())
+    port = server.sockets[0].getsockname()[1]
+    client: aioh2s.Client | None = None
+    raw: socket.socket | None = None
+    try:
+        if peer == "h2":  # SETTINGS exchanged, no request
+            client = await aioh2s.connect("127.0.0.1", port, **wire.client_options())
+        else:  # TCP connected, not a byte (no ClientHello over TLS)
+            raw = socket.create_connection(("127.0.0.1", port))
+        for _ in range(100):
+            if server.connections or (raw is not None and wire.tls):
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        server.close()
+        await asyncio.wait_for(server.wait_closed(), 5)
+        assert loop.time() - started < 0.5
+        if client is not None:
+            assert client.is_closing()  # it got the GOAWAY
+    finally:
+        if client is not None:
+            await asyncio.wait_for(client.close(), 5)
+        if raw is not None:
+            raw.close()
 
 
 # -- aioh2s.serve: real supervisors ------------------------------------------------------------

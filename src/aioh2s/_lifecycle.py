@@ -240,7 +240,8 @@ class Lifecycle:
         servers under load, and many clients open a connection per request): a GOAWAY now,
         even the first one naming 2^31-1, would make it refuse that request, which such a
         client does not retry, and in ``NEW`` a GOAWAY could not even be sent (§3.4).
-        So the peer gets ``linger`` seconds, at most the grace period: its first requests
+        So the peer gets ``first_request_wait`` seconds, at most the grace period (0 by
+        default for ``start_server()``, 1 s in ``serve()``'s workers): its first requests
         (the server calls :meth:`spoken` as they arrive) are served, then the graceful close
         starts; a silent peer gets the graceful close after that time, or is closed without
         a word if it never spoke HTTP/2. (Go's server waits similarly, 5 s, for the first
@@ -248,7 +249,7 @@ class Lifecycle:
         :meth:`spoken` starts the real close.
         """
         g = self.config.grace if grace is None else max(0.0, grace)
-        wait = min(g, self.config.linger)
+        wait = min(g, self.config.first_request_time)
         deadline = time.monotonic() + g
         pending = self._deferred_close
         if pending is not None:

@@ -104,6 +104,7 @@ class ConfigOptions(SessionConfigOptions, total=False):
     idle_timeout: float | None
     keepalive_interval: float | None
     max_connections: int | None
+    first_request_wait: float | None
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,14 @@ class Config:
     #: After a graceful close, up to the rest of the grace period while the peer's TCP has
     #: not acknowledged everything we sent or the peer sent something in the last ``linger``.
     linger: float = 1.0
+    #: Server: seconds ``Server.close()`` gives a connection that has made no request yet
+    #: (accepted an instant before, or its TLS handshake under way) to make its first ones
+    #: before its GOAWAY (at most the grace period; ``wait_closed()`` waits that long at most
+    #: for handshakes under way). None: 0 for ``start_server()``, where an idle connection
+    #: is closed at once, and 1 s in :func:`aioh2s.serve`'s workers, whose rolling restarts
+    #: close servers under load: a client that opens a connection per request and never
+    #: retries is then served instead of refused.
+    first_request_wait: float | None = None
     #: Seconds a server handler may keep running after its stream was reset before it is cancelled.
     reset_handler_timeout: float = 1.0
     #: The connection's input buffer: the transport pauses reading once this much waits
@@ -240,6 +249,8 @@ class Config:
             raise TypeError("enable_connect_protocol must be True or False")
         if self.max_connections is not None and self.max_connections < 1:
             raise ValueError("max_connections must be at least 1 (or None for the default)")
+        if self.first_request_wait is not None and not self.first_request_wait >= 0:
+            raise ValueError("first_request_wait must be a number of seconds >= 0 or None")
         for name in ("keepalive_timeout", "grace", "reset_handler_timeout", "linger",
                      "idle_near_cap"):
             if not getattr(self, name) >= 0:
@@ -256,6 +267,11 @@ class Config:
             )
         base = config if config is not None else cls()
         return dataclasses.replace(base, **options) if options else base
+
+    @property
+    def first_request_time(self) -> float:
+        """``first_request_wait`` in force for a server of our own (None: 0)."""
+        return self.first_request_wait or 0.0
 
     @property
     def header_block_limit(self) -> int:

@@ -461,14 +461,15 @@ class Server:
         they are cancelled (logged at INFO), so nothing of this server runs on.
 
         After :meth:`close`, a connection accepted before it whose TLS handshake is still
-        under way is waited for (``linger`` seconds at most) and served like the others;
+        under way is waited for (``first_request_wait`` seconds at most: by default 0 for
+        ``start_server()``, 1 s in ``serve()``'s workers) and served like the others;
         once this returns, nothing of this server is served: a handshake that ends later
         is closed at once.
         """
         if self._server is not None:
             await self._server.wait_closed()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.linger
+        deadline = loop.time() + self.config.first_request_time
         while True:
             while self._conn_tasks:
                 await asyncio.wait(list(self._conn_tasks))

@@ -77,6 +77,7 @@ class SessionConfigOptions(TypedDict, total=False):
     keepalive_timeout: float
     grace: float
     linger: float
+    first_request_wait: float | None
     reset_handler_timeout: float
     read_size: int
     max_request_memory: int | None
@@ -104,7 +105,6 @@ class ConfigOptions(SessionConfigOptions, total=False):
     idle_timeout: float | None
     keepalive_interval: float | None
     max_connections: int | None
-    first_request_wait: float | None
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,7 @@ are the table in :mod:`aioh2s._slot`):
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import importlib.util
 import logging
@@ -86,6 +87,9 @@ log = logging.getLogger("aioh2s.workers")
 RESTART_FIRST = 0.1  # seconds before the first restart of a slot...
 RESTART_CAP = 10.0  # ...doubling with each failure in a row, up to this
 RESTART_FORGET = 30.0  # a worker that served this long resets its slot's failure count
+#: Config.first_request_wait for the workers, unless given: what a rollout needs for clients
+#: that open a connection per request and never retry.
+WORKER_FIRST_REQUEST_WAIT = 1.0
 SOCKET_KEPT = 1.0  # a dead worker's socket stays open for a backoff shorter than this
 KILL_MARGIN = 5.0  # beyond the grace period, before a stopping worker is killed
 #: The most workers :func:`serve` starts: each is a whole interpreter, and more than a few
@@ -497,9 +501,11 @@ def serve(
     when the handler is in the script itself), also with ``workers=1``. Each worker runs its
     own event loop (uvloop with ``use_uvloop=True``, extra ``aioh2s[uvloop]``) and its own
     :func:`start_server` with ``config``/``options`` (Config fields; ``grace`` also bounds
-    the shutdown). The workers share the port through SO_REUSEPORT, which needs Linux for
-    ``workers > 1``; ``workers`` is at most :data:`MAX_WORKERS`. ``host`` is one address (a
-    name is resolved to its first); ``None`` or ``""`` is every interface, IPv4 and IPv6
+    the shutdown; ``first_request_wait``, unless given, is 1 s, so that a rollout serves the
+    first request of a connection a worker accepted as it was told to stop). The workers
+    share the port through SO_REUSEPORT, which needs Linux for ``workers > 1``; ``workers``
+    is at most :data:`MAX_WORKERS`. ``host`` is one address (a name is resolved to its
+    first); ``None`` or ``""`` is every interface, IPv4 and IPv6
     where the system has IPv6. ``port=0`` picks a free port: ``ready(host, port)`` is called
     (in this process) with the bound address once every worker accepts connections, and
     the INFO line "serving http://HOST:PORT with N worker(s)" names it too.
@@ -569,6 +575,10 @@ def serve(
                           "pip install 'aioh2s[uvloop]'")
     check_handler(handler)
     cfg = Config.from_options(config, **options)
+    if cfg.first_request_wait is None:
+        # A rollout closes a server under load: a connection it accepted an instant ago is
+        # most likely sending its first request (Config.first_request_wait).
+        cfg = dataclasses.replace(cfg, first_request_wait=WORKER_FIRST_REQUEST_WAIT)
     supervisor = _Supervisor(handler, host, port, workers, cfg, backlog, use_uvloop, ssl, ready,
                              float(start_timeout))
     asyncio.run(supervisor.run())

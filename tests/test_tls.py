@@ -472,3 +472,26 @@ async def test_handshake_timeout_in_an_http11_request_line_says_so(
     (message,) = [r.getMessage() for r in caplog.records if r.name == "aioh2s"]
     assert "what looked like its HTTP/1.x request line was still incomplete when the server" \
         " closed the connection: handshake timed out" in message, message
+
+
+async def test_a_failed_handshake_does_not_hold_up_wait_closed(cert_files: Any) -> None:
+    # 3.10 and 3.11 keep a failed handshake's protocol alive in a reference cycle for a while:
+    # wait_closed() took it for a handshake under way and waited first_request_wait for it.
+    cert, key, _ = cert_files
+    server = await aioh2s.start_server(_nothing, "127.0.0.1", 0, first_request_wait=3.0,
+                                       ssl=aioh2s.server_ssl_context(cert, key))
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0" * 100)  # no ClientHello
+    assert await asyncio.wait_for(reader.read(), 5) == b""  # the handshake failed
+    writer.close()
+    await writer.wait_closed()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    server.close()
+    await asyncio.wait_for(server.wait_closed(), 10)
+    assert loop.time() - started < 1.0
+
+
+async def _nothing(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+    writer.send_headers({":status": "204"}, end_stream=True)

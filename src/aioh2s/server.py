@@ -28,6 +28,7 @@ Handler rules:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import socket
 import ssl as _ssl
@@ -58,6 +59,9 @@ from .errors import (
 )
 from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn
+
+#: Python versions whose asyncio keeps a failed TLS handshake's protocol in a reference cycle.
+_CYCLIC_HANDSHAKES = sys.version_info < (3, 12)
 
 if sys.version_info >= (3, 11):
     from typing import Unpack
@@ -470,6 +474,11 @@ class Server:
             await self._server.wait_closed()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.first_request_time
+        if self._closing and self._unmade and _CYCLIC_HANDSHAKES:
+            # asyncio tells a protocol nothing of a failed handshake, and 3.10 and 3.11 keep
+            # it in a reference cycle (its exception's traceback): collect those now, or
+            # each would be taken for a handshake under way until the deadline.
+            gc.collect()
         while True:
             while self._conn_tasks:
                 await asyncio.wait(list(self._conn_tasks))
@@ -480,8 +489,8 @@ class Server:
                 continue  # (a connection may have ended meanwhile)
             if not self._unmade or loop.time() >= deadline:
                 break
-            # A handshake that fails drops its Wire without a word (3.10 and 3.11 keep it in
-            # a reference cycle for a while): look again shortly, until the deadline.
+            # A handshake that fails drops its Wire without a word: look again shortly,
+            # until the deadline.
             await asyncio.sleep(0.02)
         if self._closing:
             self._finished = True

@@ -437,3 +437,37 @@ def test_serve_refuses_a_port_that_another_serve_listens_on() -> None:
         assert f"http://127.0.0.1:{port}" in str(e.value)
     finally:
         other.close()
+
+
+async def test_a_ready_callback_that_raises_is_logged_and_stops_the_workers_gracefully(
+    supervisors: list[Supervisor],
+) -> None:
+    sup = await Supervisor.start(workers=2, extra=", ready=lambda host, port: 1 / 0")
+    supervisors.append(sup)
+    assert await sup.wait(15) == 1  # serve() raised it
+    log = sup.log()
+    assert "ERROR aioh2s: the ready callback raised; stopping the workers gracefully" in log
+    assert log.count("ZeroDivisionError") >= 2  # logged, then raised from serve()
+    assert len(re.findall(r"worker \d+ \(slot \d\) stopped \(it exited with code 0\)", log)) == 2
+    assert "killed by signal" not in log
+
+
+@pytest.mark.once
+async def test_rolling_restart_done_waits_for_a_slot_restarting_meanwhile(
+    supervisors: list[Supervisor], tmp_path: Path,
+) -> None:
+    slow = tmp_path / "import"
+    slow.write_text("slow 1")  # every import takes 1 s...
+    sup = await _start(supervisors, workers=2, env={"WORKERS_APP_IMPORT": str(slow)})
+    mark = len(sup.lines)
+    sup.signal(signal.SIGHUP)
+    m = await sup.line(r"worker (\d+) \(slot (\d)\) is accepting connections; it replaces",
+                       after=mark)
+    first, slot = int(m.group(1)), m.group(2)
+    await sup.line(rf"workers_app: imported in (?!{first}\b)\d+ \(slow 1\)", after=mark)
+    slow.write_text("slow 3")  # ...and the restart of the first one, once the second is in
+    os.kill(first, signal.SIGKILL)
+    back = await sup.line(rf"worker \d+ \(slot {slot}\) is accepting connections$",
+                          after=mark)
+    done = await sup.line(r"rolling restart done", after=mark)
+    assert sup.lines.index(back.string, mark) < sup.lines.index(done.string, mark)

@@ -49,8 +49,9 @@ are the table in :mod:`aioh2s._slot`):
   Nothing is refused meanwhile: the socket and its queue stay, the old worker's open
   connections get GOAWAY and finish (an old worker still running ``grace`` + 5 s later is
   killed). If a new worker dies or is not ready within ``start_timeout`` the rollout stops
-  and the old workers keep serving. A SIGHUP during a rollout extends it to
-  every worker started before the last SIGHUP (``_rollout``).
+  and the old workers keep serving. A SIGHUP during a rollout extends it to every worker
+  started before the last SIGHUP; it is done once every slot serves, a slot whose worker
+  died meanwhile and restarts included (``_rollout``).
 """
 
 from __future__ import annotations
@@ -319,7 +320,13 @@ class _Supervisor:
                 self._log_serving()
                 if self.on_ready is not None:
                     host, port = self.address[:2]
-                    self.on_ready(host, port)
+                    try:
+                        self.on_ready(host, port)
+                    except Exception:
+                        log.exception("aioh2s: the ready callback raised; stopping the "
+                                      "workers gracefully")
+                        await self._stop_all()
+                        raise
             await self._done.wait()
         finally:
             for signum in _SIGNALS:
@@ -412,7 +419,18 @@ class _Supervisor:
                 stale = [s for s in self.slots if s.current is not None
                          and s.current.generation < self.generation]
                 if not stale:
-                    break
+                    # Done once every slot serves: one may be restarting (its worker died
+                    # during the rollout), and "done" would tell an operator it is not.
+                    starting = [s for s in self.slots if s.state is not SlotState.SERVING]
+                    if not starting:
+                        break
+                    ready = [asyncio.shield(s.current.ready) for s in starting
+                             if s.current is not None]
+                    if ready:
+                        await asyncio.wait(ready, return_when=asyncio.FIRST_COMPLETED)
+                    else:
+                        await asyncio.sleep(RESTART_FIRST)  # (in its backoff: no worker yet)
+                    continue
                 slot = next((s for s in stale if s.state is SlotState.SERVING), None)
                 if slot is None:
                     # Still starting (the first start, or a restart begun before the SIGHUP):
@@ -508,7 +526,8 @@ def serve(
     first); ``None`` or ``""`` is every interface, IPv4 and IPv6
     where the system has IPv6. ``port=0`` picks a free port: ``ready(host, port)`` is called
     (in this process) with the bound address once every worker accepts connections, and
-    the INFO line "serving http://HOST:PORT with N worker(s)" names it too.
+    the INFO line "serving http://HOST:PORT with N worker(s)" names it too; if it raises,
+    the exception is logged, the workers are stopped gracefully and ``serve()`` raises it.
 
     ``ssl`` serves TLS: a picklable callable that each worker calls to build its
     ``SSLContext`` (one cannot be pickled), such as

@@ -4,8 +4,9 @@ What a worker stopping under load (a rolling restart) needs of its server:
 
 - a connection that is open but has not made its first request yet (a client that opens a
   connection per request is sending it right now) gets no GOAWAY before that request, which
-  is served; only then does the graceful close start (at most ``linger`` seconds later for a
-  connection that stays silent);
+  is served; only then does the graceful close start (at most ``first_request_wait`` seconds
+  later for a connection that stays silent: 1 s in ``serve()``'s workers, 0 by default for
+  ``start_server()``, see tests/test_workers.py);
 - ``wait_closed()`` returning means that no connection of the server is served any more: a
   TLS handshake under way at ``close()`` is waited for (and its connection served, within
   ``wait_closed()``), and one that ends after ``wait_closed()`` returned is closed unserved,
@@ -63,7 +64,8 @@ async def test_an_open_connection_without_requests_gets_its_first_request_served
     # The connection is OPEN (prefaces and SETTINGS exchanged) but has made no request when
     # the server closes: its client (one connection per request, no retry) sends the request
     # 0.3 s later, and it must be served, not refused by a GOAWAY sent in between.
-    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, **wire.server_options())
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, first_request_wait=1.0,
+                                       **wire.server_options())
     port = server.sockets[0].getsockname()[1]
     client = await aioh2s.connect("127.0.0.1", port, **wire.client_options())
     try:
@@ -83,8 +85,8 @@ async def test_an_open_connection_without_requests_gets_its_first_request_served
         await asyncio.wait_for(server.wait_closed(), 5)
 
 
-async def test_an_open_connection_that_stays_silent_is_closed_after_linger(wire: Any) -> None:
-    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, linger=0.3,
+async def test_an_open_connection_that_stays_silent_is_closed_after_the_wait(wire: Any) -> None:
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, first_request_wait=0.3,
                                        **wire.server_options())
     port = server.sockets[0].getsockname()[1]
     client = await aioh2s.connect("127.0.0.1", port, **wire.client_options())
@@ -95,7 +97,7 @@ async def test_an_open_connection_that_stays_silent_is_closed_after_linger(wire:
         started = loop.time()
         server.close(grace=10)
         await asyncio.wait_for(server.wait_closed(), 5)
-        # linger for the first request, then the graceful close (PING round trip, linger)
+        # the wait for the first request, then the graceful close (PING round trip, linger)
         assert 0.25 < loop.time() - started < 3
         assert client.is_closing()
     finally:
@@ -116,7 +118,7 @@ async def _handshake(writer: asyncio.StreamWriter, wire: Any) -> None:
 
 @pytest.mark.skipif(not hasattr(asyncio.StreamWriter, "start_tls"), reason="Python 3.11+")
 async def test_a_handshake_under_way_at_close_is_served_within_wait_closed(wire: Any) -> None:
-    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, linger=2,
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, first_request_wait=2,
                                        **wire.server_options())
     port = server.sockets[0].getsockname()[1]
     reader, writer = await _tcp_then_later_tls(port, wire)
@@ -150,7 +152,8 @@ async def test_a_handshake_done_after_wait_closed_is_not_served(cert_files: Any)
 
     wire = Wire("tls", cert_files)
     # (On 3.12+ asyncio's own wait_closed() waits for the handshake too, until its timeout.)
-    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, linger=0.2, handshake_timeout=1,
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, first_request_wait=0.2,
+                                       handshake_timeout=1,
                                        **wire.server_options())
     port = server.sockets[0].getsockname()[1]
     reader, writer = await _tcp_then_later_tls(port, wire)
@@ -179,7 +182,7 @@ async def test_a_handshake_done_after_wait_closed_is_not_served(cert_files: Any)
 async def test_a_goaway_waits_for_the_first_request_only_once(wire: Any) -> None:
     # The deferred close is one deferral: a connection silent through it gets the graceful
     # close (GOAWAY) then, and a request that arrives after that is refused as safe to retry.
-    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, linger=0.2,
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, first_request_wait=0.2,
                                        **wire.server_options())
     port = server.sockets[0].getsockname()[1]
     client = await aioh2s.connect("127.0.0.1", port, **wire.client_options())

@@ -189,8 +189,11 @@ async def test_start_server_closes_idle_connections_at_once_by_default(wire: Any
                                                                        peer: str) -> None:
     # first_request_wait is 0 for start_server(): close() waits for no first request
     # (``linger`` is 1 s: it used to be that wait too).
-    server = await aioh2s.start_server(_named("s"), "127.0.0.1", 0, **wire.server_options())
+    server = await aioh2s.start_server(_named("s"), "127.0.0.1", 0, handshake_timeout=1,
+                                       **wire.server_options())
     port = server.sockets[0].getsockname()[1]
+    # (3.12's asyncio waits for a handshake under way until its timeout; 3.13 can abort it.)
+    bound = 1.5 if wire.tls and peer == "silent" and sys.version_info[:2] == (3, 12) else 0.5
     client: aioh2s.Client | None = None
     raw: socket.socket | None = None
     try:
@@ -207,7 +210,7 @@ async def test_start_server_closes_idle_connections_at_once_by_default(wire: Any
         started = loop.time()
         server.close()
         await asyncio.wait_for(server.wait_closed(), 5)
-        assert loop.time() - started < 0.5
+        assert loop.time() - started < bound
         if client is not None:
             assert client.is_closing()  # it got the GOAWAY
     finally:

@@ -468,10 +468,11 @@ class Server:
         under way is waited for (``first_request_wait`` seconds at most: by default 0 for
         ``start_server()``, 1 s in ``serve()``'s workers) and served like the others;
         once this returns, nothing of this server is served: a handshake that ends later
-        is closed at once.
+        is closed at once (on Python 3.13+ those still under way are aborted then; 3.12's
+        asyncio waits for them until ``handshake_timeout``).
         """
-        if self._server is not None:
-            await self._server.wait_closed()
+        if self._server is not None and not self._closing:
+            await self._server.wait_closed()  # (until close(), as asyncio's)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.first_request_time
         if self._closing and self._unmade and _CYCLIC_HANDSHAKES:
@@ -494,6 +495,14 @@ class Server:
             await asyncio.sleep(0.02)
         if self._closing:
             self._finished = True
+            # Every connection we serve is closed: what asyncio still holds are handshakes
+            # under way, which its own wait_closed() (3.12+) would wait for until their
+            # timeout. 3.13 can abort them.
+            abort = getattr(self._server, "abort_clients", None)
+            if abort is not None:
+                abort()
+        if self._server is not None:
+            await self._server.wait_closed()
 
     async def __aenter__(self) -> Server:
         return self

@@ -27,8 +27,9 @@ replacement becomes the slot's current worker (STARTING) and no restart is sched
 so the slot never gets a second worker. The draining worker is outside the states: it only
 ever exits, and a slot gets a new one only once the last has (the rolling restart waits).
 :class:`Proc` is one worker process as the supervisor sees it: its readiness (one message on
-its pipe), its exit (the process sentinel, watched by the event loop), and whether it was
-asked to stop (then its exit is no crash).
+its pipe, within ``serve(start_timeout=...)``), its exit (the process sentinel, watched by
+the event loop; then what it left in its process group is killed), and whether it was asked
+to stop (then its exit is no crash).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from ._worker import READY
 __all__ = ["SLOT_MOVES", "Proc", "Slot", "SlotState", "describe_exit"]
 
 log = logging.getLogger("aioh2s.workers")
+
 
 class SlotState(enum.Enum):
     """Which workers a slot has (see the module docstring's table)."""

@@ -194,6 +194,39 @@ async def test_a_bidirectional_stream_is_not_a_slow_upload(wire: Any) -> None:
         assert await chat(client, 6, 0.2) == b"".join(b"%d\n" % i for i in range(6))
 
 
+async def test_answering_exempts_a_receive_already_waiting(wire: Any) -> None:
+    """A receive() already waiting when the application answers stops min_body_rate's clock
+    too (it started it): the body may then pause far past body_rate_grace."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        got: list[bytes] = []
+
+        async def reader() -> None:
+            while True:
+                m = await receive()
+                got.append(m.get("body", b""))
+                if m["type"] == "http.disconnect" or not m.get("more_body"):
+                    return
+
+        task = asyncio.ensure_future(reader())
+        await asyncio.sleep(0.05)  # the reader waits in receive() now
+        await send({"type": "http.response.start", "status": 200})
+        await send({"type": "http.response.body", "body": b"hi", "more_body": True})
+        await task
+        await send({"type": "http.response.body", "body": b"".join(got)})
+
+    async with wire.client_for(ASGIAdapter(app, lifespan="off"), SLOW) as (client, _):
+        async with client.request({":method": "POST", ":path": "/bidi"}) as st:
+            st.writer.write(b"0123456789")
+            await st.writer.drain()
+            await asyncio.wait_for(st.response_headers(), 5)
+            assert await asyncio.wait_for(st.reader.read(2), 5) == b"hi"
+            await asyncio.sleep(1.0)  # > body_rate_grace with the reader waiting all along
+            st.writer.write(b"end")
+            st.writer.write_eof()
+            assert await asyncio.wait_for(st.reader.read(), 5) == b"0123456789end"
+
+
 @pytest.mark.expect_log("aioh2s", "WARNING", "min_body_rate")
 @pytest.mark.parametrize("slow_body", ["auto", "never"])
 async def test_slow_uploads_are_still_cut(wire: Any, slow_body: str) -> None:

@@ -45,6 +45,7 @@ from .errors import LocalProtocolError, ReadTimeout, WriteTimeout
 from .headers import REQUEST, RESPONSE, TRAILERS, Headers, HeadersLike, to_wire
 
 if TYPE_CHECKING:
+    from ._budgets import BodyRate
     from ._connection import Connection
 
 __all__ = ["NO_TUNNEL", "TUNNEL_ASKED", "TUNNEL_OPEN", "Stream"]
@@ -93,7 +94,7 @@ class Stream:
         "conn", "id", "send", "recv", "send_error", "recv_error", "headers", "informational",
         "trailers", "buf", "credit", "unflowed", "_in_waiter", "headers_sent", "out",
         "out_size", "trailers_out", "queued", "_drain_waiters", "_sent_waiters", "task",
-        "held", "slow_ok", "expect_100", "sent_mark", "read_timeout", "write_timeout", "tunnel",
+        "held", "slow_ok", "counted", "expect_100", "sent_mark", "read_timeout", "write_timeout", "tunnel",
     )
 
     def __init__(self, conn: Connection, stream_id: int) -> None:
@@ -113,6 +114,8 @@ class Stream:
         self.unflowed = False  # body arrived outside flow control (h2c Upgrade): never ack
         self.held = 0  # bytes of its header list charged to the server's ServerBudget
         self.slow_ok = False  # server: the body may pause, min_body_rate does not apply
+        #: The min_body_rate clock a read waiting now runs (None: none, or no longer counted).
+        self.counted: BodyRate | None = None
         self.expect_100 = False  # server: the request awaits 100 Continue before its body
         #: CONNECT (RFC 9113 §8.5, RFC 8441): NO_TUNNEL, TUNNEL_ASKED (a CONNECT request, not
         #: answered with 2xx yet) or TUNNEL_OPEN (answered 2xx: the DATA both ways are a byte
@@ -174,6 +177,7 @@ class Stream:
         rate = None if self.slow_ok or self.recv is not Recv.OPEN else self.conn.body_rate
         if rate is not None:
             rate.wait_begins()
+            self.counted = rate
         timer = None if self.read_timeout is None else self.conn.loop.call_later(
             self.read_timeout, _time_out, fut, self._read_expired
         )
@@ -182,12 +186,23 @@ class Stream:
         finally:
             if timer is not None:
                 timer.cancel()
-            if rate is not None:
+            # allow_slow_body() during the wait may have stopped counting it already.
+            if rate is not None and self.counted is rate:
+                self.counted = None
                 rate.wait_ends()
             # Woken but not yet resumed, another reader may have started waiting meanwhile:
             # its waiter is not ours to clear.
             if self._in_waiter is fut:
                 self._in_waiter = None
+
+    def allow_slow(self) -> None:
+        """Exempt the body from min_body_rate, a read already waiting included."""
+        self.slow_ok = True
+        # That read started the clock: stop it now, not when bytes come (the rate's check
+        # could call the connection slow meanwhile).
+        rate, self.counted = self.counted, None
+        if rate is not None:
+            rate.wait_ends()
 
     def _continue(self) -> None:
         # The handler waits for a body its client holds back until ``100 Continue``
@@ -332,7 +347,7 @@ class Stream:
             # the handler did not accept is held to the rate like any request.
             self.tunnel = TUNNEL_OPEN
             if self.headers is not None and ":protocol" in self.headers:
-                self.slow_ok = True
+                self.allow_slow()
         self.headers_sent = True
         if end_stream:
             self.on_send_ended()

@@ -130,9 +130,9 @@ class H2StreamReader:
         header the client chooses would let any client out of the limit, which is why only
         an *extended* CONNECT (``:protocol``, which the server enabled with
         ``enable_connect_protocol``) is exempt by itself once the handler answered it with
-        2xx. Does nothing on a client.
+        2xx. A read already waiting is exempt from then on. Does nothing on a client.
         """
-        self._s.slow_ok = True
+        self._s.allow_slow()
 
     async def read(self, n: int = -1) -> bytes:
         """Read up to ``n`` bytes; with ``n < 0`` read until the end of the body.

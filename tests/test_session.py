@@ -394,6 +394,20 @@ async def test_idle_connections_expire_and_old_ones_retire(wire: Wire) -> None:
             assert first not in s.connections() and len(s.connections()) == 1
 
 
+async def test_a_request_refused_for_its_header_list_leaves_the_connection_idle(
+        wire: Wire) -> None:
+    """A request the server's header-list limit refuses before anything is sent leaves its
+    connection idle: the idle sweep still ends it."""
+    async with origin(wire, max_header_list_size=1024) as (_o, port):
+        async with wire.session(idle_timeout=0.2) as s:
+            await s.fetch(wire.url(port))
+            first = s.connections()[0]
+            with pytest.raises(aioh2s.LocalProtocolError):
+                await s.fetch(wire.url(port), headers={"x-big": "a" * 2000})
+            await asyncio.wait_for(first.wait_closed(), 5)
+            assert s.connections() == []
+
+
 async def test_close_fails_waiters_and_ends_every_connection(wire: Wire) -> None:
     async with origin(wire, max_concurrent_streams=1) as (o, port):
         s = wire.session(max_connections=1)

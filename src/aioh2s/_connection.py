@@ -214,12 +214,16 @@ class StreamSlots:
         if connect:
             s.tunnel = TUNNEL_ASKED
         self.streams[sid] = s
-        self.idle_since = None
+        idle_since, self.idle_since = self.idle_since, None
         try:
             self.send_headers(s, headers, end)
         except BaseException:
             self.streams.pop(sid, None)
             self.open_outbound -= 1
+            if not self.streams:
+                # Refused before anything was sent (too big a header list): still idle, or
+                # the pool's idle sweep and retirement would never see this connection again.
+                self.idle_since = time.monotonic() if idle_since is None else idle_since
             self._grant_slots()
             raise
         s.headers_sent = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 from typing import Any
 
 import h2.config
@@ -171,6 +172,33 @@ async def test_a_handshake_done_after_wait_closed_is_not_served(cert_files: Any)
         assert not data.startswith(b"\x00"), "served after wait_closed() returned"
         await asyncio.sleep(0.1)
         assert not server._conn_tasks and not server.connections
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+
+@pytest.mark.skipif(sys.version_info[:2] == (3, 12),
+                    reason="3.12's asyncio waits for handshakes until handshake_timeout")
+async def test_wait_closed_before_close_keeps_the_first_request_bound(wire: Any) -> None:
+    """wait_closed() awaited before close() returns as one awaited after it does: a silent
+    client (no ClientHello over TLS) is given first_request_wait, not handshake_timeout."""
+    server = await aioh2s.start_server(_hello, "127.0.0.1", 0, first_request_wait=0.2,
+                                       handshake_timeout=5, **wire.server_options())
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)  # and says nothing
+    try:
+        await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(server.wait_closed())
+        await asyncio.sleep(0.1)
+        assert not waiting.done()  # (until close(), as asyncio's)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        server.close()
+        await asyncio.wait_for(waiting, 10)
+        assert loop.time() - started < 2.5  # not handshake_timeout (5 s)
     finally:
         writer.close()
         try:

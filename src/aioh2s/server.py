@@ -216,6 +216,7 @@ class Server:
         self._connections: set[_ServedConnection] = set()
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
+        self._close_called = asyncio.Event()  # what a wait_closed() before close() awaits
         self._grace: float | None = None
         # Handlers still running after their exchange completed and their connection ended
         # (see _reap), and when close()'s grace period ends for them (loop time).
@@ -440,6 +441,7 @@ class Server:
         Calling ``close()`` again with a shorter grace period shortens the one in force.
         """
         self._closing = True
+        self._close_called.set()
         self._grace = grace
         g = self.config.grace if grace is None else max(0.0, grace)
         deadline = time.monotonic() + g
@@ -472,7 +474,7 @@ class Server:
         asyncio waits for them until ``handshake_timeout``).
         """
         if self._server is not None and not self._closing:
-            await self._server.wait_closed()  # (until close(), as asyncio's)
+            await self._until_closing(self._server)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.first_request_time
         if self._closing and self._unmade and _CYCLIC_HANDSHAKES:
@@ -503,6 +505,20 @@ class Server:
                 abort()
         if self._server is not None:
             await self._server.wait_closed()
+
+    async def _until_closing(self, server: asyncio.Server) -> None:
+        # Until close(), as asyncio's wait_closed(), which must not be awaited for that
+        # (3.12+'s waits for handshakes under way too, until handshake_timeout: the
+        # first_request_wait bound below would not apply); asyncio's own is still watched,
+        # for a listener closed without close() (serve_forever() cancelled).
+        called = asyncio.ensure_future(self._close_called.wait())
+        theirs = asyncio.ensure_future(server.wait_closed())
+        try:
+            await asyncio.wait([called, theirs], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for t in (called, theirs):
+                t.cancel()
+            await asyncio.gather(called, theirs, return_exceptions=True)
 
     async def __aenter__(self) -> Server:
         return self

@@ -94,7 +94,8 @@ class Stream:
         "conn", "id", "send", "recv", "send_error", "recv_error", "headers", "informational",
         "trailers", "buf", "credit", "unflowed", "_in_waiter", "headers_sent", "out",
         "out_size", "trailers_out", "queued", "_drain_waiters", "_sent_waiters", "task",
-        "held", "slow_ok", "counted", "expect_100", "sent_mark", "read_timeout", "write_timeout", "tunnel",
+        "held", "slow_ok", "counted", "expect_100", "sent_mark", "read_timeout", "write_timeout",
+        "tunnel",
     )
 
     def __init__(self, conn: Connection, stream_id: int) -> None:

@@ -412,6 +412,30 @@ async def test_a_killed_worker_leaves_no_pool_process_behind(
     assert await sup.wait(10) == 0
 
 
+async def test_a_killed_worker_with_a_forked_child_is_seen_dead_and_restarted(
+    supervisors: list[Supervisor],
+) -> None:
+    # The forked child holds the worker's end of its multiprocessing sentinel open: the
+    # supervisor watched only the sentinel and never saw the worker die (no restart).
+    sup = await _start(supervisors, workers=1)
+    worker, child = map(int, (await get(sup.port, "/forked")).split())
+    assert worker in sup.pids and _alive(child)
+    mark = len(sup.lines)
+    os.kill(worker, signal.SIGKILL)
+    await sup.line(rf"WARNING aioh2s: worker {worker} \(slot 0\) was killed by signal 9 "
+                   r"\(SIGKILL\) and left \d+ process\(es\) in its process group: killed them",
+                   after=mark)
+    for _ in range(200):
+        if not _alive(child):
+            break
+        await asyncio.sleep(0.01)
+    assert not _alive(child)
+    await sup.line(r"worker \d+ \(slot 0\) is accepting connections", after=mark)
+    assert int(await get(sup.port, "/")) != worker
+    sup.signal(signal.SIGTERM)
+    assert await sup.wait(10) == 0
+
+
 async def test_start_timeout_bounds_a_slow_import(supervisors: list[Supervisor],
                                                   tmp_path: Path) -> None:
     slow = tmp_path / "import"

@@ -12,7 +12,9 @@ start by writing that file; ``WORKERS_APP_SHUTDOWN`` (``slow SECONDS``) makes ``
 hang that long. ``WORKERS_APP_IMPORT`` does the same for the import of this
 module (``slow SECONDS`` only): a worker that is slow to load its handler, with or
 without the lifespan hook. ``/pool`` answers "WORKERPID POOLPID", the second from a
-ProcessPoolExecutor's process (started by the first such request).
+ProcessPoolExecutor's process (started by the first such request); ``/forked`` answers
+"WORKERPID CHILDPID", the second a child it forked (os.fork) that sleeps a minute, holding
+the worker's inherited descriptors (its multiprocessing sentinel among them).
 """
 
 from __future__ import annotations
@@ -51,6 +53,17 @@ async def handler(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) 
         child = await asyncio.get_running_loop().run_in_executor(_pool, os.getpid)
         writer.send_headers({":status": "200"})
         writer.write(f"{os.getpid()} {child}".encode())
+        writer.write_eof()
+        return
+    if path == "/forked":
+        pid = os.fork()
+        if pid == 0:  # the child: sleeps, holding what it inherited, until killed
+            try:
+                time.sleep(60)
+            finally:
+                os._exit(0)
+        writer.send_headers({":status": "200"})
+        writer.write(f"{os.getpid()} {pid}".encode())
         writer.write_eof()
         return
     writer.send_headers({":status": "200"})

@@ -27,9 +27,11 @@ replacement becomes the slot's current worker (STARTING) and no restart is sched
 so the slot never gets a second worker. The draining worker is outside the states: it only
 ever exits, and a slot gets a new one only once the last has (the rolling restart waits).
 :class:`Proc` is one worker process as the supervisor sees it: its readiness (one message on
-its pipe, within ``serve(start_timeout=...)``), its exit (the process sentinel, watched by
-the event loop; then what it left in its process group is killed), and whether it was asked
-to stop (then its exit is no crash).
+its pipe, within ``serve(start_timeout=...)``), its exit (on Linux a pidfd, elsewhere the
+process sentinel, watched by the event loop; then what it left in its process group is
+killed), and whether it was asked to stop (then its exit is no crash). The sentinel alone
+is not enough: children the worker *forked* (a fork-context ProcessPoolExecutor) inherit
+its end of the sentinel pipe, which then stays open after the worker died.
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ def _group_size(pgid: int) -> int:
     return count
 
 
+def _pidfd(pid: int | None) -> int | None:
+    """A pidfd for ``pid`` (readable once it exited), or None where there is none."""
+    opener = getattr(os, "pidfd_open", None)  # Linux 5.3+, Python 3.9+
+    if opener is None or pid is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:
+        return None  # an older kernel, or seccomp: the sentinel it is
+
+
 class Proc:
     """One worker process as the supervisor sees it: readiness, exit, who it replaces."""
 
@@ -124,7 +137,9 @@ class Proc:
         self.ready: asyncio.Future[bool] = self.loop.create_future()
         self.exited: asyncio.Future[int | None] = self.loop.create_future()
         self._on_exit = on_exit
-        self.loop.add_reader(process.sentinel, self._ended)
+        self._pidfd = _pidfd(process.pid)
+        self._watched = process.sentinel if self._pidfd is None else self._pidfd
+        self.loop.add_reader(self._watched, self._ended)
         self.loop.add_reader(pipe.fileno(), self._message)
         #: Killed if not accepting connections by then (``serve(start_timeout=...)``).
         self.start_timeout = start_timeout
@@ -149,13 +164,20 @@ class Proc:
         self.kill()
 
     def _ended(self) -> None:
-        self.loop.remove_reader(self.process.sentinel)
+        self.loop.remove_reader(self._watched)
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
         if not self.pipe.closed:
             self.loop.remove_reader(self.pipe.fileno())
             self.pipe.close()
         self._ready_timer.cancel()
-        self.process.join(5)  # it has exited: this reaps it
+        # It has exited: exitcode reaps it (waitpid) without waiting on the sentinel, which
+        # its forked children may hold open; join() then only forgets it.
+        if self.process.exitcode is None:
+            self.process.join(5)
         self._clear_group()
+        self.process.join(0)
         if not self.ready.done():
             self.ready.set_result(False)
         self.exited.set_result(self.process.exitcode)

@@ -191,7 +191,9 @@ class Proc:
         leftovers. After a clean exit the ones left are only helpers on their way out
         (multiprocessing's resource tracker, say): not worth a warning.
         """
-        pgid = self.pid or 0
+        if self.pid is None:
+            return  # never started: killpg(0) would be the supervisor's own group
+        pgid = self.pid
         try:
             os.killpg(pgid, 0)
         except OSError:

@@ -180,6 +180,39 @@ async def test_a_handshake_done_after_wait_closed_is_not_served(cert_files: Any)
             pass
 
 
+async def _hang(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+    writer.send_headers({":status": "200"})
+    await asyncio.sleep(30)
+
+
+@pytest.mark.skipif(not hasattr(asyncio.StreamWriter, "start_tls"), reason="Python 3.11+")
+async def test_a_later_close_keeps_the_shorter_grace_for_late_connections(wire: Any) -> None:
+    """close(0.5) then close() keeps 0.5 s, for a connection whose handshake ends after
+    both too (it got a fresh full grace): its hanging request is cut, not waited 5 s for."""
+    server = await aioh2s.start_server(_hang, "127.0.0.1", 0, first_request_wait=2, grace=5,
+                                       **wire.server_options())
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await _tcp_then_later_tls(port, wire)
+    try:
+        await asyncio.sleep(0.1)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        server.close(0.5)
+        server.close()  # no grace given: the 0.5 s stays
+        closed = asyncio.ensure_future(server.wait_closed())
+        if wire.tls:
+            await _handshake(writer, wire)
+        writer.write(_request())
+        await asyncio.wait_for(closed, 10)
+        assert loop.time() - started < 3  # 0.5 s and the close, not the 5 s grace
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+
 @pytest.mark.skipif(sys.version_info[:2] == (3, 12),
                     reason="3.12's asyncio waits for handshakes until handshake_timeout")
 async def test_wait_closed_before_close_keeps_the_first_request_bound(wire: Any) -> None:

@@ -217,7 +217,6 @@ class Server:
         self._conn_tasks: set[asyncio.Task[Any]] = set()
         self._closing = False
         self._close_called = asyncio.Event()  # what a wait_closed() before close() awaits
-        self._grace: float | None = None
         # Handlers still running after their exchange completed and their connection ended
         # (see _reap), and when close()'s grace period ends for them (loop time).
         self._detached: set[asyncio.Task[None]] = set()
@@ -313,7 +312,8 @@ class Server:
                 if self._closing:
                     # Accepted just as the listener closed (the kernel had handed it over
                     # already): its client is sending a request, which is served first.
-                    served.conn.close_when_spoken(self._grace)
+                    # What is left of the grace in force, not a fresh one.
+                    served.conn.close_when_spoken(self._grace_left())
                 await served.conn.run()
             finally:
                 self._connections.discard(served)
@@ -438,11 +438,11 @@ class Server:
         A handler still running after its exchange completed (a background job after the
         response) is not cancelled as its connection closes: ``wait_closed()`` waits for it
         until the grace period ends, then cancels it.
-        Calling ``close()`` again with a shorter grace period shortens the one in force.
+        Calling ``close()`` again with a shorter grace period shortens the one in force; a
+        longer one (or none) leaves it, for connections whose handshake ends later too.
         """
         self._closing = True
         self._close_called.set()
-        self._grace = grace
         g = self.config.grace if grace is None else max(0.0, grace)
         deadline = time.monotonic() + g
         if self._close_deadline is None or deadline < self._close_deadline:
@@ -452,8 +452,15 @@ class Server:
                 moved.set_result(None)
         if self._server is not None:
             self._server.close()
+        # The earliest deadline stays: a later close() with a longer grace (or none) does
+        # not lengthen the one in force.
+        left = self._grace_left()
         for served in list(self._connections):
-            served.conn.close_for_shutdown(grace)
+            served.conn.close_for_shutdown(left)
+
+    def _grace_left(self) -> float:
+        assert self._close_deadline is not None
+        return max(0.0, self._close_deadline - time.monotonic())
 
     def is_closing(self) -> bool:
         """True once :meth:`close` was called."""

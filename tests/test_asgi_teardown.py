@@ -365,3 +365,84 @@ async def test_headers_over_the_peers_limit_are_refused_locally(wire: Any) -> No
                 pass
         assert (await fetch(client, "/")) == b"small"
     assert len(errors) == 4 and all("more than the 1024 the peer accepts" in e for e in errors)
+
+
+
+async def _under_a_tiny_limit(port: int, wire: Any, paths: list[str]) -> dict[str, Any]:
+    """GET each path from a raw h2 client whose SETTINGS_MAX_HEADER_LIST_SIZE is 60 (below
+    any aioh2s client's): what each stream got (its response headers or its reset code),
+    with "ping" True if the connection still answers a PING after them."""
+    import ssl
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.settings
+
+    ctx = None
+    if wire.tls:
+        ctx = ssl.create_default_context(cafile=wire.certs.ca)
+        ctx.set_alpn_protocols(["h2"])
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname="localhost" if ctx else None)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    c.update_settings({h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: 60})
+    ids = {}
+    for path in paths:
+        sid = c.get_next_available_stream_id()
+        ids[sid] = path
+        c.send_headers(sid, [(":method", "GET"), (":scheme", "https" if ctx else "http"),
+                             (":authority", "localhost"), (":path", path)], end_stream=True)
+    writer.write(c.data_to_send())
+    got: dict[str, Any] = {}
+    pinged = False
+    try:
+        while "ping" not in got or len(got) < len(paths) + 1:
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            if not data:
+                break
+            for ev in c.receive_data(data):
+                if isinstance(ev, h2.events.StreamReset) and ev.stream_id in ids:
+                    got[ids[ev.stream_id]] = ev.error_code
+                elif isinstance(ev, h2.events.ResponseReceived):
+                    got[ids[ev.stream_id]] = dict(ev.headers)
+                elif isinstance(ev, h2.events.PingAckReceived) and ev.ping_data == b"after...":
+                    got["ping"] = True
+            if len(got) == len(paths) and not pinged:
+                pinged = True
+                c.ping(b"after...")  # every stream is answered: the connection lives on?
+            writer.write(c.data_to_send())
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+    return got
+
+
+@pytest.mark.expect_log("aioh2s", "ERROR", "handler failed on stream")
+@pytest.mark.expect_log("aioh2s", "ERROR", "ASGI application's response on stream")
+@pytest.mark.expect_log("aioh2s", "ERROR", "handler returned without a response")
+async def test_a_peer_limit_below_the_500_gets_a_reset(wire: Any) -> None:
+    """A client limit even the fallback 500 is over (under some 90 bytes): the stream is
+    reset with INTERNAL_ERROR (the 500 raised in a loop callback and left the cycle
+    half-done), and the connection lives on."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"x-big", b"x" * 100)]})
+        if scope["path"] == "/later":
+            await asyncio.sleep(0.05)  # the held headers go out on their own
+        await send({"type": "http.response.body", "body": b"never"})
+
+    async def native(reader: aioh2s.H2StreamReader, writer: aioh2s.H2StreamWriter) -> None:
+        if reader.headers[":path"] == "/raise":
+            raise RuntimeError("boom")  # (before any answer: the server's 500)
+
+    for handler, paths in ((ASGIAdapter(app, lifespan="off"), ["/now", "/later"]),
+                           (native, ["/silent", "/raise"])):
+        async with wire.serving(handler) as (_server, port):
+            got = await _under_a_tiny_limit(port, wire, paths)
+        assert got == {**{p: aioh2s.ErrorCode.INTERNAL_ERROR for p in paths}, "ping": True}

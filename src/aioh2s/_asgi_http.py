@@ -52,7 +52,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ._state import Recv, Send
-from .errors import H2Error, LocalProtocolError
+from .errors import ErrorCode, H2Error, LocalProtocolError
 from .headers import RESPONSE, remember, to_wire
 from .headers import TRAILERS as TRAILER_FIELDS
 from .streams import H2StreamReader, H2StreamWriter
@@ -449,8 +449,14 @@ class HTTPCycle:
                 # the application would have had if its next send() had raised it.
                 log.error("aioh2s: ASGI application's response on stream %d: %s",
                           self._s.id, e)
-                self._w.send_headers([(b":status", b"500"), (b"content-length", b"0")], True)
                 self.state = DONE
+                try:
+                    self._w.send_headers([(b":status", b"500"), (b"content-length", b"0")],
+                                         True)
+                except LocalProtocolError:
+                    # A limit below even that (some 90 bytes): nothing can answer but a reset
+                    # (raising here would be lost in the loop's callback).
+                    self._w.reset(ErrorCode.INTERNAL_ERROR)
                 return
             self.state = BODY
 

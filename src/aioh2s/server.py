@@ -52,6 +52,7 @@ from .errors import (
     ALPNError,
     ConnectionClosed,
     ErrorCode,
+    LocalProtocolError,
     RemoteProtocolError,
     StreamReset,
     WebSocketClosed,
@@ -202,7 +203,12 @@ class _ServedConnection:
                 conn.reset_stream(s, ErrorCode.INTERNAL_ERROR)
 
     def _answer_500(self, s: Stream) -> None:
-        s.send_headers([(b":status", b"500"), (b"content-length", b"0")], end_stream=True)
+        try:
+            s.send_headers([(b":status", b"500"), (b"content-length", b"0")], end_stream=True)
+        except LocalProtocolError:
+            # The client's SETTINGS_MAX_HEADER_LIST_SIZE is below even this answer (some 90
+            # bytes): a reset is all it can get.
+            self.conn.reset_stream(s, ErrorCode.INTERNAL_ERROR)
 
 
 class Server:

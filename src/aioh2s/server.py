@@ -510,14 +510,24 @@ class Server:
             await asyncio.sleep(0.02)
         if self._closing:
             self._finished = True
-            # Every connection we serve is closed: what asyncio still holds are handshakes
-            # under way, which its own wait_closed() (3.12+) would wait for until their
-            # timeout. 3.13 can abort them.
-            abort = getattr(self._server, "abort_clients", None)
-            if abort is not None:
-                abort()
+            self._abort_handshakes()
         if self._server is not None:
             await self._server.wait_closed()
+
+    def _abort_handshakes(self) -> None:
+        # Every connection we serve is closed or closing: what asyncio still holds are
+        # handshakes under way, which its own wait_closed() (3.12+) would wait for until
+        # their timeout, and transports flushing a last answer (an HTTP/1.1 refusal, an
+        # error GOAWAY), which must not lose it. 3.13 lists its transports: abort those
+        # whose protocol (under TLS: the one the handshake is for) is no made connection.
+        clients = getattr(self._server, "_clients", None)
+        if clients is None:
+            return  # (3.12: the handshakes end at handshake_timeout)
+        for transport in list(clients):
+            protocol = transport.get_protocol()
+            app = getattr(protocol, "_app_protocol", protocol)  # (asyncio's SSLProtocol)
+            if not isinstance(app, Wire) or app in self._unmade:
+                transport.abort()
 
     async def _until_closing(self, server: asyncio.Server) -> None:
         # Until close(), as asyncio's wait_closed(), which must not be awaited for that

@@ -475,7 +475,7 @@ async def test_handshake_timeout_in_an_http11_request_line_says_so(
 
 
 async def test_a_failed_handshake_does_not_hold_up_wait_closed(cert_files: Any) -> None:
-    # 3.10 and 3.11 keep a failed handshake's protocol alive in a reference cycle for a while:
+    # 3.10 to 3.12 keep a failed handshake's protocol alive in a reference cycle for a while:
     # wait_closed() took it for a handshake under way and waited first_request_wait for it.
     cert, key, _ = cert_files
     server = await aioh2s.start_server(_nothing, "127.0.0.1", 0, first_request_wait=3.0,

@@ -62,7 +62,7 @@ from .streams import H2StreamReader, H2StreamWriter
 from .tls import check_alpn
 
 #: Python versions whose asyncio keeps a failed TLS handshake's protocol in a reference cycle.
-_CYCLIC_HANDSHAKES = sys.version_info < (3, 12)
+_CYCLIC_HANDSHAKES = sys.version_info < (3, 13)
 
 if sys.version_info >= (3, 11):
     from typing import Unpack
@@ -491,7 +491,7 @@ class Server:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.first_request_time
         if self._closing and self._unmade and _CYCLIC_HANDSHAKES:
-            # asyncio tells a protocol nothing of a failed handshake, and 3.10 and 3.11 keep
+            # asyncio tells a protocol nothing of a failed handshake, and 3.10 to 3.12 keep
             # it in a reference cycle (its exception's traceback): collect those now, or
             # each would be taken for a handshake under way until the deadline.
             gc.collect()

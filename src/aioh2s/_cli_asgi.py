@@ -42,13 +42,21 @@ def check_options(args: argparse.Namespace) -> None:
         raise CLIError(EXIT_USAGE, str(e)) from e
 
 
+def importable_from_cwd() -> None:
+    """Put the current directory on ``sys.path``, as ``python -m`` and uvicorn do for MODULE.
+
+    Spawned workers start with the supervisor's ``sys.path``, so this serves them too.
+    """
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+
+
 def adapter(args: argparse.Namespace) -> ASGIAdapter:
     """The handler for ``--asgi MODULE:APP``; :class:`CLIError` if it cannot be made."""
     from aioh2s.asgi import ASGIAdapter, load_app
 
     check_options(args)
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    importable_from_cwd()
     try:
         return ASGIAdapter(load_app(args.asgi))
     except ValueError as e:

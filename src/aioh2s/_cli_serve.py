@@ -470,6 +470,12 @@ def check_args(args: argparse.Namespace) -> Path:
     return root.resolve()
 
 
+def listening_url(tls: bool, host: str, port: int) -> str:
+    """The URL ``serve`` prints as its first line on stdout (an IPv6 host in brackets)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"
+
+
 def tls_files(args: argparse.Namespace, tmpdir: str | None) -> tuple[str | None, str | None]:
     """The certificate and key to serve (a fresh self-signed pair in ``tmpdir``), checked."""
     cert, key = args.tls_cert, args.tls_key
@@ -535,8 +541,7 @@ async def run(args: argparse.Namespace) -> int:
                 EXIT_CONNECT, f"cannot listen on {args.host}:{args.port}: {e.strerror or e}"
             ) from e
         sockname = server.sockets[0].getsockname()
-        shown = f"[{sockname[0]}]" if ":" in sockname[0] else sockname[0]
-        print(f"{'https' if ctx else 'http'}://{shown}:{sockname[1]}/", flush=True)
+        print(listening_url(ctx is not None, sockname[0], sockname[1]), flush=True)
         try:
             await stop.wait()
         finally:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import functools
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from typing import TYPE_CHECKING
 import aioh2s
 from aioh2s import _cli_asgi
 from aioh2s._cli_common import EXIT_CONNECT, EXIT_ERROR, EXIT_OK, EXIT_USAGE, CLIError
-from aioh2s._cli_serve import build_handler, check_args, tls_files
+from aioh2s._cli_serve import build_handler, check_args, listening_url, tls_files
 from aioh2s.tls import server_ssl_context
 
 if TYPE_CHECKING:
@@ -102,17 +101,13 @@ def run(args: argparse.Namespace) -> int | None:
         tls = functools.partial(server_ssl_context, cert, key) if cert else None
         if not args.quiet:
             logging.getLogger("aioh2s").setLevel(logging.INFO)
-        scheme = "https" if tls is not None else "http"
-
         def ready(host: str, port: int) -> None:
-            shown = f"[{host}]" if ":" in host else host
-            print(f"{scheme}://{shown}:{port}/", flush=True)
+            print(listening_url(tls is not None, host, port), flush=True)
 
         extended_connect = args.ws_echo
         if args.asgi:
             _cli_asgi.check_options(args)
-            if "" not in sys.path and os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())  # spawned workers get the supervisor's path
+            _cli_asgi.importable_from_cwd()
             extended_connect = _cli_asgi.wsproto_installed()
         handler = WorkerHandler(str(root), args.echo, args.ws_echo, not args.quiet, args.asgi)
         try:

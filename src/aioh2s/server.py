@@ -224,7 +224,7 @@ class Server:
         self._closing = False
         self._close_called = asyncio.Event()  # what a wait_closed() before close() awaits
         # Handlers still running after their exchange completed and their connection ended
-        # (see _reap), and when close()'s grace period ends for them (loop time).
+        # (see _reap), and when close()'s grace period ends for them (time.monotonic()).
         self._detached: set[asyncio.Task[None]] = set()
         self._close_deadline: float | None = None
         self._deadline_moved: asyncio.Future[None] | None = None  # close() shortened it

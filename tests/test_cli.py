@@ -16,6 +16,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -109,6 +110,19 @@ class Server:
         assert m, self.url
         self.port = int(m.group(2))
 
+    def wait_stderr(self, pattern: str, timeout: float = 20) -> re.Match[str]:
+        """The first stderr line matching *pattern*, waiting for it: stderr has its own pump
+        thread, so a line written before the URL may still be in flight when the URL arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.stderr):
+                if m := re.search(pattern, line):
+                    return m
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                self.stop()
+                raise AssertionError(f"no stderr line matched {pattern!r}: {self.stderr}")
+            time.sleep(0.02)
+
     @staticmethod
     def _pump(pipe: IO[str], sink: Callable[[str], object]) -> None:
         for line in pipe:
@@ -172,8 +186,7 @@ def echo(tree: Path) -> Iterator[Server]:
 def tls(tree: Path) -> Iterator[tuple[Server, str]]:
     pytest.importorskip("trustme")
     s = Server(str(tree), "--self-signed", "-q")
-    m = re.search(r"CA certificate: (\S+)", "\n".join(s.stderr))
-    assert m, s.stderr
+    m = s.wait_stderr(r"CA certificate: (\S+)")
     yield s, m.group(1)
     assert s.stop() == 0
 
@@ -192,7 +205,7 @@ def test_get_file(files: Server) -> None:
     assert p.returncode == 0, p.stderr
     assert p.stdout == HELLO
     assert p.stderr == b""
-    assert any('"GET /hello.txt" 200 13' in line for line in files.stderr)  # access log
+    files.wait_stderr(re.escape('"GET /hello.txt" 200 13'))  # access log
 
 
 def test_get_verbose_headers(files: Server) -> None:
@@ -812,7 +825,7 @@ def test_head_prints_headers_only(files: Server) -> None:
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith(b"HTTP/2 200\r\n") and p.stdout.endswith(b"\r\n\r\n")
     assert b"content-length: 13\r\n" in p.stdout and HELLO not in p.stdout
-    assert any('"HEAD /hello.txt" 200 0' in line for line in files.stderr)
+    files.wait_stderr(re.escape('"HEAD /hello.txt" 200 0'))
     p = entry("get", "-I", "-d", "x", files.url + "hello.txt")
     assert p.returncode == 2 and b"-I (HEAD) sends no request body" in p.stderr
     p = entry("get", "-I", files.url + "nope")

@@ -54,8 +54,7 @@ def echo(www: Path) -> Iterator[Server]:
 def tls() -> Iterator[tuple[Server, str]]:
     pytest.importorskip("trustme")
     s = Server("--echo", "--ws-echo", "--self-signed", "-q")
-    m = re.search(r"CA certificate: (\S+)", "\n".join(s.stderr))
-    assert m, s.stderr
+    m = s.wait_stderr(r"CA certificate: (\S+)")
     yield s, m.group(1)
     assert s.stop() == 0
 

@@ -80,21 +80,7 @@ def _pytest(session: nox.Session) -> tuple[str, ...]:
     return (*_PYTEST, "-m", "not once")
 
 
-@nox.session(python=PYTHONS)
-def tests(session: nox.Session) -> None:
-    """The whole suite (pass pytest arguments after --); ``once`` tests on the newest only.
-
-    The oldest Python gets the lowest h2 and hpack, checked to be what is installed. A separate
-    session for them would run the suite a fifth time, for a pairing (oldest Python, newest h2)
-    that no change of ours could break while both neighbours pass.
-    """
-    pins = _lowest_dependencies() if session.python == PYTHONS[0] else []
-    session.install("-e", ".[test]", *pins)
-    if pins:
-        session.run("python", "-c", _CHECK_PINS, *pins)
-    session.run("python", "-m", "pytest", *_pytest(session), *session.posargs)
-
-
+# Run in the oldest Python's session: the pins of _lowest_dependencies() are what got installed.
 _CHECK_PINS = (
     "import importlib.metadata as m, sys\n"
     "from packaging.version import Version\n"
@@ -104,6 +90,21 @@ _CHECK_PINS = (
     "    assert Version(got) == Version(want), f'{name} {got} installed, {want} wanted'\n"
     "    print('lowest dependencies:', name, got)\n"
 )
+
+
+@nox.session(python=PYTHONS)
+def tests(session: nox.Session) -> None:
+    """The whole suite (pass pytest arguments after --); ``once`` tests on the newest only.
+
+    The oldest Python gets the lowest h2 and hpack, checked to be what is installed. A separate
+    session for them would run the suite a fifth time, for the pairing (oldest Python, newest
+    h2), which only a change that depends on both at once would break.
+    """
+    pins = _lowest_dependencies() if session.python == PYTHONS[0] else []
+    session.install("-e", ".[test]", *pins)
+    if pins:
+        session.run("python", "-c", _CHECK_PINS, *pins)
+    session.run("python", "-m", "pytest", *_pytest(session), *session.posargs)
 
 
 @nox.session

@@ -115,11 +115,13 @@ class Server:
         thread, so a line written before the URL may still be in flight when the URL arrives."""
         deadline = time.monotonic() + timeout
         while True:
+            given_up = self.proc.poll() is not None or time.monotonic() > deadline
+            if self.proc.poll() is not None:
+                self._threads[1].join(5)  # an exited server's last lines are still pumped
             for line in list(self.stderr):
                 if m := re.search(pattern, line):
                     return m
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
+            if given_up:
                 raise AssertionError(f"no stderr line matched {pattern!r}: {self.stderr}")
             time.sleep(0.02)
 
@@ -186,7 +188,11 @@ def echo(tree: Path) -> Iterator[Server]:
 def tls(tree: Path) -> Iterator[tuple[Server, str]]:
     pytest.importorskip("trustme")
     s = Server(str(tree), "--self-signed", "-q")
-    m = s.wait_stderr(r"CA certificate: (\S+)")
+    try:
+        m = s.wait_stderr(r"CA certificate: (\S+)")
+    except AssertionError:
+        s.stop()  # no subprocess left running to warn at garbage collection
+        raise
     yield s, m.group(1)
     assert s.stop() == 0
 
@@ -1020,10 +1026,7 @@ def test_tls_server_answers_http11_client_and_says_why(tree: Path) -> None:
         assert p.returncode == 0, p.stderr
         assert p.stdout.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), p.stdout
         assert b"offer ALPN h2" in p.stdout
-        for _ in range(100):
-            if any("closing TLS connection" in line for line in s.stderr):
-                break
-            threading.Event().wait(0.05)
+        s.wait_stderr("closing TLS connection", timeout=5)
         (line,) = [line for line in s.stderr if "closing TLS connection" in line]
         assert re.match(r"aioh2s: info: closing TLS connection from 127\.0\.0\.1:\d+: ", line)
         assert "did not offer ALPN h2" in line and "505" in line

@@ -13,7 +13,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,20 +53,13 @@ def echo(www: Path) -> Iterator[Server]:
 def tls() -> Iterator[tuple[Server, str]]:
     pytest.importorskip("trustme")
     s = Server("--echo", "--ws-echo", "--self-signed", "-q")
-    m = s.wait_stderr(r"CA certificate: (\S+)")
+    try:
+        m = s.wait_stderr(r"CA certificate: (\S+)")
+    except AssertionError:
+        s.stop()  # no subprocess left running to warn at garbage collection
+        raise
     yield s, m.group(1)
     assert s.stop() == 0
-
-
-def logged(server: Server, pattern: str, timeout: float = 10) -> str:
-    """The server's access log line matching ``pattern`` (it is written as the close ends)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in list(server.stderr):
-            if re.search(pattern, line):
-                return line
-        time.sleep(0.05)
-    raise AssertionError(f"no log line like {pattern!r} in {server.stderr}")
 
 
 # --------------------------------------------------------------------------- ws <-> serve
@@ -78,7 +70,7 @@ def test_messages_round_trip_over_h2c(echo: Server) -> None:
     assert p.returncode == 0, p.stderr
     assert p.stdout == "hello\nwörld\n\n".encode()
     assert p.stderr == b""
-    line = logged(echo, r'"CONNECT /chat"')
+    line = echo.wait_stderr(r'"CONNECT /chat"', timeout=10).string
     assert re.fullmatch(
         r'127\.0\.0\.1:\d+ "CONNECT /chat" websocket, 3 messages echoed, close 1000', line
     ), line
@@ -143,7 +135,8 @@ def test_interactive_lines_and_replies(echo: Server) -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert out == b"" and err == b""
-    assert "2 messages echoed, close 1000" in logged(echo, r'"CONNECT /typed"')
+    line = echo.wait_stderr(r'"CONNECT /typed"', timeout=10).string
+    assert "2 messages echoed, close 1000" in line
 
 
 def test_shutdown_closes_open_websockets_with_1001(www: Path) -> None:
@@ -164,7 +157,8 @@ def test_shutdown_closes_open_websockets_with_1001(www: Path) -> None:
             proc.communicate()
         server.stop()
     assert proc.returncode == 0, err  # 1001 (going away) is a normal close
-    assert "close 1001 server shutting down" in logged(server, r'"CONNECT /"')
+    line = server.wait_stderr(r'"CONNECT /"', timeout=10).string
+    assert "close 1001 server shutting down" in line
 
 
 # --------------------------------------------------------------------------- against our own
